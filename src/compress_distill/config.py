@@ -1,0 +1,431 @@
+"""Typed params: one pydantic model per section of ``params.yaml``.
+
+Everything a stage reads comes through here, so a typo or an impossible value fails at load time with a
+message that names the key, the offending value and the valid choices -- never deep inside a stage after an
+hour of generation.  Stages read only the keys they declare in ``dvc.yaml`` (``generate.rounds``), but the
+whole file is validated on every load so a broken profile is caught by the first stage that runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Dataset ids of the question registry (compress_distill.benchmarks.registry must define exactly these;
+# a test keeps the two in sync).  Kept here because config may import nothing else of the package.
+DATASET_IDS: tuple[str, ...] = (
+    "demo",
+    "gsm8k",
+    "multiarith",
+    "svamp",
+    "aqua_rat",
+    "arc_challenge",
+    "gpqa_diamond",
+    "commonsense_qa",
+    "medqa",
+    "medmcqa",
+    "medexpqa",
+    "mmlu_stem",
+    "mmlu_medical",
+    "hellaswag",
+    "winogrande",
+    "piqa",
+    "arc_easy",
+    "boolq",
+    "truthfulqa",
+    "mmlu_humanities",
+    "mmlu_social_sciences",
+    "mmlu_other",
+)
+
+# Short aliases for models that ship inside a PyPI package (no hub download at run time).
+MODEL_ALIASES: tuple[str, ...] = ("smollm2-135m-instruct",)
+
+BACKENDS = ("hf", "vllm", "openai")
+SOURCES = ("raw", "compressed", "truncated", "answer-only")
+METHODS = ("lora", "full")
+
+
+class ConfigError(ValueError):
+    """A params problem, phrased as what to change."""
+
+
+class Section(BaseModel):
+    """Base of every params section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _check_model_id(model: str) -> str:
+    """Accept a packaged alias, a Hub id (``org/name``) or an existing local path."""
+    if model in MODEL_ALIASES or "/" in model or Path(model).exists():
+        return model
+    close = difflib.get_close_matches(model, MODEL_ALIASES, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"unknown model {model!r}: use a packaged alias ({', '.join(MODEL_ALIASES)}), a Hub id like "
+        f"'org/name', or a local directory.{hint}"
+    )
+
+
+# --------------------------------------------------------------------------------------------- engines
+class BackendConfig(Section):
+    """How to reach one model (DESIGN §6).  The same keys drive a laptop, a GPU node and a cluster."""
+
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    model: str
+    # hf
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: int = Field(16, ge=1)
+    # vllm
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(None, ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    quantization: str | None = None
+    reasoning_parser: str | None = None
+    # extra chat-template kwargs, e.g. {"reasoning_effort": "high"} for gpt-oss
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # openai
+    base_urls: list[str] = Field(default_factory=list)
+    api_key_env: str | None = None
+    max_concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = Field(600.0, gt=0)
+    # managed local servers: each entry is one server command; "{port}" is filled in per replica
+    launch: list[str] = Field(default_factory=list)
+    launch_timeout_s: float = Field(900.0, gt=0)
+    # GPUs this engine occupies, for the GPU-hour ledger (0 on CPU)
+    gpus: int = Field(0, ge=0)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model_id(v)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env_is_a_name(cls, v: str | None) -> str | None:
+        # Guard against the commonest leak: pasting the key itself where its variable name belongs.
+        if v is not None and (v.startswith(("sk-", "hf_")) or not v.replace("_", "").isalnum()):
+            raise ValueError(
+                "api_key_env takes the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                "never the key itself; remove the key from params and export it instead"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _openai_needs_endpoint(self) -> BackendConfig:
+        if self.backend == "openai" and not self.base_urls and not self.launch:
+            raise ValueError(
+                "backend 'openai' needs base_urls (a list of http://host:port/v1 endpoints) or a launch: "
+                "command list that starts local servers"
+            )
+        return self
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = 0
+
+
+# --------------------------------------------------------------------------------------------- prepare
+class DemoConfig(Section):
+    n_train: int = Field(24, ge=1)
+    n_eval: int = Field(12, ge=1)
+
+
+class PrepareConfig(Section):
+    datasets: list[str]
+    # cap per dataset and split; None keeps everything (the paper)
+    max_per_dataset: int | None = Field(None, ge=1)
+    max_eval_per_dataset: int | None = Field(None, ge=1)
+    seed: int = 0
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    # Local directory that mirrors Hub repos as <org>/<name>/...; None reads the Hub (or HF cache)
+    hub_mirror: str | None = None
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError(f"the dataset list is empty; choose from: {', '.join(DATASET_IDS)}")
+        bad = [d for d in v if d not in DATASET_IDS]
+        if bad:
+            raise ValueError(f"unknown dataset id(s) {bad}; valid ids: {', '.join(DATASET_IDS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"dataset ids listed twice: {sorted({d for d in v if v.count(d) > 1})}")
+        return v
+
+
+# --------------------------------------------------------------------------------------------- traces
+class TeacherConfig(BackendConfig):
+    """A teacher is an engine plus its generation settings."""
+
+
+class CompressorConfig(BackendConfig):
+    pass
+
+
+class GenerateConfig(Section):
+    rounds: int = Field(4, ge=1)
+    prompt: str = "prompts/teacher.md"
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=1024))
+
+
+class CompressConfig(Section):
+    prompt: str = "prompts/compress_generic.md"
+    # optional per-domain prompt files (the paper's future work); domains not listed use `prompt`
+    domain_prompts: dict[str, str] = Field(default_factory=dict)
+    # optional per-compressor prompt files (compressor id -> file); override `prompt` for that compressor
+    prompts: dict[str, str] = Field(default_factory=dict)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.3, max_tokens=1024))
+    # keep only rows whose compressed reasoning still reaches the canonical answer (beyond the paper)
+    require_answer_preserved: bool = False
+
+
+class TruncateConfig(Section):
+    # compressor whose tokenizer and trace lengths define the token budget (the most aggressive one)
+    compressor: str
+
+
+class JudgeConfig(Section):
+    engine: BackendConfig
+    prompt: str = "prompts/judge.md"
+    max_raw_chars: int = Field(40_000, ge=100)
+    max_compressed_chars: int = Field(12_000, ge=100)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
+
+
+class BuildConfig(Section):
+    license: str = "apache-2.0"
+    shard_rows: int = Field(50_000, ge=1)
+    pretty_name: str = "Compress-Distill traces"
+
+
+class PublishConfig(Section):
+    enabled: bool = False
+    repo_id: str | None = None
+    tag: str | None = None
+    private: bool = False
+
+    @model_validator(mode="after")
+    def _repo_when_enabled(self) -> PublishConfig:
+        if self.enabled and not self.repo_id:
+            raise ValueError("publish.enabled is true but publish.repo_id is empty; set it to 'org/name'")
+        return self
+
+
+class TracesConfig(Section):
+    source: Literal["generate", "hub"] = "generate"
+    # with source: hub -- one published dataset repo per teacher id
+    repo_ids: dict[str, str] = Field(default_factory=dict)
+    revision: str = "main"
+
+
+# --------------------------------------------------------------------------------------------- students
+class StudentConfig(Section):
+    model: str
+    chat_template: str | None = None  # path to a Jinja template for base models that ship none
+    max_tokens_eval: int | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model_id(v)
+
+
+class LoraConfig(Section):
+    r: int = Field(64, ge=1)
+    alpha: int = Field(128, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    learning_rate: float = Field(2e-4, gt=0)
+
+
+class FullConfig(Section):
+    learning_rate: float = Field(1e-5, gt=0)
+
+
+class TrainConfig(Section):
+    seq_len: int = Field(16_384, ge=32)
+    micro_batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(8, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = True
+    packing: bool = True
+    # rows longer than seq_len: drop them (counted) or truncate them (counted)
+    overlong: Literal["drop", "truncate"] = "drop"
+    budget: Literal["epochs", "compute_matched"] = "epochs"
+    save_every_steps: int = Field(50, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    full: FullConfig = Field(default_factory=FullConfig)
+
+
+class EvaluateConfig(Section):
+    engine: dict[str, Any] = Field(default_factory=dict)  # backend overrides for the student engine
+    max_new_tokens: int = Field(8192, ge=1)
+    max_per_dataset: int | None = Field(None, ge=1)
+
+
+class ReportConfig(Section):
+    watts_per_gpu_hour: float = Field(805.0, gt=0)  # 700 W H100 SXM TDP x PUE 1.15
+    g_co2_per_kwh: float = Field(79.0, ge=0)
+    bootstrap_samples: int = Field(1000, ge=10)
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------------- grid
+class GridExclusion(Section):
+    """Runs matching every given field are left out of the grid."""
+
+    teacher: str | None = None
+    student: str | None = None
+    method: Literal["lora", "full"] | None = None
+    source: str | None = None
+
+
+class GridConfig(Section):
+    teachers: list[str]
+    students: list[str]
+    methods: list[Literal["lora", "full"]]
+    # "raw", "compressed-<C>", "truncated", "answer-only"
+    sources: list[str]
+    exclude: list[GridExclusion] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------- root
+class Params(Section):
+    seed: int = 0
+    prepare: PrepareConfig
+    teachers: dict[str, TeacherConfig]
+    compressors: dict[str, CompressorConfig]
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
+    truncate: dict[str, TruncateConfig] = Field(default_factory=dict)  # teacher id -> settings
+    judge: JudgeConfig
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    traces: TracesConfig = Field(default_factory=TracesConfig)
+    students: dict[str, StudentConfig]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    grid: GridConfig
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> Params:
+        def known(kind: str, ids: list[str], valid: dict[str, Any]) -> None:
+            bad = [i for i in ids if i not in valid]
+            if bad:
+                raise ValueError(f"{kind} {bad} not defined; defined: {', '.join(valid) or '(none)'}")
+
+        for ident in [*self.teachers, *self.compressors, *self.students]:
+            if not ident or any(ch in ident for ch in "@/ .") or ident != ident.lower():
+                raise ValueError(
+                    f"id {ident!r} must be a short lower-case token without '@', '/', '.' or spaces "
+                    "(it becomes part of DVC stage names and file paths)"
+                )
+        overlap = set(self.teachers) & set(self.compressors)
+        if overlap:
+            raise ValueError(f"ids {sorted(overlap)} are used for both a teacher and a compressor")
+        known("grid.teachers", self.grid.teachers, self.teachers)
+        known("compress.prompts", list(self.compress.prompts), self.compressors)
+        known("grid.students", self.grid.students, self.students)
+        known("truncate teachers", list(self.truncate), self.teachers)
+        known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
+        valid_sources = ["raw", "truncated", "answer-only", *(f"compressed-{c}" for c in self.compressors)]
+        known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
+        if self.traces.source == "hub":
+            missing = [t for t in self.grid.teachers if t not in self.traces.repo_ids]
+            if missing:
+                raise ValueError(
+                    f"traces.source is 'hub' but traces.repo_ids has no repo for teacher(s) {missing}; "
+                    "add e.g. traces.repo_ids.<teacher>: org/name"
+                )
+        return self
+
+
+def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
+    lines = [f"invalid params in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            parent = e["loc"][:-1]
+            model = _model_at(root or Params, parent)
+            valid = ", ".join(model.model_fields) if model else "?"
+            close = difflib.get_close_matches(str(e["loc"][-1]), list(model.model_fields) if model else [], 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  - {key}: unknown key{hint}; valid keys here: {valid}")
+        elif e["type"] == "missing":
+            lines.append(f"  - {key}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {key}: {msg} (got {e.get('input')!r})" if "input" in e and not isinstance(
+                e.get("input"), dict) else f"  - {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk field annotations along an error location to find the section model, for 'valid keys'."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                continue  # a dict key (e.g. a teacher id): the dict's value type was already unwrapped
+            current = field.annotation
+        # unwrap dict[str, X], list[X], X | None
+        while (origin := typing.get_origin(current)) is not None:
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            current = args[-1] if origin is dict else args[0]
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def parse_params(data: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file {path} not found; run from the repository root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
+    return parse_params(data, str(path))
+
+
+def backend_config(cfg: dict[str, Any] | BackendConfig) -> BackendConfig:
+    """Validate a backend dict (the public ``make_backend`` accepts either form)."""
+    if isinstance(cfg, BackendConfig):
+        return cfg
+    try:
+        return BackendConfig.model_validate(cfg)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, "backend config", BackendConfig)) from None
