@@ -260,3 +260,43 @@ def iter_batches(
 
 def read_rows(path: str | Path, schema: pa.Schema | None = None) -> list[dict[str, Any]]:
     return read_table(path, schema).to_pylist()
+
+
+# --------------------------------------------------------------------------------------------- judge output
+def _judge_model():  # type: ignore[no-untyped-def]
+    """The judge's structured verdict (paper Appendix G) as a pydantic model; built lazily."""
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class JudgeVerdict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        faithfulness: int = Field(ge=1, le=5)
+        coverage: int = Field(ge=1, le=5)
+        clarity: int = Field(ge=1, le=5)
+        verdict: Literal["faithful", "partially_faithful", "unfaithful"]
+        answer_alignment: bool
+        failure_modes: list[
+            Literal[
+                "contradiction",
+                "unsupported_claim",
+                "omitted_key_step",
+                "answer_mismatch",
+                "overcompression",
+                "incoherent",
+                "empty_original",
+                "empty_compressed",
+            ]
+        ] = Field(max_length=8)
+        rationale: str = Field(max_length=2000)
+
+    return JudgeVerdict
+
+
+JudgeVerdict = _judge_model()
+
+
+def judge_json_schema() -> dict[str, Any]:
+    """JSON schema handed to the engine for constrained decoding of the judge's reply."""
+    return JudgeVerdict.model_json_schema()
