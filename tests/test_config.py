@@ -1,0 +1,178 @@
+"""Config validation: every profile loads; bad keys and values fail at load naming key and choices."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compress_distill.config import DATASET_IDS, ConfigError, backend_config, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "configs/paper.yaml", "configs/demo.yaml"])
+def test_profiles_load(profile: str) -> None:
+    params = load_params(REPO / profile)
+    assert params.grid.teachers
+
+
+def test_demo_profile_is_params_yaml() -> None:
+    # `compress-distill profile demo` must restore exactly the shipped demo
+    assert (REPO / "configs/demo.yaml").read_text() == (REPO / "params.yaml").read_text()
+
+
+def test_paper_profile_settings() -> None:
+    p = load_params(REPO / "configs/paper.yaml")
+    q = p.teachers["qwen397b"]
+    assert (q.backend, q.tensor_parallel_size, q.max_model_len, q.gpu_memory_utilization) == ("vllm", 8, 16384, 0.92)
+    assert q.reasoning_parser == "qwen3"
+    assert p.compressors["llama70b"].tensor_parallel_size == 4 and p.compressors["llama70b"].data_parallel_size == 2
+    assert p.compressors["ministral14b"].data_parallel_size == 8
+    assert p.compress.sampling.temperature == 0.3
+    assert p.truncate["qwen397b"].compressor == "ministral14b"
+    assert (p.judge.max_raw_chars, p.judge.max_compressed_chars) == (40_000, 12_000)
+    assert (p.train.seq_len, p.train.micro_batch_size, p.train.grad_accum, p.train.warmup_ratio) == (16384, 1, 8, 0.1)
+    assert p.train.lora.r == 64 and p.train.lora.dropout == 0.05
+    assert p.evaluate.max_new_tokens == 8192
+    assert (p.report.watts_per_gpu_hour, p.report.g_co2_per_kwh) == (805.0, 79.0)
+    assert set(p.prepare.datasets) == set(DATASET_IDS) - {"demo"}
+
+
+def _err(data: dict) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse_params(data)
+    return str(exc.value)
+
+
+def test_unknown_top_level_key(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["generat"] = {}
+    msg = _err(d)
+    assert "generat: unknown key" in msg and "did you mean 'generate'" in msg
+
+
+def test_unknown_nested_key_lists_valid_keys(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["teachers"]["smol"]["modle"] = "x"
+    msg = _err(d)
+    assert "teachers.smol.modle" in msg and "did you mean 'model'" in msg and "batch_size" in msg
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "needle"),
+    [
+        (("generate", "sampling", "temperature"), -0.1, "generate.sampling.temperature"),
+        (("generate", "sampling", "max_tokens"), 0, "generate.sampling.max_tokens"),
+        (("compress", "sampling", "top_p"), 0.0, "compress.sampling.top_p"),
+        (("generate", "rounds"), 0, "generate.rounds"),
+        (("train", "seq_len"), 8, "train.seq_len"),
+        (("train", "warmup_ratio"), 1.5, "train.warmup_ratio"),
+        (("train", "lora", "dropout"), 1.0, "train.lora.dropout"),
+        (("teachers", "smol", "batch_size"), 0, "teachers.smol.batch_size"),
+        (("teachers", "smol", "backend"), "tgi", "teachers.smol.backend"),
+        (("judge", "max_raw_chars"), 5, "judge.max_raw_chars"),
+        (("train", "overlong"), "wrap", "train.overlong"),
+    ],
+)
+def test_impossible_values(demo: dict, path: tuple[str, ...], value: object, needle: str) -> None:
+    d = copy.deepcopy(demo)
+    node = d
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    assert needle in _err(d)
+
+
+def test_empty_dataset_list_names_choices(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["prepare"]["datasets"] = []
+    msg = _err(d)
+    assert "prepare.datasets" in msg and "gsm8k" in msg
+
+
+def test_unknown_dataset_id_names_choices(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["prepare"]["datasets"] = ["demo", "gsm8kk"]
+    msg = _err(d)
+    assert "gsm8kk" in msg and "multiarith" in msg
+
+
+def test_unknown_model_alias_suggests(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["students"]["smol"]["model"] = "smollm2-135m"
+    msg = _err(d)
+    assert "students.smol.model" in msg and "smollm2-135m-instruct" in msg
+
+
+def test_grid_refers_to_defined_ids(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["grid"]["students"] = ["qwen9b"]
+    assert "grid.students ['qwen9b'] not defined" in _err(d)
+    d = copy.deepcopy(demo)
+    d["grid"]["sources"] = ["compressed-llama70b"]
+    assert "compressed-concise" in _err(d)
+
+
+def test_truncate_names_a_compressor(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["truncate"]["smol"]["compressor"] = "nope"
+    assert "truncate.*.compressor" in _err(d)
+
+
+def test_ids_must_be_path_safe(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["compressors"]["a/b"] = d["compressors"].pop("terse")
+    assert "short lower-case token" in _err(d)
+
+
+def test_hub_source_needs_repo_ids(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["traces"]["source"] = "hub"
+    assert "traces.repo_ids" in _err(d)
+    d["traces"]["repo_ids"] = {"smol": "org/traces"}
+    assert parse_params(d).traces.source == "hub"
+
+
+def test_publish_enabled_needs_repo(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["publish"]["enabled"] = True
+    assert "publish.repo_id" in _err(d)
+
+
+def test_api_key_env_rejects_a_pasted_key() -> None:
+    with pytest.raises(ConfigError) as exc:
+        backend_config({"backend": "openai", "model": "m/x", "base_urls": ["http://127.0.0.1:1/v1"],
+                        "api_key_env": "sk-live-abcdef0123456789"})
+    assert "NAME of an environment variable" in str(exc.value)
+    assert "abcdef0123456789" not in str(exc.value).split("got")[0]
+
+
+def test_openai_needs_endpoints() -> None:
+    with pytest.raises(ConfigError, match="base_urls"):
+        backend_config({"backend": "openai", "model": "m/x"})
+
+
+def test_backend_config_unknown_key() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        backend_config({"backend": "hf", "model": "smollm2-135m-instruct", "bach_size": 3})
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(lst)

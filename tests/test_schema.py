@@ -1,0 +1,129 @@
+"""Schemas round-trip through Parquet; reads name missing/mistyped columns; writes are atomic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from compress_distill import schema as S
+
+
+def _row(schema: pa.Schema) -> dict:
+    samples = {
+        pa.string(): "x",
+        pa.int8(): 3,
+        pa.int32(): 1,
+        pa.int64(): 7,
+        pa.float64(): 0.25,
+        pa.bool_(): True,
+        pa.list_(pa.string()): ["a", "b"],
+    }
+    return {f.name: samples[f.type] for f in schema}
+
+
+@pytest.mark.parametrize("name", sorted(S.TABLES))
+def test_round_trip(name: str, tmp_path: Path) -> None:
+    schema = S.TABLES[name]
+    rows = [_row(schema), {**_row(schema), schema.names[0]: "é ünïcode ✓"}]
+    path = S.write_rows(rows, tmp_path / f"{name}.parquet", schema)
+    back = S.read_rows(path, schema)
+    assert back == rows
+    assert pq.read_schema(path).names == schema.names
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "q.parquet"
+    table = S.to_table([_row(S.QUESTIONS)], S.QUESTIONS).drop_columns(["answer_type"])
+    pq.write_table(table, path)
+    with pytest.raises(S.SchemaError, match=r"missing column\(s\) \['answer_type'\]"):
+        S.read_table(path, S.QUESTIONS)
+
+
+def test_mistyped_column_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    row = _row(S.PREDICTIONS)
+    table = S.to_table([row], S.PREDICTIONS)
+    table = table.set_column(table.column_names.index("correct"), "correct", pa.array([["no"]]))
+    pq.write_table(table, path)
+    with pytest.raises(S.SchemaError, match="column 'correct' has type"):
+        S.read_table(path, S.PREDICTIONS)
+
+
+def test_compatible_types_are_cast(tmp_path: Path) -> None:
+    path = tmp_path / "a.parquet"
+    table = S.to_table([_row(S.ATTEMPTS)], S.ATTEMPTS)
+    table = table.set_column(table.column_names.index("round"), "round", pa.array([2], pa.int64()))
+    pq.write_table(table, path)
+    assert S.read_table(path, S.ATTEMPTS).schema.field("round").type == pa.int32()
+
+
+def test_extra_row_keys_rejected() -> None:
+    with pytest.raises(S.SchemaError, match="not in the schema"):
+        S.to_table([{**_row(S.REJECTS), "bogus": 1}], S.REJECTS)
+
+
+def test_streamed_batches(tmp_path: Path) -> None:
+    rows = [{**_row(S.REJECTS), "id": str(i)} for i in range(10)]
+    batches = (S.to_table(rows[i : i + 3], S.REJECTS) for i in range(0, 10, 3))
+    assert S.write_batches(batches, tmp_path / "r.parquet", S.REJECTS) == 10
+    got = [r["id"] for b in S.iter_batches(tmp_path / "r.parquet", S.REJECTS, batch_size=4) for r in b.to_pylist()]
+    assert got == [str(i) for i in range(10)]
+
+
+def test_failed_write_leaves_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    S.write_rows([_row(S.REJECTS)], path, S.REJECTS)
+    before = path.read_bytes()
+
+    def boom():
+        yield S.to_table([_row(S.REJECTS)], S.REJECTS)
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        S.write_batches(boom(), path, S.REJECTS)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temp file left behind
+
+
+def test_sigkill_mid_write_never_tears_the_file(tmp_path: Path) -> None:
+    """A writer SIGKILLed while streaming leaves the old file intact (only a stray temp file)."""
+    path = tmp_path / "big.parquet"
+    S.write_rows([_row(S.REJECTS)], path, S.REJECTS)
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(Path(S.__file__).parents[1])!r})
+from compress_distill import schema as S
+def gen():
+    while True:
+        yield S.to_table([{{"id": "x" * 1000, "stage": "s", "reason": "r", "detail": "d"}}] * 1000, S.REJECTS)
+        print("batch", flush=True)
+S.write_batches(gen(), {str(path)!r}, S.REJECTS)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for _ in range(5):
+        proc.stdout.readline()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert S.read_rows(path, S.REJECTS) == [_row(S.REJECTS)]
+
+
+def test_judge_schema_matches_table() -> None:
+    js = S.judge_json_schema()
+    assert set(js["required"]) == {
+        "faithfulness", "coverage", "clarity", "verdict", "answer_alignment", "failure_modes", "rationale"
+    }
+    table_cols = set(S.JUDGEMENTS.names) - {"id", "compressor", "judge_model", "parse_status"}
+    assert table_cols == set(js["properties"])
+    v = S.JudgeVerdict.model_validate_json(
+        '{"faithfulness":5,"coverage":4,"clarity":5,"verdict":"faithful","answer_alignment":true,'
+        '"failure_modes":[],"rationale":"ok"}'
+    )
+    assert v.verdict == "faithful"
