@@ -270,6 +270,9 @@ class TrainConfig(Section):
     # rows longer than seq_len: drop them (counted) or truncate them (counted)
     overlong: Literal["drop", "truncate"] = "drop"
     budget: Literal["epochs", "compute_matched"] = "epochs"
+    # compute_matched reference: trainable tokens per epoch every source is trained on; None = the same
+    # teacher's raw source tokenised for this student (data/hub/<teacher>/raw)
+    budget_tokens: int | None = Field(None, ge=1)
     save_every_steps: int = Field(50, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
