@@ -1,0 +1,182 @@
+"""prepare: load the benchmarks of ``prepare.datasets`` into data/questions/{train,eval}.parquet.
+
+Order of operations, each step counted in metrics/prepare.json (rows_in = rows_out + rejects):
+1. load and convert every split the registry uses (records that cannot become questions: per-reason rejects);
+2. drop exact-duplicate questions within train and within eval (the first occurrence is kept);
+3. cap eval at ``max_eval_per_dataset`` per dataset (seeded sample);
+4. drop train questions whose normalised text is also an eval question (train/eval overlap: a student
+   trained on a trace of an eval question would be scored on something it has seen);
+5. cap train at ``max_per_dataset`` per dataset (seeded sample).
+Capping after de-duplication gives exactly the cap whenever a dataset has enough distinct questions, and
+capping eval before the overlap check removes only train rows that collide with eval rows actually kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from compress_distill.config import ConfigError, Params, load_params
+from compress_distill.metrics import RowCounter, write_metrics
+from compress_distill.schema import QUESTIONS, REJECTS, write_rows
+
+Row = dict[str, Any]
+
+
+def normalise(question: str) -> str:
+    """Text identity for the overlap check: Unicode NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", question).casefold().split())
+
+
+def _sample_key(seed: int, row_id: str) -> str:
+    # Rank rows by a seeded hash of their id: the kept set depends on (seed, ids) only, not on load order,
+    # and raising the cap keeps a superset of the rows kept before.
+    return hashlib.sha256(f"{seed}:{row_id}".encode()).hexdigest()
+
+
+def cap_per_dataset(rows: list[Row], cap: int | None, seed: int) -> tuple[list[Row], list[Row]]:
+    """Keep at most ``cap`` rows per dataset, chosen by seeded hash; returns (kept, dropped), order kept."""
+    if cap is None:
+        return rows, []
+    by_ds: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        by_ds[r["dataset"]].append(r)
+    chosen = {
+        r["id"]
+        for group in by_ds.values()
+        for r in sorted(group, key=lambda r: _sample_key(seed, r["id"]))[:cap]
+    }
+    return [r for r in rows if r["id"] in chosen], [r for r in rows if r["id"] not in chosen]
+
+
+def drop_duplicates(rows: Iterable[Row]) -> tuple[list[Row], list[Row]]:
+    """Exact duplicates of the rendered question text (same split); the first occurrence stays."""
+    seen: set[str] = set()
+    kept, dropped = [], []
+    for r in rows:
+        (dropped if r["question"] in seen else kept).append(r)
+        seen.add(r["question"])
+    return kept, dropped
+
+
+def drop_overlap(train: list[Row], eval_rows: list[Row]) -> tuple[list[Row], list[Row]]:
+    eval_texts = {normalise(r["question"]) for r in eval_rows}
+    kept, dropped = [], []
+    for r in train:
+        (dropped if normalise(r["question"]) in eval_texts else kept).append(r)
+    return kept, dropped
+
+
+def run(
+    params: Params,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    rejects_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Build the questions tables; returns the metrics written to ``metrics_path``.
+
+    ``cache_dir`` is the datasets cache (default: ~/.cache/huggingface/datasets); ``rejects_path`` optionally
+    receives one row per rejected record (schema.REJECTS) for inspection.
+    """
+    from compress_distill.benchmarks import registry
+
+    cfg = params.prepare
+    counter = RowCounter()
+    rejected: list[Row] = []
+    per_ds: dict[str, Counter[str]] = {}
+    loaded: list[Row] = []
+    for dataset_id in cfg.datasets:
+        res = registry.load(
+            dataset_id,
+            hub_mirror=cfg.hub_mirror,
+            cache_dir=cache_dir,
+            demo_sizes=(cfg.demo.n_train, cfg.demo.n_eval),
+            seed=cfg.seed,
+        )
+        counter.seen(res.rows_in)
+        for reason, n in res.rejects.items():
+            counter.reject(reason, n)
+        rejected += res.rejected
+        per_ds[dataset_id] = Counter(rows_in=res.rows_in, rejected=sum(res.rejects.values()))
+        loaded += res.rows
+
+    def drop(rows: list[Row], reason: str) -> None:
+        counter.reject(reason, len(rows))
+        for r in rows:
+            per_ds[r["dataset"]]["rejected"] += 1
+            rejected.append(
+                {"id": r["id"], "stage": "prepare", "reason": reason, "detail": r["question"][:200]}
+            )
+
+    train, dup_train = drop_duplicates(r for r in loaded if r["split"] == "train")
+    eval_rows, dup_eval = drop_duplicates(r for r in loaded if r["split"] == "eval")
+    drop(dup_train + dup_eval, "duplicate")
+    eval_rows, capped_eval = cap_per_dataset(eval_rows, cfg.max_eval_per_dataset, cfg.seed)
+    drop(capped_eval, "max_eval_per_dataset")
+    train, overlap = drop_overlap(train, eval_rows)
+    drop(overlap, "train_eval_overlap")
+    for r in overlap:
+        per_ds[r["dataset"]]["overlap"] += 1
+    train, capped_train = cap_per_dataset(train, cfg.max_per_dataset, cfg.seed)
+    drop(capped_train, "max_per_dataset")
+
+    out = Path(out_dir)
+    write_rows(train, out / "train.parquet", QUESTIONS)
+    write_rows(eval_rows, out / "eval.parquet", QUESTIONS)
+    if rejects_path is not None:
+        write_rows(rejected, rejects_path, REJECTS)
+    counter.kept(len(train) + len(eval_rows))
+
+    groups: dict[str, Counter[str]] = defaultdict(Counter)
+    for split, rows in (("train", train), ("eval", eval_rows)):
+        for r in rows:
+            per_ds[r["dataset"]][split] += 1
+            groups[r["group"]][split] += 1
+    metrics: dict[str, Any] = {
+        **counter.as_dict(),
+        "train": len(train),
+        "eval": len(eval_rows),
+        "train_eval_overlap": len(overlap),
+        # flat numbers only (DVC drops lists); every key present for every dataset so diffs line up
+        "datasets": {
+            d: {k: c[k] for k in ("rows_in", "train", "eval", "rejected", "overlap")}
+            for d, c in per_ds.items()
+        },
+        "groups": {g: {k: c[k] for k in ("train", "eval")} for g, c in sorted(groups.items())},
+    }
+    write_metrics(metrics_path, metrics)
+    return metrics
+
+
+def main(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    out_dir: Annotated[Path, typer.Option(help="directory for train.parquet and eval.parquet")] = Path(
+        "data/questions"
+    ),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/prepare.json"),
+    rejects: Annotated[Path | None, typer.Option(help="optional Parquet of rejected records")] = None,
+) -> None:
+    """Load the benchmark questions (Hub or mirror) into data/questions/{train,eval}.parquet."""
+    from compress_distill.benchmarks.common import BenchmarkError
+
+    try:
+        p = load_params(params)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--params") from None
+    try:
+        m = run(p, out_dir, metrics, rejects_path=rejects)
+    except BenchmarkError as err:
+        typer.echo(f"prepare failed: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"prepare: {m['train']} train / {m['eval']} eval questions from {len(m['datasets'])} dataset(s); "
+        f"rejects {m['rejects']}"
+    )
