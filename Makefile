@@ -27,6 +27,8 @@ $(VENV)/.test-installed: $(STAMP)
 	ls $(WHEELHOUSE)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel --no-deps --wheel-dir $(WHEELHOUSE) "llama-cpp-python==0.3.36"
 	$(BIN)/pip install --quiet --find-links $(WHEELHOUSE) -e ".[test]"
+	# headless Chromium renders reports/index.html in the report tests (Debian package)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	touch $@
 
 setup-test: $(VENV)/.test-installed

@@ -1,0 +1,372 @@
+"""report: summary metrics, the paper's tables, DVC plot data and a self-contained HTML report.
+
+Reads every run's ``metrics/eval/RUN.json`` and ``metrics/train/RUN.json``, the predictions (for paired
+bootstrap intervals against the raw run on the same questions), the built trace datasets under
+``data/hub/T`` (compression and judge statistics, trace viewer), the dvclive loss curves and the
+``gpu_hours`` of every stage's metrics file (cost ledger).  Writes:
+
+- ``metrics/summary.json``: flat per-run numbers, vs-raw comparisons, judge/compression stats, cost;
+- ``reports/table*.md`` (Tables 2, 3, 6, 7, 8, 9, 10, vs-raw, cost) and ``reports/tables.md`` (all of them);
+- ``reports/index.html``: one self-contained page with the tables, plots and the trace viewer;
+- ``plots/report/*.csv``: the data of ``dvc plots`` (accuracy vs tokens, compression-ratio histogram, loss).
+
+Runs without metrics yet are reported as missing (``rejects.missing_eval_metrics``), never a crash, so a
+partly finished grid still gets a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from compress_distill.config import ConfigError, Params, ReportConfig, load_params
+from compress_distill.evaluation import html as html_report
+from compress_distill.evaluation import plots as plotting
+from compress_distill.evaluation import tables, traces
+from compress_distill.evaluation.metrics import (
+    co2_kg,
+    efficiency_gain,
+    energy_kwh,
+    paired_bootstrap,
+    retention,
+)
+from compress_distill.evaluation.tables import GridOrder, RunResult, Table
+from compress_distill.metrics import RowCounter, read_metrics, write_metrics
+from compress_distill.plan import expand, run_id
+from compress_distill.schema import PREDICTIONS, atomic_path, read_table
+
+# per-run numbers copied from metrics/eval/RUN.json (overall block) into the summary
+OVERALL_KEYS = (
+    "accuracy",
+    "n",
+    "stderr",
+    "mean_completion_tokens",
+    "mean_completion_tokens_excl_truncated",
+    "truncation_rate",
+    "median_reasoning_chars",
+    "median_reasoning_tokens",
+    "acc_per_1k_tokens",
+)
+TRAIN_KEYS = ("wall_clock_s", "gpu_hours", "trainable_tokens", "final_loss", "tokens_per_s")
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = read_metrics(path)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run the stage that writes it") from err
+    if not isinstance(data, dict):
+        raise TypeError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_runs(params: Params, metrics_dir: Path) -> list[RunResult]:
+    """The planned grid (``plan.expand``) with whatever eval/train metrics exist."""
+    out = []
+    for name, r in expand(params)["runs"].items():
+        out.append(
+            RunResult(
+                run=name,
+                teacher=r["teacher"],
+                student=r["student"],
+                method=r["method"],
+                source=r["source"],
+                eval=_read_json(metrics_dir / "eval" / f"{name}.json"),
+                train=_read_json(metrics_dir / "train" / f"{name}.json"),
+            )
+        )
+    return out
+
+
+def _correct_by_question(path: Path) -> dict[str, bool] | None:
+    if not path.exists():
+        return None
+    t = read_table(path, PREDICTIONS, columns=["question_id", "correct"])
+    return dict(zip(t["question_id"].to_pylist(), (bool(c) for c in t["correct"].to_pylist()), strict=True))
+
+
+def compare_with_raw(runs: list[RunResult], predictions_dir: Path, cfg: ReportConfig) -> None:
+    """Fill ``vs_raw`` of every non-raw run whose raw counterpart (same teacher/student/method) was evaluated."""
+    by_id = {r.run: r for r in runs}
+    cache: dict[str, dict[str, bool] | None] = {}
+
+    def preds(run: str) -> dict[str, bool] | None:
+        if run not in cache:
+            cache[run] = _correct_by_question(predictions_dir / f"{run}.parquet")
+        return cache[run]
+
+    for r in runs:
+        raw = by_id.get(run_id(r.teacher, r.student, r.method, "raw"))
+        if r.source == "raw" or raw is None or not r.eval or not raw.eval:
+            continue
+        v: dict[str, Any] = {
+            "raw_accuracy": raw.get("accuracy"),
+            "retention": retention(r.get("accuracy"), raw.get("accuracy")),
+            "efficiency_gain": efficiency_gain(r.get("acc_per_1k_tokens"), raw.get("acc_per_1k_tokens")),
+        }
+        mine, theirs = preds(r.run), preds(raw.run)
+        if mine is not None and theirs is not None:
+            common = sorted(mine.keys() & theirs.keys())
+            boot = paired_bootstrap(
+                [mine[q] for q in common], [theirs[q] for q in common], cfg.bootstrap_samples, cfg.seed
+            )
+            v.update(
+                n_paired=boot.n,
+                delta=boot.delta,
+                ci_low=boot.ci_low,
+                ci_high=boot.ci_high,
+                retention_ci_low=boot.retention_ci_low,
+                retention_ci_high=boot.retention_ci_high,
+                p_not_worse=boot.p_not_worse,
+            )
+        r.vs_raw = v
+
+
+def gpu_hours_of(metrics: dict[str, Any]) -> float | None:
+    """A stage's GPU-hours: its top-level ``gpu_hours``, else the sum of its ``*_gpu_hours`` keys.
+
+    Engine-driven stages report the engine's counters as ``llm_gpu_hours`` (``BackendStats.as_metrics``);
+    a stage that reports both counts once, through ``gpu_hours``.
+    """
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if number(metrics.get("gpu_hours")):
+        return float(metrics["gpu_hours"])
+    parts = [float(v) for k, v in metrics.items() if k.endswith("_gpu_hours") and number(v)]
+    return sum(parts) if parts else None
+
+
+def cost_ledger(metrics_dir: Path, cfg: ReportConfig, skip: set[Path]) -> dict[str, Any]:
+    """GPU-hours per stage from the top-level ``gpu_hours`` of every metrics file, energy and CO2.
+
+    The stage is the first folder under ``metrics/`` (``train``, ``eval``, ``generate``...) or the file stem
+    for top-level files; ``metrics/bench`` and the report's own summary are not pipeline stages.
+    """
+    per_stage: dict[str, float] = {}
+    for path in sorted(metrics_dir.rglob("*.json")):
+        rel = path.relative_to(metrics_dir)
+        if path.resolve() in skip or rel.parts[0] == "bench":
+            continue
+        hours = gpu_hours_of(_read_json(path) or {})
+        if hours is None:
+            continue
+        stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        per_stage[stage] = per_stage.get(stage, 0.0) + hours
+    total = sum(per_stage.values())
+    kwh = energy_kwh(total, cfg.watts_per_gpu_hour)
+    return {
+        "gpu_hours": dict(sorted(per_stage.items())),
+        "total_gpu_hours": total,
+        "energy_kwh": kwh,
+        "co2_kg": co2_kg(kwh, cfg.g_co2_per_kwh),
+        "watts_per_gpu_hour": cfg.watts_per_gpu_hour,
+        "g_co2_per_kwh": cfg.g_co2_per_kwh,
+    }
+
+
+# --------------------------------------------------------------------------------------------- summary
+def summarise(
+    runs: list[RunResult],
+    ledger: dict[str, Any],
+    judge: dict[str, dict[str, dict[tuple[str, str], dict[str, Any]]]],
+    compression: list[dict[str, Any]],
+    counter: RowCounter,
+) -> dict[str, Any]:
+    """``metrics/summary.json``: nested objects of numbers only (DVC flattens them; it drops lists)."""
+    per_run: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        if not r.eval:
+            continue
+        row = {k: r.get(k) for k in OVERALL_KEYS}
+        for k in TRAIN_KEYS:
+            if r.train and isinstance(r.train.get(k), int | float):
+                row[f"train_{k}"] = r.train[k]
+        v = r.vs_raw
+        if v:
+            row.update(
+                retention_vs_raw=v.get("retention"),
+                efficiency_gain_vs_raw=v.get("efficiency_gain"),
+                delta_vs_raw=v.get("delta"),
+                delta_vs_raw_ci_low=v.get("ci_low"),
+                delta_vs_raw_ci_high=v.get("ci_high"),
+            )
+        per_run[r.run] = row
+    judge_out = {
+        t: {c: {k: v for k, v in cells[("Overall", "")].items()} for c, cells in per.items()}
+        for t, per in judge.items()
+    }
+    comp_out: dict[str, dict[str, Any]] = {}
+    for s in compression:
+        comp_out.setdefault(s["teacher"], {})[s["compressor"]] = {
+            "n": s["n"],
+            "mean_chars": s["mean_chars"],
+            "mean_ratio": s["mean_ratio"],
+        }
+    cost = {k: ledger[k] for k in ("gpu_hours", "total_gpu_hours", "energy_kwh", "co2_kg")}
+    return {"runs": per_run, "judge": judge_out, "compression": comp_out, "cost": cost, **counter.as_dict()}
+
+
+def _headline(runs: list[RunResult], ledger: dict[str, Any], pairs: int) -> list[tuple[str, str]]:
+    done = [r for r in runs if r.eval and r.get("accuracy") is not None]
+    items = [("runs evaluated", f"{len(done)} / {len(runs)}")]
+    if done:
+        best = max(done, key=lambda r: r.get("accuracy"))
+        items.append((f"best accuracy ({best.run})", f"{best.get('accuracy'):.3f}"))
+    rets = [
+        r.vs_raw["retention"]
+        for r in runs
+        if r.vs_raw.get("retention") is not None and r.source.startswith("compressed-")
+    ]
+    if rets:
+        items.append(
+            ("median retention of compressed runs vs raw", f"{sorted(rets)[len(rets) // 2] * 100:.1f}%")
+        )
+    items += [
+        ("GPU-hours (all stages)", f"{ledger['total_gpu_hours']:.2f}"),
+        ("energy", f"{ledger['energy_kwh']:.2f} kWh"),
+        ("CO2eq", f"{ledger['co2_kg']:.2f} kg"),
+        ("trace pairs in the viewer", str(pairs)),
+    ]
+    return items
+
+
+# --------------------------------------------------------------------------------------------- stage
+def run(
+    params: Params,
+    metrics_dir: Path,
+    predictions_dir: Path,
+    hub_dir: Path,
+    out_dir: Path,
+    plots_dir: Path,
+    summary_path: Path,
+    train_plots_dir: Path = Path("plots/train"),
+) -> dict[str, Any]:
+    cfg = params.report
+    g = params.grid
+    order = GridOrder(g.teachers, g.students, g.methods, g.sources)
+
+    runs = load_runs(params, metrics_dir)
+    counter = RowCounter()
+    for r in runs:
+        counter.seen()
+        if r.eval:
+            counter.kept()
+        else:
+            counter.reject("missing_eval_metrics")
+    compare_with_raw(runs, predictions_dir, cfg)
+    ledger = cost_ledger(metrics_dir, cfg, skip={summary_path.resolve()})
+
+    hub = traces.discover(hub_dir, g.teachers)
+    compression, ratios = traces.compression_stats(hub)
+    judge = {t: s for t, configs in hub.items() if (s := traces.judge_stats(configs))}
+    pairs = traces.viewer_pairs(hub)
+    curves = plotting.read_dvclive_curves(train_plots_dir, [r.run for r in runs])
+
+    # ---- DVC plot data
+    acc_rows = plotting.accuracy_vs_tokens_rows(runs)
+    plotting.write_csv(
+        plots_dir / plotting.ACCURACY_VS_TOKENS,
+        acc_rows,
+        ["run", "teacher", "student", "method", "source", "median_reasoning_tokens", "accuracy"],
+    )
+    plotting.write_csv(
+        plots_dir / plotting.COMPRESSION_HIST,
+        plotting.compression_hist_rows(ratios),
+        ["bin", "count", "teacher", "compressor", "range"],
+    )
+    plotting.write_csv(
+        plots_dir / plotting.LOSS_CURVES, plotting.loss_rows(curves), ["run", "metric", "step", "loss"]
+    )
+
+    # ---- tables
+    all_tables: list[Table] = [
+        tables.overall_accuracy_table(runs, order),
+        tables.group_accuracy_table(runs, order),
+        tables.efficiency_table(runs, order),
+        tables.vs_raw_table(runs, order),
+        tables.truncation_ablation_table(runs, order),
+        tables.training_table(runs, order),
+        tables.compression_table(compression),
+        *(tables.judge_table(t, s) for t, s in judge.items()),
+    ]
+    cost = tables.cost_table(ledger)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("table*.md"):  # e.g. a judge table of a teacher no longer in the grid
+        if stale.stem not in {t.key for t in [*all_tables, cost]}:
+            stale.unlink()
+    for t in [*all_tables, cost]:
+        _write_text(out_dir / f"{t.key}.md", t.to_markdown())
+    _write_text(
+        out_dir / "tables.md",
+        "# Compress-Distill tables\n\n" + "\n".join(t.to_markdown() for t in [*all_tables, cost]),
+    )
+
+    # ---- HTML
+    by_run = {r.run: r for r in runs}
+    figures = [
+        html_report.figure(
+            plotting.svg_accuracy_vs_tokens(acc_rows),
+            "Figure 4 analogue: accuracy against median reasoning tokens per run.",
+        ),
+        html_report.figure(
+            plotting.svg_compression_hist(ratios),
+            "Figure 2 analogue: distribution of per-trace compression ratios.",
+        ),
+        html_report.figure(
+            plotting.svg_loss_curves(curves, by_run), "Figure 3 analogue: training loss curves."
+        ),
+    ]
+    page = html_report.render(
+        subtitle=f"{len(runs)} planned runs · teachers {', '.join(g.teachers)} · students {', '.join(g.students)}",
+        headline=_headline(runs, ledger, len(pairs)),
+        tables=all_tables,
+        figures=figures,
+        cost=cost,
+        pairs=pairs,
+    )
+    _write_text(out_dir / "index.html", page)
+
+    summary = summarise(runs, ledger, judge, compression, counter)
+    write_metrics(summary_path, summary)
+    return summary
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def main(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    metrics_dir: Annotated[Path, typer.Option(help="root of every stage's metrics JSON")] = Path("metrics"),
+    predictions_dir: Annotated[Path, typer.Option(help="folder of RUN.parquet predictions")] = Path(
+        "data/predictions"
+    ),
+    hub_dir: Annotated[Path, typer.Option(help="built trace datasets, one folder per teacher")] = Path(
+        "data/hub"
+    ),
+    out_dir: Annotated[Path, typer.Option(help="where tables (*.md) and index.html go")] = Path("reports"),
+    plots_dir: Annotated[Path, typer.Option(help="CSV plot data for dvc plots")] = Path("plots/report"),
+    summary: Annotated[Path, typer.Option(help="summary metrics JSON")] = Path("metrics/summary.json"),
+    train_plots_dir: Annotated[Path, typer.Option(help="dvclive folders of the train stages")] = Path(
+        "plots/train"
+    ),
+) -> None:
+    """Build the report: summary metrics, paper tables, DVC plot data and reports/index.html."""
+    try:
+        p = load_params(params)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
+    s = run(p, metrics_dir, predictions_dir, hub_dir, out_dir, plots_dir, summary, train_plots_dir)
+    typer.echo(
+        f"report: {s['rows_out']}/{s['rows_in']} runs with metrics; {out_dir / 'index.html'}, {summary}"
+    )

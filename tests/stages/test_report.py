@@ -1,0 +1,181 @@
+"""report stage on synthetic grids: summary, paper tables, plot data for dvc.yaml, cost ledger, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from compress_distill.config import load_params
+from compress_distill.evaluation.synthetic import write_grid
+from compress_distill.plan import expand
+from compress_distill.stages import report
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def build(root: Path, params_file: str = "params.yaml", **kw):  # type: ignore[no-untyped-def]
+    params = load_params(REPO / params_file)
+    write_grid(root, params, **kw)
+    summary = report.run(
+        params,
+        root / "metrics",
+        root / "data/predictions",
+        root / "data/hub",
+        root / "reports",
+        root / "plots/report",
+        root / "metrics/summary.json",
+        root / "plots/train",
+    )
+    return params, summary
+
+
+def rows_of(md: Path) -> list[list[str]]:
+    lines = [ln for ln in md.read_text().splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def test_demo_grid_summary_tables_and_plots(tmp_path: Path) -> None:
+    params, s = build(tmp_path, n_questions=120, n_traces=30)
+    runs = expand(params)["runs"]
+    assert s["rows_in"] == len(runs) == s["rows_out"] and s["rejects"] == {}
+    on_disk = json.loads((tmp_path / "metrics/summary.json").read_text())
+    assert on_disk["runs"].keys() == runs.keys()
+
+    # retention / efficiency gain against the raw run of the same teacher, student, method
+    raw_run = "smol-smol-lora-raw"
+    raw = json.loads((tmp_path / f"metrics/eval/{raw_run}.json").read_text())["overall"]
+    for name in runs:
+        row = on_disk["runs"][name]
+        m = json.loads((tmp_path / f"metrics/eval/{name}.json").read_text())["overall"]
+        assert row["accuracy"] == pytest.approx(m["accuracy"])
+        if name == raw_run:
+            assert "retention_vs_raw" not in row
+            continue
+        assert row["retention_vs_raw"] == pytest.approx(m["accuracy"] / raw["accuracy"])
+        assert row["efficiency_gain_vs_raw"] == pytest.approx(
+            m["acc_per_1k_tokens"] / raw["acc_per_1k_tokens"]
+        )
+        assert row["delta_vs_raw_ci_low"] <= row["delta_vs_raw"] <= row["delta_vs_raw_ci_high"]
+        assert row["delta_vs_raw"] == pytest.approx(m["accuracy"] - raw["accuracy"])  # same questions
+        assert row["train_wall_clock_s"] > 0
+
+    # the numbers in summary.json are all flat numbers (DVC drops lists)
+    def walk(v):  # type: ignore[no-untyped-def]
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        else:
+            assert v is None or isinstance(v, int | float), v
+
+    walk(on_disk)
+
+    # cost ledger: train (8 GPU x h per synthetic run) + eval + generate; metrics/bench is not a stage
+    cost = on_disk["cost"]
+    assert set(cost["gpu_hours"]) == {"eval", "generate", "train"}
+    assert cost["gpu_hours"]["generate"] == pytest.approx(348.0)
+    assert cost["total_gpu_hours"] == pytest.approx(sum(cost["gpu_hours"].values()))
+    assert cost["energy_kwh"] == pytest.approx(cost["total_gpu_hours"] * 0.805)
+    assert cost["co2_kg"] == pytest.approx(cost["energy_kwh"] * 0.079)
+
+    # tables
+    reports = tmp_path / "reports"
+    t3 = rows_of(reports / "table3_overall_accuracy.md")
+    assert t3 == [
+        [
+            "smol",
+            "smol",
+            "lora",
+            f"{on_disk['runs'][raw_run]['accuracy']:.3f}",
+            f"{on_disk['runs']['smol-smol-lora-compressed-concise']['accuracy']:.3f}",
+            f"{on_disk['runs']['smol-smol-lora-compressed-terse']['accuracy']:.3f}",
+        ]
+    ]
+    t7 = (reports / "table7_group_accuracy.md").read_text()
+    assert "| Math | Science | Medicine | Commonsense | OOD-Reasoning | OOD-Knowledge | Overall |" in t7
+    assert len(rows_of(reports / "table7_group_accuracy.md")) == len(runs)
+    assert len(rows_of(reports / "table9_inference_efficiency.md")) == len(runs)
+    assert len(rows_of(reports / "table8_truncation_ablation.md")) == 1
+    assert len(rows_of(reports / "table_vs_raw.md")) == len(runs) - 1
+    judge = rows_of(reports / "table10_judge_smol.md")
+    assert judge[-1][0] == "Overall" and judge[-1][2] == "30"
+    assert (reports / "tables.md").read_text().count("## Table") >= 7
+    assert (reports / "index.html").stat().st_size > 10_000
+
+    # plot CSVs carry the columns dvc.yaml's top-level plots declare
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    for entry in dvc["plots"]:
+        (spec,) = entry.values()
+        for path, y in spec["y"].items():
+            with open(tmp_path / path) as fh:
+                header = next(csv.reader(fh))
+            assert spec["x"] in header and y in header, (path, header)
+    with open(tmp_path / "plots/report/accuracy_vs_tokens.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(runs)
+    with open(tmp_path / "plots/report/loss_curves.csv") as fh:
+        assert {r["run"] for r in csv.DictReader(fh)} == set(runs)
+
+
+def test_partial_grid_and_missing_hub(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    runs = list(expand(params)["runs"])
+    write_grid(tmp_path, params, n_questions=40, n_traces=10, missing=(runs[0],))  # the raw run is missing
+    s = report.run(
+        params,
+        tmp_path / "metrics",
+        tmp_path / "data/predictions",
+        tmp_path / "nowhere",
+        tmp_path / "reports",
+        tmp_path / "plots/report",
+        tmp_path / "metrics/summary.json",
+        tmp_path / "no-live",
+    )
+    assert s["rows_in"] == len(runs) and s["rows_out"] == len(runs) - 1
+    assert s["rejects"] == {"missing_eval_metrics": 1}
+    assert s["judge"] == {} and s["compression"] == {}
+    assert not list((tmp_path / "reports").glob("table10_*.md"))
+    t3 = rows_of(tmp_path / "reports/table3_overall_accuracy.md")
+    assert t3[0][3] == "—"  # no raw run yet
+    assert rows_of(tmp_path / "reports/table_vs_raw.md") == [["(no runs yet)", *[""] * 11]]
+
+
+def test_paper_grid_55_runs(tmp_path: Path) -> None:
+    _, s = build(tmp_path, "configs/paper.yaml", n_questions=60, n_traces=20)
+    assert s["rows_out"] == 55
+    reports = tmp_path / "reports"
+    assert len(rows_of(reports / "table3_overall_accuracy.md")) == 14  # 7 student/method pairs x 2 teachers
+    assert len(rows_of(reports / "table7_group_accuracy.md")) == 55
+    assert len(rows_of(reports / "table8_truncation_ablation.md")) == 7  # Qwen-teacher ablation
+    assert len(rows_of(reports / "table_vs_raw.md")) == 55 - 14
+    assert {p.name for p in reports.glob("table10_*.md")} == {
+        "table10_judge_qwen397b.md",
+        "table10_judge_gptoss120b.md",
+    }
+
+
+def test_cli_matches_dvc_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    params = load_params(REPO / "params.yaml")
+    write_grid(tmp_path, params, n_questions=30, n_traces=8)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    argv = dvc["stages"]["report"]["cmd"].split()
+    assert argv[:2] == ["compress-distill", "report"]
+    app = typer.Typer()
+    app.command()(report.main)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, argv[2:])
+    assert result.exit_code == 0, result.output
+    assert "5/5 runs" in result.output
+    assert (tmp_path / "reports/index.html").exists() and (tmp_path / "metrics/summary.json").exists()
+
+
+def test_gpu_hours_of_prefers_the_stage_total() -> None:
+    assert report.gpu_hours_of({"gpu_hours": 2.0, "llm_gpu_hours": 2.0}) == 2.0
+    assert report.gpu_hours_of({"llm_gpu_hours": 1.5, "rows_in": 3}) == 1.5
+    assert report.gpu_hours_of({"gpu_hours": True}) is None
+    assert report.gpu_hours_of({"rows_in": 3}) is None
