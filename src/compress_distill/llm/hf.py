@@ -1,0 +1,243 @@
+"""``hf`` backend: transformers ``generate`` on CPU or one GPU -- the embedded default (DESIGN §5).
+
+How a call runs:
+- requests are grouped by (JSON schema, effective max_tokens); each group is sorted by prompt length
+  (longest first, so an out-of-memory shows up in the first batch and the ETA is pessimistic) and cut into
+  batches of ``batch_size``, left-padded;
+- generation stops on EOS and the end-of-turn token (``<|im_end|>`` for SmolLM2, see ``tokens.stop_token_ids``);
+  ``finish_reason`` is "stop" when one was produced, "length" when ``max_tokens`` ran out;
+- a JSON schema is enforced with xgrammar's HF logits processor (the whole completion is the JSON);
+- completions are emitted per finished batch (the base class caches them at once).
+
+Sampling (temperature > 0) does not use transformers' sampler, which draws the whole batch from the global
+torch RNG (so a row's tokens would depend on its batch mates).  ``_RowSampler`` draws each row from its own
+``torch.Generator`` seeded by the request's ``seed`` and then lets greedy search pick the drawn token, so a
+seeded request yields the same tokens whatever batch it lands in and whatever ran before.  What holds:
+identical output for the same (request, weights, dtype, device); batch composition changes the logits only by
+float rounding of differently shaped matmuls, which flips a draw (or a greedy argmax) only on a near-tie.
+Requests without a seed get a fresh random one.
+
+Measured CPU speed of SmolLM2-135M fp32 (DESIGN §5): 28 / 107 / 236 tok/s at batch 1 / 8 / 32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from compress_distill.config import BackendConfig
+from compress_distill.llm.base import CachedBackend, Emit
+from compress_distill.llm.resolve import resolve_local_model, resolved_fingerprint
+from compress_distill.llm.types import ChatRequest, Completion
+from compress_distill.reasoning import split_reasoning
+
+log = logging.getLogger(__name__)
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("backend device is 'cuda' but no CUDA GPU is visible; set device: cpu (or auto)")
+    return device
+
+
+def _resolve_dtype(dtype: str, device: str) -> str:
+    if dtype != "auto":
+        return dtype
+    # bf16 halves memory and doubles speed on GPUs; CPU bf16 matmuls are slow and less exact, so fp32 there.
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+class _RowSampler:
+    """Logits processor: per-row temperature / top-p sampling from per-row generators (module docstring)."""
+
+    def __init__(self, temperatures: list[float], top_ps: list[float], seeds: list[int], device: str) -> None:
+        import torch
+
+        self.temperatures = temperatures
+        self.top_ps = top_ps
+        self.generators = []
+        for seed in seeds:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(seed)
+            self.generators.append(gen)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        for row, (temp, top_p, gen) in enumerate(zip(self.temperatures, self.top_ps, self.generators, strict=True)):
+            if temp <= 0:
+                continue  # greedy row: argmax of the untouched scores
+            logits = scores[row].float() / temp
+            probs = torch.softmax(logits, dim=-1)
+            if top_p < 1.0:
+                sorted_probs, order = torch.sort(probs, descending=True)
+                # keep the smallest prefix whose mass reaches top_p (always at least the top token)
+                keep = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) < top_p
+                sorted_probs = sorted_probs * keep
+                choice = order[torch.multinomial(sorted_probs, 1, generator=gen)]
+            else:
+                choice = torch.multinomial(probs, 1, generator=gen)
+            scores[row].fill_(float("-inf"))
+            scores[row, choice] = 0.0
+        return scores
+
+
+class HFBackend(CachedBackend):
+    """transformers on CPU/GPU; see the module docstring."""
+
+    name = "hf"
+
+    def __init__(self, cfg: BackendConfig, *, cache_dir: Path | None, use_cache: bool = True) -> None:
+        super().__init__(cfg, cache_dir=cache_dir, use_cache=use_cache)
+        self.resolved = resolve_local_model(cfg.model)
+        self.device = _resolve_device(cfg.device)
+        self.dtype = _resolve_dtype(cfg.dtype, self.device)
+        self.tokenizer: Any = None
+        self.hf_model: Any = None
+        self._stop_ids: list[int] = []
+        self._pad_id = 0
+        self._max_positions: int | None = None
+        self._grammar_compiler: Any = None
+        self._harmony = False
+
+    def engine_id(self) -> dict[str, Any]:
+        return {
+            "backend": "hf",
+            "model": self.model,
+            **resolved_fingerprint(self.resolved),
+            "dtype": self.dtype,
+            "device": self.device,
+            "chat_template_kwargs": self.cfg.chat_template_kwargs,
+        }
+
+    # ---------------------------------------------------------------------------------------- loading
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        from compress_distill.llm.tokens import is_harmony, stop_token_ids
+
+        tok = AutoTokenizer.from_pretrained(self.resolved.tokenizer, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(self.resolved.weights, dtype=getattr(torch, self.dtype))
+        if self.resolved.adapter:
+            from peft import PeftModel
+
+            rows = model.get_input_embeddings().weight.shape[0]
+            if len(tok) > rows:  # the training stage added tokens (e.g. a pad token): match the adapter's base
+                model.resize_token_embeddings(len(tok))
+            # merge_and_unload folds B@A into the base weights: generation then runs at base-model speed
+            model = PeftModel.from_pretrained(model, self.resolved.adapter).merge_and_unload()
+        model.to(self.device).eval()
+        model_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        self._stop_ids = stop_token_ids(tok, model_eos)
+        # A neutral generation config: the checkpoint's own (Qwen ships temperature/top_k/repetition_penalty)
+        # must not leak into decoding, which is fully specified by the request.
+        model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=self._stop_ids)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else self._stop_ids[0]
+        self._pad_id = int(pad)
+        self._max_positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        self._harmony = is_harmony(tok)
+        self.tokenizer, self.hf_model = tok, model
+        log.info("hf: loaded %s (%s, %s) stop ids %s", self.model, self.device, self.dtype, self._stop_ids)
+
+    def _unload(self) -> None:
+        self.hf_model = None
+        self._grammar_compiler = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # ---------------------------------------------------------------------------------------- generation
+    def prompt_ids(self, req: ChatRequest) -> list[int]:
+        from compress_distill.llm.tokens import chat_prompt_ids
+
+        return chat_prompt_ids(self.tokenizer, req.messages, **self.cfg.chat_template_kwargs)
+
+    def _run(self, requests: list[ChatRequest], emit: Emit) -> None:
+        prompts = [self.prompt_ids(r) for r in requests]
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, (req, ids) in enumerate(zip(requests, prompts, strict=True)):
+            budget = req.max_tokens
+            if self._max_positions is not None:
+                budget = min(budget, self._max_positions - len(ids))
+            if budget <= 0:
+                # Deterministic outcome, not an error: the stage counts it as truncated like any cut-off trace.
+                log.warning("hf: prompt of %d tokens leaves no room in the %d-token context; returning an "
+                            "empty 'length' completion", len(ids), self._max_positions)
+                emit(i, Completion(text="", reasoning="", finish_reason="length", prompt_tokens=len(ids),
+                                   completion_tokens=0, model=self.model, extra={"error": "prompt_too_long"}))
+                continue
+            schema = json.dumps(req.json_schema, sort_keys=True) if req.json_schema is not None else ""
+            groups.setdefault((schema, budget), []).append(i)
+        batch_size = self.cfg.batch_size
+        for (schema, budget), members in groups.items():
+            members.sort(key=lambda i: -len(prompts[i]))
+            for start in range(0, len(members), batch_size):
+                batch = members[start : start + batch_size]
+                # compile the first request's schema as written: xgrammar keeps the property order it is given
+                first_schema = requests[batch[0]].json_schema
+                outs = self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch], budget,
+                                            json.dumps(first_schema) if first_schema is not None else "")
+                for i, completion in zip(batch, outs, strict=True):
+                    emit(i, completion)
+
+    def _generate_batch(self, requests: list[ChatRequest], prompts: list[list[int]], max_new: int,
+                        schema: str) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        processors = LogitsProcessorList()
+        if schema:
+            processors.append(self._grammar_processor(schema))
+        if any(r.temperature > 0 for r in requests):
+            seeds = [r.seed if r.seed is not None else secrets.randbits(63) for r in requests]
+            processors.append(_RowSampler([r.temperature for r in requests], [r.top_p for r in requests],
+                                          seeds, self.device))
+        gen_cfg = GenerationConfig(max_new_tokens=max_new, do_sample=False, eos_token_id=self._stop_ids,
+                                   pad_token_id=self._pad_id, bos_token_id=self.tokenizer.bos_token_id)
+        with torch.inference_mode():
+            out = self.hf_model.generate(input_ids=input_ids.to(self.device),
+                                         attention_mask=attention.to(self.device),
+                                         generation_config=gen_cfg, logits_processor=processors)
+        new_tokens = out[:, width:].tolist()
+        return [self._completion(ids, len(p), max_new) for ids, p in zip(new_tokens, prompts, strict=True)]
+
+    def _completion(self, ids: list[int], prompt_len: int, max_new: int) -> Completion:
+        stops = set(self._stop_ids)
+        end = next((k for k, t in enumerate(ids) if t in stops), None)
+        if end is None:
+            body, n_tokens, finish = ids, len(ids), "length" if len(ids) >= max_new else "stop"
+        else:
+            body, n_tokens, finish = ids[:end], end + 1, "stop"  # the stop token counts, as in vLLM
+        # harmony keeps its channel markers (split_reasoning needs them); elsewhere specials are noise
+        raw = self.tokenizer.decode(body, skip_special_tokens=not self._harmony)
+        reasoning, text = split_reasoning(raw)
+        return Completion(text=text, reasoning=reasoning, finish_reason=finish, prompt_tokens=prompt_len,
+                          completion_tokens=n_tokens, model=self.model)
+
+    def _grammar_processor(self, schema: str) -> Any:
+        import xgrammar as xgr
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        if self._grammar_compiler is None:
+            vocab = self.hf_model.get_output_embeddings().weight.shape[0]  # may exceed len(tokenizer): padding
+            info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab,
+                                                      stop_token_ids=self._stop_ids)
+            self._grammar_compiler = xgr.GrammarCompiler(info)  # caches compiled schemas itself
+        # Compact JSON (no free whitespace): small models otherwise drift into runs of newlines and spaces.
+        compiled = self._grammar_compiler.compile_json_schema(schema, any_whitespace=False)
+        return LogitsProcessor(compiled)  # single use: a new one per generate() call
