@@ -507,6 +507,9 @@ BAD_INPUTS = {
     "answer_is_1mb": "the answer is " * 75_000,
     "hashes": "#### " * 100_000,
     "signs": "-$-$." * 100_000,
+    "ans_words": "ans means plans " * 60_000,
+    "ans_statements": "Ans. is Ans: the correct option is: " * 30_000,
+    "digit_run": "9" * 1_000_000,
 }
 
 

@@ -6,8 +6,9 @@ off inside an unclosed think block has an empty final response, so nothing is ex
 counted correct.  The cascade, in priority order, and the ``Extraction.rule`` each step records:
 
 1. ``boxed``      the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces matched), then earlier ones;
-2. ``hash``       the last ``#### X`` (GSM8K style);
-3. ``answer_is``  the last "the answer is X" / "final answer: X" / "**Answer:** X" statement (then earlier);
+2. ``hash``       the last ``#### X`` (GSM8K style; "#### Step 2" is a markdown heading and skipped);
+3. ``answer_is``  the last "the answer is X" / "final answer: X" / "**Answer:** X" / "correct option: X" /
+                  "Ans. is X" statement, then earlier ones; "## Final Answer" reads the next line;
 4. fallbacks by type, each taking the LAST occurrence in the final response:
    - numeric: ``last_number``;
    - letter:  ``letter_bold`` ("**B**"), ``letter_line`` ("B)" / "(B)" / "B." at a line start),
@@ -31,9 +32,15 @@ Number rules (documented decisions; tests pin each one):
   and negatives ("-3", "−3") are parsed exactly (``fractions.Fraction``); ``is_correct`` accepts a relative
   difference of 1e-6 (absolute 1e-9 near zero), so 1/3 matches "0.333333333".
 - After "the answer is ...", an equation keeps its right-hand side ("x = 5" -> 5, "2 + 3 = 5" -> 5).
+- A response that runs on into a new "\nQuestion:" (few-shot imitation) is cut there when an answer marker
+  precedes it, so "#### 18 ... Question: ... #### 10" gives 18.
+- Number words ("eighteen") are not read.
+
+Strings that are not valid text: a final response containing lone surrogates is treated as having no answer
+(it came from bytes that were not UTF-8 and cannot be stored in the Parquet tables anyway).
 
 Bad input never raises and never takes long: bytes that are not UTF-8 and strings with lone surrogates
-(undecodable bytes upstream) extract nothing; only the last ``MAX_SCAN_CHARS`` of a long final response are
+extract nothing; only the last ``MAX_SCAN_CHARS`` of a long final response are
 scanned (a final answer comes last); brace matching and candidate lengths are capped; every regex is free of
 nested quantifiers, so scanning is linear.  LaTeX is compared through math-verify with its signal-based
 timeouts off (they fail off the main thread): inputs are capped at ``LATEX_MAX_CHARS`` and expressions sympy
@@ -195,23 +202,68 @@ def _hashes(s: str) -> Iterator[str]:
         end = i
 
 
-_ANSWER_IS = re.compile(
-    r"\b(?:final\s+answer|correct\s+(?:answer|option|choice)|answer)\b"
-    r"(?:[*_]*\s+(?:is|would\s+be|should\s+be|will\s+be)\b|[*_ \t]*[:=])"
-    r"|\bfinal\s+answer\b[*_ \t]*(?=\n)"
-    r"|\bans\b(?:\.?\s+is\b|\.?[ \t]*:|\.)",  # MedMCQA explanations: "Ans. is 'b' i.e. ...", "Ans: B"
-    re.IGNORECASE,
-)
+# "the answer is X" / "final answer: X" / "correct option: X" / "Ans. is X".  Found by str.rfind on the anchor
+# words "ans" (which also finds "answer") and "correct", walking back from the end of the response, then a
+# regex anchored right after the word: the last statement usually sits in the last lines, so this touches only
+# the tail.  (One case-insensitive finditer over the whole response cost ~60 us, most of the hot path.)
+_AFTER_ANSWER = re.compile(r"(?:[*_]*\s+(?:is|would\s+be|should\s+be|will\s+be)\b|[*_ \t]*[:=])")
+_AFTER_FINAL_ANSWER = re.compile(r"[*_ \t]*(?=\n)")  # "## Final Answer" heading, answer on the next line
+_AFTER_ANS = re.compile(r"\.?\s+is\b|\.?[ \t]*:|\.")  # MedMCQA explanations: "Ans. is 'b' i.e. ...", "Ans: B"
+_CORRECT_CHOICE = re.compile(r"correct\s+(?:option|choice)")
+_BEFORE_FINAL = re.compile(r"final\s+$")
 _ANSWER_LEAD = re.compile(r"[\s*_:#>]*")
-_ANSWER_WORDS = re.compile(r"nswer|NSWER|[Aa]ns\b|ANS\b|ption|PTION|hoice|HOICE")
+
+
+def _ans_end(low: str, i: int) -> int | None:
+    """End of the statement marker at the "ans" found at ``i`` in the lower-cased text, or None."""
+    if i > 0 and low[i - 1].isalnum():  # "means", "plans"
+        return None
+    if low.startswith("answer", i):
+        m = _AFTER_ANSWER.match(low, i + 6)
+        if m:
+            return m.end()
+        if _BEFORE_FINAL.search(low, max(0, i - 10), i):
+            m = _AFTER_FINAL_ANSWER.match(low, i + 6)
+            return m.end() if m else None
+        return None
+    if i + 3 < len(low) and low[i + 3].isalnum():  # "ansatz"
+        return None
+    m = _AFTER_ANS.match(low, i + 3)
+    return m.end() if m else None
+
+
+def _correct_end(low: str, i: int) -> int | None:
+    """End of a "correct option:" / "correct choice is" marker at ``i`` ("correct answer" is an "ans" hit)."""
+    if i > 0 and low[i - 1].isalnum():  # "incorrect"
+        return None
+    m = _CORRECT_CHOICE.match(low, i)
+    if not m:
+        return None
+    m = _AFTER_ANSWER.match(low, m.end())
+    return m.end() if m else None
+
+
+def _lowered(s: str) -> str:
+    low = s.lower()
+    if len(low) == len(s):
+        return low
+    # a few characters change length when lower-cased ("İ" -> "i̇"): keep offsets aligned
+    return "".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in s)
 
 
 def _answer_statements(s: str) -> Iterator[str]:
     """Text after each "the answer is" / "final answer:" statement, last statement first."""
-    if not _ANSWER_WORDS.search(s):  # cheap pre-check: most numeric responses have none of these words
-        return
-    ends = [m.end() for m in _ANSWER_IS.finditer(s)]
-    for end in reversed(ends[-MAX_TRIES:]):
+    low = _lowered(s)
+    a, c = low.rfind("ans"), low.rfind("correct")
+    found = 0
+    while found < MAX_TRIES and (a >= 0 or c >= 0):
+        if a > c:
+            end, a = _ans_end(low, a), low.rfind("ans", 0, a)
+        else:
+            end, c = _correct_end(low, c), low.rfind("correct", 0, c)
+        if end is None:
+            continue
+        found += 1
         start = _ANSWER_LEAD.match(s, end).end()  # skip "**", ":", blank lines before the answer itself
         stop = s.find("\n", start)
         body = s[start : stop if stop >= 0 else len(s)][:MAX_CANDIDATE_CHARS].strip()
@@ -315,26 +367,26 @@ def _terminates(den: int) -> bool:
 
 
 def _numbers(s: str, first: bool) -> str | None:
-    """The first (``first``) or last number of ``s`` as a canonical string; a comma list as "a,b"."""
-    runs: list[list[Fraction]] = []
+    """The first (``first``) or last number of ``s`` as a canonical string; a comma list as "a,b".
+
+    Tokens are grouped into comma-linked runs ("0,1" / "0, 1": a list; thousands groups are one token) and
+    only the chosen run is converted, so a response full of numbers costs one regex scan.
+    """
+    runs: list[list[re.Match[str]]] = []
     prev_end = -1
     for m in _NUM.finditer(s):
-        if m.end() == m.start():
-            continue
-        value = _fraction(m)
-        if value is None:
-            continue
-        if runs and s[prev_end : m.start()].strip() == "," and len(runs[-1]) < 32:
-            runs[-1].append(value)  # "0,1" / "0, 1": a list, not a thousands group (those are one token)
+        if runs and len(runs[-1]) < 32 and s[prev_end : m.start()].strip() == ",":
+            runs[-1].append(m)
         elif first and runs:
             break
         else:
-            runs.append([value])
+            runs.append([m])
         prev_end = m.end()
-    if not runs:
-        return None
-    run = runs[0] if first else runs[-1]
-    return ",".join(canonical(v) for v in run)
+    for run in runs if first else reversed(runs):
+        values = [v for v in map(_fraction, run) if v is not None]  # out-of-bounds tokens are not answers
+        if values:
+            return ",".join(canonical(v) for v in values)
+    return None
 
 
 def _numeric_candidate(c: str) -> str | None:
@@ -463,9 +515,14 @@ def _extract_letter(s: str, choices: Sequence[str] | None) -> Extraction | None:
     return Extraction(letter, "choice_text") if letter else None
 
 
+_LETTER_VALUE = re.compile(r"\(?([A-Ja-j])\)?")
+
+
 def _letter_value(s: str) -> str | None:
+    if len(s) == 1 and s in LETTERS:  # already normalised (every extracted value): skip the regexes
+        return s
     plain = _MARKUP.sub("", s).strip().strip(".").strip()
-    m = re.fullmatch(r"\(?([A-Ja-j])\)?", plain)
+    m = _LETTER_VALUE.fullmatch(plain)
     return m.group(1).upper() if m else None
 
 
