@@ -1,0 +1,147 @@
+"""build@T: shards, card YAML that matches the data, judge join, figure, provenance, offline load_dataset."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import JUDGEMENTS, write_rows
+from compress_distill.stages import build
+from compress_distill.stages.traces_common import StageError
+from conftest import SMOL, make_params, trace, write_traces
+
+SECRET = "sk-topsecret-123"
+
+
+def judgement(tid: str, status: str = "ok", verdict: str = "faithful", faith: int = 5) -> dict:
+    ok = status == "ok"
+    return {"id": tid, "compressor": "concise", "faithfulness": faith if ok else None, "coverage": 4 if ok else None,
+            "clarity": 5 if ok else None, "verdict": verdict if ok else None, "answer_alignment": True if ok else None,
+            "failure_modes": [] if ok else None, "rationale": "fine" if ok else None, "judge_model": SMOL,
+            "parse_status": status}
+
+
+def make_traces(root: Path, n_raw: int = 5) -> tuple[Path, Path]:
+    traces, judgements = root / "traces" / "smol", root / "judgements" / "smol"
+    ids = [f"t{i}" for i in range(n_raw)]
+    ds = ["gsm8k", "gsm8k", "medqa", "medqa", "medqa"][:n_raw]
+    long = "thinking about it " * 40
+    write_traces(traces / "raw.parquet", [trace(i, long, dataset=d) for i, d in zip(ids, ds, strict=True)])
+    write_traces(traces / "compressed-concise.parquet", [
+        trace(i, long[: 100 + 10 * k], dataset=d, source="compressed-concise", ratio=(100 + 10 * k) / len(long),
+              compressor_model=SMOL, prompt_hash="aaaaaaaaaaaa+bbbbbbbbbbbb")
+        for k, (i, d) in enumerate(zip(ids[:4], ds, strict=False))])
+    write_traces(traces / "compressed-terse.parquet", [
+        trace(i, long[:50], dataset=d, source="compressed-terse", ratio=50 / len(long), compressor_model=SMOL)
+        for i, d in zip(ids[:3], ds, strict=False)])
+    write_traces(traces / "truncated.parquet", [
+        trace(i, long[:60], dataset=d, source="truncated", ratio=60 / len(long)) for i, d in zip(ids[:3], ds, strict=False)])
+    write_traces(traces / "answer-only.parquet", [
+        trace(i, "", dataset=d, source="answer-only", ratio=0.0, tokens=0) for i, d in zip(ids, ds, strict=True)])
+    judgements.mkdir(parents=True)
+    write_rows([judgement("t0"), judgement("t1", verdict="partially_faithful", faith=3), judgement("t2", "truncated")][
+        : max(0, min(3, n_raw))], judgements / "concise.parquet", JUDGEMENTS)
+    # not inputs of the folder: attempts and rejects tables beside the traces are ignored
+    write_traces(traces / "raw.rejects.parquet", [])
+    return traces, judgements
+
+
+def params(shard_rows: int = 2):  # type: ignore[no-untyped-def]
+    return make_params(**{"build.shard_rows": shard_rows, "compressors.concise.launch": [f"serve --api-key {SECRET}"],
+                          "teachers.smol.api_key_env": "MY_KEY_VAR"})
+
+
+def card_header(folder: Path) -> dict:
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("build")
+    traces, judgements = make_traces(root)
+    m = build.run(params(), "smol", traces, judgements, root / "hub" / "smol", root / "m.json")
+    return root, root / "hub" / "smol", m
+
+
+def test_layout_shards_and_metrics(built) -> None:  # type: ignore[no-untyped-def]
+    root, folder, m = built
+    assert sorted(p.name for p in (folder / "raw").iterdir()) == [
+        f"train-0000{k}-of-00003.parquet" for k in range(3)]
+    assert sorted(p.name for p in (folder / "compressed-terse").iterdir()) == [
+        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    assert (folder / "compression_ratio.png").stat().st_size > 1_000
+    assert m == read_metrics(root / "m.json")
+    assert {c: v["rows"] for c, v in m["configs"].items()} == {
+        "raw": 5, "compressed-concise": 4, "compressed-terse": 3, "truncated": 3, "answer-only": 5}
+    assert m["rows_in"] == m["rows_out"] == 20 and m["rejects"] == {}
+    assert not list(folder.parent.glob(".smol.*"))  # no staging folder left behind
+
+
+def test_card_yaml_matches_the_data_and_every_config_loads_offline(built, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import datasets
+
+    _, folder, m = built
+    header = card_header(folder)
+    assert header["license"] == "apache-2.0" and "reasoning" in header["tags"]
+    assert header["task_categories"] and header["pretty_name"]
+    names = [c["config_name"] for c in header["configs"]]
+    assert names == ["raw", "compressed-concise", "compressed-terse", "truncated", "answer-only"]
+    infos = {i["config_name"]: i for i in header["dataset_info"]}
+    for name in names:
+        ds = datasets.load_dataset(str(folder), name, split="train", cache_dir=str(tmp_path / "cache"))
+        info = infos[name]
+        assert ds.num_rows == m["configs"][name]["rows"] == info["splits"][0]["num_examples"]
+        assert [f["name"] for f in info["features"]] == list(ds.features)
+        assert info["download_size"] == sum(p.stat().st_size for p in (folder / name).iterdir())
+    concise = datasets.load_dataset(str(folder), "compressed-concise", split="train", cache_dir=str(tmp_path / "cache"))
+    by_id = {r["id"]: r for r in concise}
+    assert by_id["t0"]["judge_verdict"] == "faithful" and by_id["t0"]["judge_faithfulness"] == 5
+    assert by_id["t2"]["judge_parse_status"] == "truncated" and by_id["t2"]["judge_faithfulness"] is None
+    assert by_id["t3"]["judge_parse_status"] is None  # no judgement row for this trace
+    assert by_id["t0"]["judge_model"] == SMOL and by_id["t0"]["judge_failure_modes"] == []
+    terse = datasets.load_dataset(str(folder), "compressed-terse", split="train", cache_dir=str(tmp_path / "cache"))
+    assert not any(c.startswith("judge_") for c in terse.column_names)  # no judgements for terse
+
+
+def test_card_body_stats_figure_and_provenance_without_secrets(built) -> None:  # type: ignore[no-untyped-def]
+    _, folder, _ = built
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert "](compression_ratio.png)" in text
+    assert re.search(r"git commit: `([0-9a-f]{40}|unknown \(.*\))`", text)
+    assert "aaaaaaaaaaaa+bbbbbbbbbbbb" in text and SMOL in text
+    assert re.search(r"prompts/teacher\.md` \(sha256 `[0-9a-f]{12}`\)", text)
+    # per-dataset table of the judged config: gsm8k has t0 (faithful, 5) and t1 (partially, 3)
+    row = next(line for line in text.split("### `compressed-concise`")[1].splitlines() if line.startswith("| gsm8k"))
+    assert "| 2 |" in row and "| 4.00 | 50.0 | 100.0 |" in row
+    assert SECRET not in text and "MY_KEY_VAR" not in text and "launch" not in text
+
+
+def test_rebuild_removes_stale_shards(tmp_path: Path) -> None:
+    traces, judgements = make_traces(tmp_path)
+    out = tmp_path / "hub" / "smol"
+    build.run(params(shard_rows=2), "smol", traces, judgements, out, tmp_path / "m.json")
+    build.run(params(shard_rows=100), "smol", traces, judgements, out, tmp_path / "m.json")
+    assert [p.name for p in (out / "raw").iterdir()] == ["train-00000-of-00001.parquet"]
+    assert card_header(out)["dataset_info"][0]["splits"][0]["num_examples"] == 5
+
+
+def test_missing_compressed_config_says_which_stage_to_run(tmp_path: Path) -> None:
+    traces, judgements = make_traces(tmp_path)
+    (traces / "compressed-terse.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="dvc repro compress@smol-terse"):
+        build.run(params(), "smol", traces, judgements, tmp_path / "hub" / "smol", tmp_path / "m.json")
+    assert not (tmp_path / "hub" / "smol").exists()
+
+
+def test_an_empty_source_stops_the_build_with_its_cause(tmp_path: Path) -> None:
+    traces, judgements = make_traces(tmp_path, n_raw=0)
+    out = tmp_path / "hub" / "smol"
+    with pytest.raises(StageError, match=r"raw.parquet has no rows.*raw.rejects.parquet"):
+        build.run(params(), "smol", traces, judgements, out, tmp_path / "m.json")
+    assert not out.exists() and not list((tmp_path / "hub").iterdir())

@@ -1,0 +1,128 @@
+"""judge@T-C: Appendix G prompt (middle-truncated traces), structured output, parse statuses, Table 10."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import FAILURE_MODES, JUDGEMENTS, REJECTS, judge_json_schema, read_rows
+from compress_distill.stages import judge
+from conftest import (
+    SMOL,
+    ScriptedBackend,
+    completion,
+    kill_then_resume,
+    make_params,
+    prompt_of,
+    trace,
+    write_params,
+    write_traces,
+)
+
+
+def verdict(**kw) -> str:  # type: ignore[no-untyped-def]
+    v = {"faithfulness": 5, "coverage": 4, "clarity": 5, "verdict": "faithful", "answer_alignment": True,
+         "failure_modes": [], "rationale": "Keeps every step."} | kw
+    return json.dumps(v)
+
+
+def test_parse_verdict_statuses() -> None:
+    assert judge.parse_verdict(verdict(), "stop")[0] == "ok"
+    assert judge.parse_verdict(f"```json\n{verdict()}\n```", "stop")[0] == "ok"
+    assert judge.parse_verdict(f"Here you go: {verdict()} Thanks.", "stop")[0] == "ok"
+    assert judge.parse_verdict(verdict()[:40], "length")[0] == "truncated"
+    assert judge.parse_verdict("I think it is faithful.", "stop")[0] == "invalid_json"
+    status, v, detail = judge.parse_verdict(verdict(faithfulness=7), "stop")
+    assert (status, v) == ("schema_error", None)
+    assert "less than or equal to 5" in detail
+    assert judge.parse_verdict(verdict(failure_modes=["made_up_mode"]), "stop")[0] == "schema_error"
+    assert judge.parse_verdict("[1, 2]", "stop")[0] == "schema_error"
+
+
+def judge_reply(req):  # type: ignore[no-untyped-def]
+    p = prompt_of(req)
+    if "ID-bad-json" in p:
+        return completion("faithful, mostly")
+    if "ID-cut" in p:
+        return completion(verdict()[:30], finish_reason="length")
+    if "ID-unfaithful" in p:
+        return completion(verdict(faithfulness=2, verdict="unfaithful", answer_alignment=False,
+                                  failure_modes=["omitted_key_step", "answer_mismatch"]))
+    return completion(verdict())
+
+
+@pytest.fixture
+def judged(tmp_path: Path):  # type: ignore[no-untyped-def]
+    huge = "HEAD-OF-RAW " + "filler words " * 10_000 + " TAIL-OF-RAW"  # 130k chars > 40k
+    raw_rows = [
+        trace("a", huge, question="ID-ok"),
+        trace("b", "raw b", question="ID-unfaithful", dataset="medqa"),
+        trace("c", "raw c", question="ID-bad-json"),
+        trace("d", "raw d", question="ID-cut"),
+        trace("e", "raw e", question="ID-bytes"),
+    ]
+    raw = write_traces(tmp_path / "raw.parquet", raw_rows, invalid_utf8={4: "reasoning"})
+    comp = write_traces(tmp_path / "c.parquet", [
+        trace("a", "C-HEAD " + "short " * 5_000 + " C-TAIL", source="compressed-concise"),  # 30k > 12k
+        trace("b", "comp b", source="compressed-concise", dataset="medqa"),
+        trace("c", "comp c", source="compressed-concise"),
+        trace("d", "comp d", source="compressed-concise"),
+        trace("e", "comp e", source="compressed-concise"),
+        trace("z", "orphan", source="compressed-concise"),  # no raw trace
+    ])
+    backend = ScriptedBackend(judge_reply)
+    m = judge.run(make_params(), "smol", "concise", raw, comp, tmp_path / "j.parquet", tmp_path / "m.json",
+                  backend=backend, chunk_rows=2)
+    return tmp_path, backend, m
+
+
+def test_prompt_holds_both_ends_of_middle_truncated_traces(judged) -> None:  # type: ignore[no-untyped-def]
+    _, backend, _ = judged
+    reqs = [r for c in backend.calls for r in c]
+    assert len(reqs) == 4  # e is not valid UTF-8, z has no raw trace
+    first = prompt_of(reqs[0])
+    assert "HEAD-OF-RAW" in first and "TAIL-OF-RAW" in first and "C-HEAD" in first and "C-TAIL" in first
+    assert "characters omitted" in first and 40_000 + 12_000 < len(first) < 40_000 + 12_000 + 3_000
+    assert "Canonical answer: 4" in first
+    assert all(r.json_schema == judge_json_schema() and r.temperature == 0.0 for r in reqs)
+
+
+def test_rows_statuses_and_table_10_metrics(judged) -> None:  # type: ignore[no-untyped-def]
+    tmp_path, _, m = judged
+    rows = {r["id"]: r for r in read_rows(tmp_path / "j.parquet", JUDGEMENTS)}
+    assert {k: v["parse_status"] for k, v in rows.items()} == {
+        "a": "ok", "b": "ok", "c": "invalid_json", "d": "truncated"}
+    assert rows["a"]["faithfulness"] == 5 and rows["a"]["judge_model"] == SMOL and rows["a"]["compressor"] == "concise"
+    assert rows["b"]["failure_modes"] == ["omitted_key_step", "answer_mismatch"]
+    assert rows["c"]["faithfulness"] is None and rows["c"]["verdict"] is None and rows["c"]["failure_modes"] is None
+    assert m == read_metrics(tmp_path / "m.json")
+    assert (m["rows_in"], m["rows_out"], m["rows_written"]) == (6, 2, 4)
+    assert m["rejects"] == {"invalid_json": 1, "truncated": 1, "non_utf8": 1, "missing_raw": 1}
+    assert m["parse_status"] == {"ok": 2, "truncated": 1, "invalid_json": 1, "schema_error": 0}
+    assert m["overall"]["n"] == 2 and m["overall"]["mean_faithfulness"] == 3.5
+    assert m["overall"]["pct_faithful"] == 50.0 and m["overall"]["pct_aligned"] == 50.0
+    assert m["datasets"]["medqa"]["failure_modes"]["answer_mismatch"] == 1
+    assert set(m["overall"]["failure_modes"]) == set(FAILURE_MODES)
+    rejects = {r["id"]: r["reason"] for r in read_rows(tmp_path / "j.rejects.parquet", REJECTS)}
+    assert rejects == {"c": "invalid_json", "d": "truncated", "e": "non_utf8", "z": "missing_raw"}
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_path: Path) -> None:
+    """Real SmolLM2 under the xgrammar JSON-schema processor; 24 tokens cannot finish the object, so the
+    rows come back as counted ``truncated`` verdicts -- but each is generated once across the kill."""
+    write_traces(tmp_path / "raw.parquet", [trace(f"t/{i}", f"2 + {i} = {2 + i}") for i in range(2)])
+    write_traces(tmp_path / "c.parquet", [trace(f"t/{i}", f"{2 + i}", source="compressed-concise") for i in range(2)])
+    write_params(tmp_path / "params.yaml", make_params(**{"judge.engine.batch_size": 1, "judge.sampling.max_tokens": 24}))
+    args = ["judge", "--params", "params.yaml", "--teacher", "smol", "--compressor", "concise", "--raw", "raw.parquet",
+            "--compressed", "c.parquet", "--out", "j.parquet", "--metrics", "m.json"]
+    kill_then_resume(args, tmp_path, tmp_path / "cache")
+    m = read_metrics(tmp_path / "m.json")
+    assert m["engine"]["llm_cached"] >= 1 and m["engine"]["llm_cached"] + m["engine"]["llm_generated"] == 2
+    rows = read_rows(tmp_path / "j.parquet", JUDGEMENTS)
+    assert sorted(r["id"] for r in rows) == ["t/0", "t/1"]
+    assert all(r["parse_status"] in judge.PARSE_STATUSES for r in rows)
+    assert m["rows_in"] == 2 == m["rows_out"] + sum(m["rejects"].values())
