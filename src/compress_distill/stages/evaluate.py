@@ -1,0 +1,279 @@
+"""evaluate@RUN: the student answers the eval split greedily; predictions plus accuracy/efficiency metrics.
+
+The student is ``models/RUN`` (a PEFT adapter or full weights, with the tokenizer and chat template the
+training stage saved) served by the engine layer: ``params.evaluate.engine`` picks the backend (hf batched
+on CPU, vllm on a GPU node) and ``model`` is the model directory.  Every question is one user turn (the
+training chat template: user message = question only), decoded greedily up to ``max_new_tokens`` and
+stopped on the template's end-of-turn token by the backend.
+
+Answers are graded on the final response only (``answers.grade``); a record cut at the token cap with no
+final response is never correct.  A killed evaluation resumes through the engine layer's durable request
+cache: completions finished before the kill are served from it, keyed by weights fingerprint and request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from compress_distill.config import BackendConfig, ConfigError, Params, backend_config, load_params
+from compress_distill.evaluation.metrics import eval_metrics
+from compress_distill.llm.types import Backend, ChatRequest, Completion
+from compress_distill.metrics import RowCounter, write_metrics
+from compress_distill.plan import expand
+from compress_distill.schema import (
+    ANSWER_TYPES,
+    PREDICTIONS,
+    QUESTIONS,
+    REJECTS,
+    read_table,
+    to_table,
+    write_rows,
+    write_table,
+)
+
+STAGE = "evaluate"
+
+
+# --------------------------------------------------------------------------------------------- pure core
+def resolve_run(params: Params, run: str) -> dict[str, str]:
+    runs = expand(params)["runs"]
+    if run not in runs:
+        close = ", ".join(list(runs)[:8]) + (" ..." if len(runs) > 8 else "")
+        raise ConfigError(
+            f"run {run!r} is not in the grid of params (run `compress-distill plan`); runs: {close}"
+        )
+    return runs[run]
+
+
+def engine_config(params: Params, model_dir: str | Path) -> dict[str, Any]:
+    """``params.evaluate.engine`` (backend overrides) with the student's model directory as ``model``."""
+    cfg = dict(params.evaluate.engine)
+    cfg["model"] = str(model_dir)
+    return cfg
+
+
+def max_new_tokens(params: Params, student: str) -> int:
+    override = params.students[student].max_tokens_eval
+    return override if override is not None else params.evaluate.max_new_tokens
+
+
+def select_questions(
+    rows: Sequence[Mapping[str, Any]], max_per_dataset: int | None, counter: RowCounter
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Valid eval questions (first ``max_per_dataset`` per dataset, file order) and reject rows."""
+    kept: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    per_dataset: dict[str, int] = {}
+    seen: set[str] = set()
+    for q in rows:
+        counter.seen()
+        reason = None
+        if not (q.get("question") or "").strip():
+            reason = "empty_question"
+        elif q.get("answer") is None or not str(q["answer"]).strip():
+            reason = "empty_answer"
+        elif q.get("answer_type") not in ANSWER_TYPES:
+            reason = "bad_answer_type"
+        elif q["id"] in seen:
+            reason = "duplicate_id"
+        elif max_per_dataset is not None and per_dataset.get(q["dataset"], 0) >= max_per_dataset:
+            reason = "over_max_per_dataset"
+        if reason:
+            counter.reject(reason)
+            if reason != "over_max_per_dataset":  # a cap is a choice, not bad data: no reject row
+                rejects.append(
+                    {
+                        "id": q.get("id"),
+                        "stage": STAGE,
+                        "reason": reason,
+                        "detail": str(q.get("answer_type"))[:200],
+                    }
+                )
+            continue
+        seen.add(q["id"])
+        per_dataset[q["dataset"]] = per_dataset.get(q["dataset"], 0) + 1
+        kept.append(dict(q))
+    return kept, rejects
+
+
+def build_requests(questions: Sequence[Mapping[str, Any]], max_tokens: int) -> list[ChatRequest]:
+    """Greedy, one user turn holding the question only -- exactly the training chat template's prompt."""
+    return [
+        ChatRequest(
+            messages=[{"role": "user", "content": q["question"]}],
+            temperature=0.0,
+            top_p=1.0,
+            max_tokens=max_tokens,
+        )
+        for q in questions
+    ]
+
+
+GradeFn = Callable[[str, str, str, list[str] | None], Any]
+
+
+def score(
+    run: str,
+    questions: Sequence[Mapping[str, Any]],
+    completions: Sequence[Completion],
+    reasoning_tokens: Sequence[int],
+    grade: GradeFn,
+) -> list[dict[str, Any]]:
+    """Prediction rows (``schema.PREDICTIONS``): grade the final response, mark truncation."""
+    if not (len(questions) == len(completions) == len(reasoning_tokens)):
+        raise ValueError(
+            f"engine returned {len(completions)} completions for {len(questions)} requests; "
+            "the backend must answer every request, in order"
+        )
+    rows = []
+    for q, c, r_tok in zip(questions, completions, reasoning_tokens, strict=True):
+        final = c.text or ""
+        truncated = c.finish_reason == "length"
+        extracted, correct = None, False
+        if final.strip():
+            g = grade(final, q["answer"], q["answer_type"], list(q.get("choices") or []) or None)
+            extracted, correct = g.extracted, bool(g.correct)
+        # DESIGN §4: a record cut at the cap with no final response is never correct (guaranteed above:
+        # an empty final response is not graded at all)
+        rows.append(
+            {
+                "question_id": q["id"],
+                "run": run,
+                "group": q["group"],
+                "dataset": q["dataset"],
+                "completion": final,
+                "reasoning": c.reasoning or "",
+                "extracted": extracted,
+                "correct": correct,
+                "completion_tokens": int(c.completion_tokens),
+                "reasoning_chars": len(c.reasoning or ""),
+                "reasoning_tokens": int(r_tok),
+                "truncated": truncated,
+            }
+        )
+    return rows
+
+
+def metrics_from_predictions(
+    rows: Sequence[Mapping[str, Any]], questions: Sequence[Mapping[str, Any]]
+) -> dict:
+    """``overall``/``groups``/``datasets`` blocks; every group and dataset of the questions gets a block."""
+    cols = {k: [r[k] for r in rows] for k in PREDICTIONS.names}
+    return eval_metrics(
+        cols,
+        groups=[q["group"] for q in questions],
+        datasets=[q["dataset"] for q in questions],
+    )
+
+
+# --------------------------------------------------------------------------------------------- engine glue
+def engine_gpu_hours(backend: Any) -> float | None:
+    """The engine's running GPU-hour total (``stats.gpu_hours``: GPUs held x (generation + load) s / 3600)."""
+    hours = getattr(getattr(backend, "stats", None), "gpu_hours", None)
+    return float(hours) if isinstance(hours, int | float) and not isinstance(hours, bool) else None
+
+
+def usage(backend: Any, elapsed_s: float, cfg: BackendConfig, hours_before: float | None) -> dict[str, float]:
+    """Wall-clock seconds and GPU-hours of this evaluation, for the cost ledger of the report.
+
+    GPU-hours are the growth of the engine's own total during this call (a reused engine has history); a
+    backend without stats is timed here with the ``gpus`` of its config.  The engine's other counters stay
+    out of the metrics file so that ``dvc metrics diff`` lists the numbers of DESIGN §6, not bookkeeping.
+    """
+    after = engine_gpu_hours(backend)
+    hours = after - (hours_before or 0.0) if after is not None else cfg.gpus * elapsed_s / 3600.0
+    return {"wall_clock_s": round(elapsed_s, 3), "gpu_hours": hours}
+
+
+def run(
+    params: Params,
+    run_name: str,
+    model_dir: Path,
+    questions_path: Path,
+    out: Path,
+    metrics_path: Path,
+    backend: Backend | None = None,
+) -> dict[str, Any]:
+    """Evaluate one run; returns the metrics written to ``metrics_path``.
+
+    ``backend`` (optional) is an already built engine for ``model_dir`` (benchmarks reuse one); by default
+    one is made from ``params.evaluate.engine`` and closed at the end.  Resuming after a kill is the engine
+    layer's job: its durable request cache returns every completion finished before the kill.
+    """
+    from compress_distill.answers import grade
+    from compress_distill.llm import make_backend
+    from compress_distill.llm.tokens import count_tokens, load_tokenizer
+
+    spec = resolve_run(params, run_name)
+    if not model_dir.exists():
+        raise FileNotFoundError(
+            f"model directory {model_dir} not found; run the train stage first (dvc repro train@{run_name})"
+        )
+    cfg = backend_config(engine_config(params, model_dir))
+    cap = max_new_tokens(params, spec["student"])
+
+    counter = RowCounter()
+    questions, rejects = select_questions(
+        read_table(questions_path, QUESTIONS).to_pylist(), params.evaluate.max_per_dataset, counter
+    )
+    own = backend is None
+    engine = make_backend(cfg) if backend is None else backend
+    hours_before, start = engine_gpu_hours(engine), time.perf_counter()
+    try:
+        completions = engine.generate(build_requests(questions, cap)) if questions else []
+        cost = usage(engine, time.perf_counter() - start, cfg, hours_before)
+    finally:
+        if own:
+            engine.close()
+    # reasoning length in the student's own tokens (its tokenizer is saved in the model directory)
+    tokenizer = load_tokenizer(str(model_dir))
+    r_tokens = count_tokens(tokenizer, [c.reasoning or "" for c in completions])
+    rows = score(run_name, questions, completions, r_tokens, grade)
+    counter.kept(len(rows))
+
+    write_table(to_table(rows, PREDICTIONS), out)
+    reject_path = out.with_name(f"{out.stem}.rejects.parquet")
+    if rejects:
+        write_rows(rejects, reject_path, REJECTS)
+    else:
+        reject_path.unlink(missing_ok=True)
+    metrics = {**metrics_from_predictions(rows, questions), **counter.as_dict(), **cost}
+    write_metrics(metrics_path, metrics)
+    return metrics
+
+
+def main(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    run_name: Annotated[
+        str, typer.Option("--run", help="run id from plan.yaml (T-STUDENT-METHOD-SOURCE)")
+    ] = "",
+    model_dir: Annotated[
+        Path, typer.Option(help="trained student: adapter or full weights + tokenizer")
+    ] = Path("models"),
+    questions: Annotated[Path, typer.Option(help="eval questions parquet")] = Path(
+        "data/questions/eval.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="predictions parquet to write")] = Path(
+        "data/predictions/run.parquet"
+    ),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/eval/run.json"),
+) -> None:
+    """Evaluate a trained student on the eval split: predictions and accuracy/efficiency metrics."""
+    if not run_name:
+        raise typer.BadParameter("--run is required (a run id from plan.yaml)")
+    try:
+        p = load_params(params)
+        m = run(p, run_name, model_dir, questions, out, metrics)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
+    o = m["overall"]
+    acc = "n/a" if o["accuracy"] is None else f"{o['accuracy']:.3f}"
+    typer.echo(
+        f"evaluate {run_name}: accuracy {acc} on {o['n']} questions, truncation rate "
+        f"{o['truncation_rate'] if o['truncation_rate'] is not None else 'n/a'}, wrote {out} and {metrics}"
+    )
