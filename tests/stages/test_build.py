@@ -9,45 +9,11 @@ import pytest
 import yaml
 
 from compress_distill.metrics import read_metrics
-from compress_distill.schema import JUDGEMENTS, write_rows
 from compress_distill.stages import build
 from compress_distill.stages.traces_common import StageError
-from conftest import SMOL, make_params, trace, write_traces
+from conftest import SMOL, make_params, make_traces
 
 SECRET = "sk-topsecret-123"
-
-
-def judgement(tid: str, status: str = "ok", verdict: str = "faithful", faith: int = 5) -> dict:
-    ok = status == "ok"
-    return {"id": tid, "compressor": "concise", "faithfulness": faith if ok else None, "coverage": 4 if ok else None,
-            "clarity": 5 if ok else None, "verdict": verdict if ok else None, "answer_alignment": True if ok else None,
-            "failure_modes": [] if ok else None, "rationale": "fine" if ok else None, "judge_model": SMOL,
-            "parse_status": status}
-
-
-def make_traces(root: Path, n_raw: int = 5) -> tuple[Path, Path]:
-    traces, judgements = root / "traces" / "smol", root / "judgements" / "smol"
-    ids = [f"t{i}" for i in range(n_raw)]
-    ds = ["gsm8k", "gsm8k", "medqa", "medqa", "medqa"][:n_raw]
-    long = "thinking about it " * 40
-    write_traces(traces / "raw.parquet", [trace(i, long, dataset=d) for i, d in zip(ids, ds, strict=True)])
-    write_traces(traces / "compressed-concise.parquet", [
-        trace(i, long[: 100 + 10 * k], dataset=d, source="compressed-concise", ratio=(100 + 10 * k) / len(long),
-              compressor_model=SMOL, prompt_hash="aaaaaaaaaaaa+bbbbbbbbbbbb")
-        for k, (i, d) in enumerate(zip(ids[:4], ds, strict=False))])
-    write_traces(traces / "compressed-terse.parquet", [
-        trace(i, long[:50], dataset=d, source="compressed-terse", ratio=50 / len(long), compressor_model=SMOL)
-        for i, d in zip(ids[:3], ds, strict=False)])
-    write_traces(traces / "truncated.parquet", [
-        trace(i, long[:60], dataset=d, source="truncated", ratio=60 / len(long)) for i, d in zip(ids[:3], ds, strict=False)])
-    write_traces(traces / "answer-only.parquet", [
-        trace(i, "", dataset=d, source="answer-only", ratio=0.0, tokens=0) for i, d in zip(ids, ds, strict=True)])
-    judgements.mkdir(parents=True)
-    write_rows([judgement("t0"), judgement("t1", verdict="partially_faithful", faith=3), judgement("t2", "truncated")][
-        : max(0, min(3, n_raw))], judgements / "concise.parquet", JUDGEMENTS)
-    # not inputs of the folder: attempts and rejects tables beside the traces are ignored
-    write_traces(traces / "raw.rejects.parquet", [])
-    return traces, judgements
 
 
 def params(shard_rows: int = 2):  # type: ignore[no-untyped-def]

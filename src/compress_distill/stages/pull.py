@@ -1,0 +1,96 @@
+"""pull@T (``traces.source: hub``): download a published trace revision into ``data/hub/T`` and verify it.
+
+Training and evaluation then run from published traces with no teacher, compressor or judge at all.  The
+revision (a tag such as ``v1``, a branch or a commit) is downloaded with ``snapshot_download`` into the
+Hugging Face cache -- content-addressed and resumable, and its snapshot folder holds exactly that revision's
+files, named by the resolved commit -- then copied into a fresh staging folder beside the destination.
+Every config of the card is loaded with ``datasets.load_dataset`` (which checks each split's row count
+against the card's ``dataset_info``) and only then is the folder swapped into place, so a broken or partial
+revision never replaces a good folder and no file of an earlier revision survives.  The token, if the repo is private, is
+found by ``huggingface_hub`` itself (``HF_TOKEN`` or the stored login) and never touched here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from compress_distill.metrics import write_metrics
+from compress_distill.stages.traces_common import cli_errors, swap_dir
+
+log = logging.getLogger(__name__)
+
+
+def verify(folder: Path) -> dict[str, int]:
+    """Rows per config, by loading each config offline from ``folder`` (raises if any config is broken)."""
+    import datasets
+
+    if not (folder / "README.md").exists():
+        raise FileNotFoundError(f"{folder} has no README.md: the revision is not a compress-distill dataset folder")
+    configs = datasets.get_dataset_config_names(str(folder))
+    rows: dict[str, int] = {}
+    # load_dataset materialises an Arrow copy; keep it in a scratch cache deleted right after
+    with tempfile.TemporaryDirectory(prefix="pull-verify-") as cache:
+        for config in configs:
+            ds = datasets.load_dataset(str(folder), config, split="train", cache_dir=cache)
+            rows[config] = ds.num_rows
+            del ds
+    return rows
+
+
+def run(
+    repo_id: str,
+    revision: str,
+    out_dir: str | Path,
+    metrics: str | Path,
+    *,
+    download: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    if download is None:
+        from huggingface_hub import snapshot_download
+
+        download = snapshot_download
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = Path(download(repo_id=repo_id, repo_type="dataset", revision=revision))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
+    try:
+        # the cache's snapshot is symlinks into its blob store: copy the files themselves
+        shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)
+        rows = verify(staging)
+        swap_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # only still there when verification failed
+    total = sum(rows.values())
+    result = {
+        "rows_in": total,
+        "rows_out": total,
+        "rejects": {},
+        "configs": rows,
+        "repo_id": repo_id,
+        "revision": revision,
+        # the HF cache names a snapshot folder by the commit the revision resolved to
+        "commit": snapshot.name if re.fullmatch(r"[0-9a-f]{40}", snapshot.name) else None,
+    }
+    write_metrics(metrics, result)
+    log.info("pulled %s@%s into %s: %s", repo_id, revision, out_dir, rows)
+    return result
+
+
+def main(
+    repo_id: Annotated[str, typer.Option(help="Hub dataset repo, org/name")],
+    out_dir: Annotated[Path, typer.Option(help="destination folder (data/hub/T)")],
+    metrics: Annotated[Path, typer.Option(help="metrics JSON: rows per config")],
+    revision: Annotated[str, typer.Option(help="tag, branch or commit to download")] = "main",
+) -> None:
+    """Download a published trace revision from the Hub into data/hub/T and verify every config loads."""
+    with cli_errors():
+        r = run(repo_id, revision, out_dir, metrics)
+    typer.echo(f"pull: {repo_id}@{revision} -> {out_dir}: " + ", ".join(f"{c} {n}" for c, n in r["configs"].items()))
