@@ -151,7 +151,8 @@ def test_evaluate_smollm2_through_the_cli(
     monkeypatch.setenv("COMPRESS_DISTILL_LLM_CACHE", str(tmp_path / "llm-cache"))
     demo_params(tmp_path, cap=16)
     questions = demo_questions(0, 4, seed=0)
-    bad = dict(questions[0], id="demo/eval/bad", answer_type="essay")
+    # the only Medicine question is a reject: its group still gets a block, empty (n 0, null accuracy)
+    bad = dict(questions[0], id="demo/eval/bad", answer_type="essay", group="Medicine", dataset="medqa")
     write_rows([*questions, bad], tmp_path / "data/questions/eval.parquet", QUESTIONS)
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     argv = dvc["stages"]["evaluate"]["do"]["cmd"].replace("${key}", RUN).split()
@@ -190,7 +191,9 @@ def test_evaluate_smollm2_through_the_cli(
     assert m["gpu_hours"] == 0.0  # CPU engine
     cols = {k: [p[k] for p in preds] for k in PREDICTIONS.names}
     assert m["overall"] == pytest.approx(eval_metrics(cols)["overall"])
-    assert set(m["groups"]) == {x["group"] for x in questions}
+    assert set(m["groups"]) == {x["group"] for x in questions} | {"Medicine"}
+    assert m["groups"]["Medicine"] == {"accuracy": None, "n": 0, "stderr": None}
+    assert m["datasets"]["medqa"]["n"] == 0
     assert (
         read_rows(tmp_path / f"data/predictions/{RUN}.rejects.parquet", REJECTS)[0]["id"] == "demo/eval/bad"
     )

@@ -166,8 +166,8 @@ def metrics_from_predictions(
     cols = {k: [r[k] for r in rows] for k in PREDICTIONS.names}
     return eval_metrics(
         cols,
-        groups=[q["group"] for q in questions],
-        datasets=[q["dataset"] for q in questions],
+        groups=[q["group"] for q in questions if q.get("group")],
+        datasets=[q["dataset"] for q in questions if q.get("dataset")],
     )
 
 
@@ -218,9 +218,8 @@ def run(
     cap = max_new_tokens(params, spec["student"])
 
     counter = RowCounter()
-    questions, rejects = select_questions(
-        read_table(questions_path, QUESTIONS).to_pylist(), params.evaluate.max_per_dataset, counter
-    )
+    all_rows = read_table(questions_path, QUESTIONS).to_pylist()
+    questions, rejects = select_questions(all_rows, params.evaluate.max_per_dataset, counter)
     own = backend is None
     engine = make_backend(cfg) if backend is None else backend
     hours_before, start = engine_gpu_hours(engine), time.perf_counter()
@@ -242,7 +241,8 @@ def run(
         write_rows(rejects, reject_path, REJECTS)
     else:
         reject_path.unlink(missing_ok=True)
-    metrics = {**metrics_from_predictions(rows, questions), **counter.as_dict(), **cost}
+    # every group/dataset of the input gets a block, even if all its questions were rejects (n = 0, null)
+    metrics = {**metrics_from_predictions(rows, all_rows), **counter.as_dict(), **cost}
     write_metrics(metrics_path, metrics)
     return metrics
 
