@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from compress_distill.config import Params, load_params
+from compress_distill.config import Params
 from compress_distill.llm.types import ChatRequest, Completion
 from compress_distill.schema import JUDGEMENTS, QUESTIONS, TRACES, write_rows
 
@@ -192,6 +192,6 @@ def kill_then_resume(args: list[str], cwd: Path, cache: Path, *, min_done: int =
         if proc.stdout:
             proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

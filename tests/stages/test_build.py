@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SMOL, make_params, make_traces
 
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build
 from compress_distill.stages.traces_common import StageError
-from conftest import SMOL, make_params, make_traces
 
 SECRET = "sk-topsecret-123"
 
@@ -111,3 +111,50 @@ def test_an_empty_source_stops_the_build_with_its_cause(tmp_path: Path) -> None:
     with pytest.raises(StageError, match=r"raw.parquet has no rows.*raw.rejects.parquet"):
         build.run(params(), "smol", traces, judgements, out, tmp_path / "m.json")
     assert not out.exists() and not list((tmp_path / "hub").iterdir())
+
+
+def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None:
+    """generate -> compress x2 -> truncate -> answer_only -> judge -> build with a scripted engine: the
+    stages agree on ids, budgets and provenance, and the folder loads."""
+    import json
+
+    import datasets
+
+    from compress_distill.stages import answer_only, compress, generate, judge, truncate
+    from conftest import ScriptedBackend, completion, prompt_of, question, write_questions
+
+    def engine(req):  # type: ignore[no-untyped-def]
+        p = prompt_of(req)
+        if req.json_schema is not None:
+            return completion(json.dumps({"faithfulness": 5, "coverage": 5, "clarity": 4, "verdict": "faithful",
+                                          "answer_alignment": True, "failure_modes": [], "rationale": "ok"}))
+        if p.startswith(("You are given", "Compress the reasoning")):
+            return completion("Add: 2 + 3 = 5. The answer is 5." if "2 + 3" in p else "Sum is 9. The answer is 9.")
+        if "2 + 3" in p:
+            return completion("The answer is 5.", "I need 2 + 3. Counting up from 2: 3, 4, 5. So it is 5. " * 3)
+        return completion("The answer is 9.", "4 + 5: four plus five is nine, since 5 + 4 = 9 as well. " * 3)
+
+    q = write_questions(tmp_path / "q.parquet", [question("demo/train/0", "What is 2 + 3?", "5"),
+                                                 question("demo/train/1", "What is 4 + 5?", "9", dataset="gsm8k")])
+    p = make_params()
+    t, j, m = tmp_path / "traces" / "smol", tmp_path / "judgements" / "smol", tmp_path / "metrics"
+    be = ScriptedBackend(engine)
+    generate.run(p, "smol", q, t, m / "g.json", backend=be)
+    for c in ("concise", "terse"):
+        compress.run(p, "smol", c, t / "raw.parquet", t / f"compressed-{c}.parquet", m / f"c-{c}.json", backend=be)
+        judge.run(p, "smol", c, t / "raw.parquet", t / f"compressed-{c}.parquet", j / f"{c}.parquet", m / f"j-{c}.json",
+                  backend=be)
+    truncate.run(p, "smol", t / "raw.parquet", t / "compressed-terse.parquet", t / "truncated.parquet", m / "t.json")
+    answer_only.run(p, "smol", t / "raw.parquet", t / "answer-only.parquet", m / "a.json")
+    out = build.run(p, "smol", t, j, tmp_path / "hub" / "smol", m / "b.json")
+    assert {c: v["rows"] for c, v in out["configs"].items()} == {
+        "raw": 2, "compressed-concise": 2, "compressed-terse": 2, "truncated": 2, "answer-only": 2}
+    cache = str(tmp_path / "cache")
+    rows = {c: {r["id"]: r for r in datasets.load_dataset(str(tmp_path / "hub" / "smol"), c, split="train",
+                                                         cache_dir=cache)} for c in out["configs"]}
+    raw, terse, trunc = rows["raw"]["demo/train/0"], rows["compressed-terse"]["demo/train/0"], rows["truncated"]["demo/train/0"]
+    assert terse["response"] == raw["response"] == trunc["response"] == rows["answer-only"]["demo/train/0"]["response"]
+    assert raw["reasoning"].startswith(trunc["reasoning"]) and trunc["reasoning_tokens"] == terse["reasoning_tokens"]
+    assert trunc["prompt_hash"] == terse["prompt_hash"] and terse["prompt_hash"].startswith(raw["prompt_hash"] + "+")
+    assert rows["compressed-concise"]["demo/train/1"]["judge_verdict"] == "faithful"
+    assert terse["answer_preserved"] is True and terse["judge_parse_status"] == "ok"

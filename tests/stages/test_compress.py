@@ -5,10 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import REJECTS, TRACES, read_rows
-from compress_distill.stages import compress
 from conftest import (
     SMOL,
     ScriptedBackend,
@@ -20,6 +16,10 @@ from conftest import (
     write_params,
     write_traces,
 )
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import REJECTS, TRACES, read_rows
+from compress_distill.stages import compress
 
 LONG = "First I add 2 and 2. " * 10 + "So 2 + 2 = 4, the answer is 4."  # 241 chars
 
@@ -63,7 +63,7 @@ def run(tmp_path: Path, compressor: str = "concise", **overrides):  # type: igno
 
 
 def test_rows_kept_with_response_unchanged_and_ratio(tmp_path: Path) -> None:
-    backend, m, out = run(tmp_path)
+    backend, _, out = run(tmp_path)
     assert [r["id"] for r in out] == ["t/ok", "t/med", "t/lost"]
     ok = out[0]
     assert ok["reasoning"] == "2 + 2 = 4. The answer is 4." and ok["response"] == "Final: **4**"

@@ -5,10 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import ATTEMPTS, REJECTS, TRACES, read_rows
-from compress_distill.stages import generate
 from conftest import (
     SMOL,
     ScriptedBackend,
@@ -20,6 +16,10 @@ from conftest import (
     write_params,
     write_questions,
 )
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import ATTEMPTS, REJECTS, TRACES, read_rows
+from compress_distill.stages import generate
 
 QUESTIONS = [
     question("demo/train/0", "EASY: what is 2 + 2?", "4"),

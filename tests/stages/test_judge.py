@@ -6,10 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import FAILURE_MODES, JUDGEMENTS, REJECTS, judge_json_schema, read_rows
-from compress_distill.stages import judge
 from conftest import (
     SMOL,
     ScriptedBackend,
@@ -21,6 +17,10 @@ from conftest import (
     write_params,
     write_traces,
 )
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import FAILURE_MODES, JUDGEMENTS, REJECTS, judge_json_schema, read_rows
+from compress_distill.stages import judge
 
 
 def verdict(**kw) -> str:  # type: ignore[no-untyped-def]

@@ -8,12 +8,12 @@ from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
+from conftest import make_params, make_traces
 from huggingface_hub import CommitInfo, GitRefInfo, GitRefs, HfApi, RepoUrl
 
 from compress_distill.config import ConfigError
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, publish
-from conftest import make_params, make_traces
 
 TOKEN = "hf_FAKEtokenThatMustNeverBeWritten0123"
 REPO_ID = "my-org/compress-distill-traces"

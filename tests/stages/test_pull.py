@@ -8,11 +8,11 @@ from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
+from conftest import make_params, make_traces
 from huggingface_hub import snapshot_download
 
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, pull
-from conftest import make_params, make_traces
 
 REPO_ID = "my-org/compress-distill-traces"
 

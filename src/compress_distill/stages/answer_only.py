@@ -20,7 +20,15 @@ import typer
 from compress_distill.config import Params, load_params
 from compress_distill.metrics import write_metrics
 from compress_distill.schema import TRACES, iter_batches
-from compress_distill.stages.traces_common import GroupMeans, Ledger, cli_errors, parquet_sink, pick, split_overall, text_column
+from compress_distill.stages.traces_common import (
+    GroupMeans,
+    Ledger,
+    cli_errors,
+    parquet_sink,
+    pick,
+    split_overall,
+    text_column,
+)
 
 BATCH_ROWS = 65_536  # no reasoning text is read: a batch is a few MB of questions and responses
 _TEXT = ("question", "answer", "response")

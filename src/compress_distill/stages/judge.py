@@ -30,7 +30,15 @@ from compress_distill.config import Params, load_params
 from compress_distill.metrics import write_metrics
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.reasoning import middle_truncate
-from compress_distill.schema import FAILURE_MODES, JUDGEMENTS, TRACES, JudgeVerdict, iter_batches, judge_json_schema, read_table
+from compress_distill.schema import (
+    FAILURE_MODES,
+    JUDGEMENTS,
+    TRACES,
+    JudgeVerdict,
+    iter_batches,
+    judge_json_schema,
+    read_table,
+)
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,

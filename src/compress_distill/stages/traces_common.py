@@ -77,7 +77,7 @@ class Ledger(RowCounter):
         self.stage = stage
         self.rows: list[dict[str, str]] = []
 
-    def reject(self, reason: str, n: int = 1, *, id: str = "", detail: str = "") -> None:  # noqa: A002
+    def reject(self, reason: str, n: int = 1, *, id: str = "", detail: str = "") -> None:
         super().reject(reason, n)
         self.rows.append({"id": id, "stage": self.stage, "reason": reason, "detail": clip(detail)})
 
@@ -287,7 +287,7 @@ class GroupMeans:
         self._n: dict[str, int] = defaultdict(int)
         self._sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
-    def add(self, group: str, **values: float | int | bool) -> None:
+    def add(self, group: str, **values: float | bool) -> None:
         for g in (group, "overall"):
             self._n[g] += 1
             sums = self._sums[g]
