@@ -1,0 +1,159 @@
+"""Fine-tune one student run (LoRA or full) on a source config with assistant-only loss and exact packing.
+
+The run id names teacher, student, method and source (``compress_distill.plan``); its rows come from
+``data/hub/<teacher>/<source>/train-*.parquet``.  Targets: the student's chat template with user = question
+and assistant = think block + final response; loss on assistant tokens and the end-of-turn token only.
+Rows longer than ``train.seq_len`` are dropped or truncated per ``train.overlong`` and counted
+(``compress_distill.training.data``).  Outputs: ``--out-dir`` (LoRA adapter or full weights, tokenizer,
+``training_config.json`` with ``base_model``), ``--metrics`` (row accounting, trainable tokens, packed
+sequences, padding, wall-clock, tokens/s, GPU-hours, final loss) and the dvclive loss curve in ``--live-dir``.
+
+A killed run resumes from its newest checkpoint (``--checkpoint-dir``, default ``models/.checkpoints/<run>``,
+outside the DVC output so ``dvc repro`` does not delete it) and ends with the weights of an uninterrupted run.
+Multi-GPU / multi-node: ``accelerate launch --config_file configs/accelerate_fsdp2.yaml -m compress_distill.cli
+train ...`` with the same arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from compress_distill.config import ConfigError, load_params
+
+log = logging.getLogger(__name__)
+
+
+def default_checkpoint_dir(out_dir: Path) -> Path:
+    return out_dir.parent / ".checkpoints" / out_dir.name
+
+
+def reference_tokens(tokenizer: Any, data_dir: Path, cfg: Any, own: int, source: str) -> int:
+    """compute_matched reference: ``train.budget_tokens`` or the teacher's raw source tokenised for this student."""
+    from compress_distill.training.data import encode_rows, read_source
+
+    if cfg.budget_tokens:
+        return int(cfg.budget_tokens)
+    if source == "raw":
+        return own
+    raw_dir = data_dir.parent / "raw"
+    if not raw_dir.exists():
+        raise ConfigError(
+            f"train.budget is compute_matched but the reference source {raw_dir} does not exist; build the raw "
+            "source of this teacher or set train.budget_tokens"
+        )
+    return encode_rows(tokenizer, read_source(raw_dir), cfg.seq_len, cfg.overlong).trainable_tokens
+
+
+def run(
+    params_path: Path,
+    run_id: str,
+    data_dir: Path,
+    out_dir: Path,
+    metrics_path: Path,
+    live_dir: Path | None = None,
+    checkpoint_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train run ``run_id`` on ``data_dir``; returns the metrics written to ``metrics_path``."""
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    from compress_distill.metrics import write_metrics
+    from compress_distill.modelhub import resolve_model
+    from compress_distill.plan import expand
+    from compress_distill.training.data import encode_rows, load_chat_template, read_source, source_shards
+    from compress_distill.training.trainer import TrainJob, data_fingerprint, train
+
+    t0 = time.perf_counter()
+    params = load_params(params_path)
+    runs = expand(params)["runs"]
+    if run_id not in runs:
+        raise ConfigError(
+            f"run {run_id!r} is not in the grid of {params_path}; runs: {', '.join(runs) or '(none)'}"
+        )
+    spec = runs[run_id]
+    student = params.students[spec["student"]]
+    cfg = params.train
+    model_path = resolve_model(student.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    load_chat_template(tokenizer, student.chat_template)
+
+    enc = encode_rows(tokenizer, read_source(data_dir), cfg.seq_len, cfg.overlong)
+    reference = (
+        reference_tokens(tokenizer, data_dir, cfg, enc.trainable_tokens, spec["source"])
+        if cfg.budget == "compute_matched"
+        else None
+    )
+    job = TrainJob(
+        run=run_id,
+        base_model=student.model,
+        model_path=model_path,
+        method=spec["method"],
+        source=spec["source"],
+        cfg=cfg,
+        student=student,
+        out_dir=out_dir,
+        checkpoint_dir=checkpoint_dir or default_checkpoint_dir(out_dir),
+        live_dir=live_dir,
+        teacher=spec["teacher"],
+        student_id=spec["student"],
+        reference_tokens=reference,
+        data_fingerprint=data_fingerprint(source_shards(data_dir)),
+    )
+    stats = train(job, enc, tokenizer)
+    wall = time.perf_counter() - t0
+    metrics = {
+        **enc.counter.as_dict(),
+        "rows_truncated": enc.rows_truncated,
+        "trainable_tokens": stats["trainable_tokens"],
+        "trained_tokens": stats["trained_tokens"],
+        "trained_target_tokens": stats["trained_target_tokens"],
+        "reference_tokens": reference,
+        "packed_sequences": stats["packed_sequences"],
+        "padding_fraction": stats["padding_fraction"],
+        "bin_slack_fraction": stats["bin_slack_fraction"],
+        "steps": stats["steps"],
+        "epochs_effective": stats["epochs_effective"],
+        "resumed_from_step": stats["resumed_from_step"],
+        "wall_clock_s": wall,
+        "train_seconds": stats["train_seconds"],
+        "tokens_per_s": stats["tokens_per_s"],
+        "gpus": stats["gpus"],
+        "gpu_hours": wall / 3600.0 * stats["gpus"],
+        "first_loss": stats["first_loss"],
+        "final_loss": stats["final_loss"],
+        "trainable_params": stats["trainable_params"],
+    }
+    if PartialState().is_main_process:
+        write_metrics(metrics_path, metrics)
+    return metrics
+
+
+def main(
+    run_id: Annotated[
+        str, typer.Option("--run", help="run id from plan.yaml (teacher-student-method-source)")
+    ],
+    data: Annotated[Path, typer.Option(help="source config folder: data/hub/<teacher>/<source>")],
+    out_dir: Annotated[Path, typer.Option(help="model output folder: models/<run>")],
+    metrics: Annotated[Path, typer.Option(help="metrics JSON: metrics/train/<run>.json")],
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    live_dir: Annotated[Path | None, typer.Option(help="dvclive folder for the loss curve")] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="resumable checkpoints (default: models/.checkpoints/<run>)")
+    ] = None,
+) -> None:
+    """Fine-tune one student run (LoRA or full) on a source config."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        result = run(params, run_id, data, out_dir, metrics, live_dir, checkpoint_dir)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(
+        f"{run_id}: {result['steps']} steps, final loss {result['final_loss']:.4f}, "
+        f"{result['tokens_per_s']:.0f} tok/s, {result['rows_out']}/{result['rows_in']} rows -> {out_dir}"
+    )

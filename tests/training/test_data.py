@@ -1,0 +1,134 @@
+"""Targets and loss masks on the real SmolLM2 tokenizer: only assistant tokens and the end-of-turn are trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import trace_rows, write_source
+
+from compress_distill.reasoning import join_reasoning
+from compress_distill.training.data import (
+    TemplateError,
+    encode_rows,
+    load_chat_template,
+    read_source,
+    source_shards,
+)
+from compress_distill.training.packing import IGNORE, row_targets
+
+
+def row(question: str, reasoning: str, response: str, ident: str = "r") -> dict[str, str]:
+    return {"id": ident, "question": question, "reasoning": reasoning, "response": response}
+
+
+def trained_text(tok, enc, i: int = 0) -> str:  # type: ignore[no-untyped-def]
+    return tok.decode(enc.ids[i][enc.n_prompt[i] :].tolist())
+
+
+def test_only_assistant_and_eot_are_trained(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    tok = smol_tokenizer
+    enc = encode_rows(tok, [row("What is 2 + 3?", "2 plus 3 is 5.", "The answer is 5.")], seq_len=512)
+    ids, p = enc.ids[0], enc.n_prompt[0]
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+    )
+    # untrained part: exactly the inference prompt (system + user turn + assistant header)
+    assert tok.decode(ids[:p].tolist()) == prompt
+    assert ids[:p].tolist() == tok(prompt, add_special_tokens=False)["input_ids"]
+    # trained part: the assistant content and the end-of-turn token, nothing after it
+    assert trained_text(tok, enc) == join_reasoning("2 plus 3 is 5.", "The answer is 5.") + "<|im_end|>"
+    assert ids[-1] == tok.convert_tokens_to_ids("<|im_end|>") == enc.eot_token_id
+    assert enc.eot_token == "<|im_end|>"
+    # the shifted targets: first target predicts the first assistant token; the EOT is a target
+    tgt = row_targets(ids, p)
+    assert (tgt[: p - 1] == IGNORE).all() and tgt[-1] == IGNORE
+    assert tgt[p - 1 : -1].tolist() == ids[p:].tolist()
+    assert enc.trainable_tokens == int((tgt != IGNORE).sum())
+
+
+def test_think_block_then_response(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    enc = encode_rows(smol_tokenizer, [row("Q?", "  first\nsecond  ", "Final: B")], seq_len=512)
+    text = trained_text(smol_tokenizer, enc)
+    assert text == "<think>\nfirst\nsecond\n</think>\n\nFinal: B<|im_end|>"
+
+
+def test_answer_only_gets_the_empty_think_block(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    enc = encode_rows(smol_tokenizer, trace_rows(3, source="answer-only"), seq_len=512)
+    for i in range(3):
+        text = trained_text(smol_tokenizer, enc, i)
+        assert text.startswith("<think>\n\n</think>\n\nThe answer is ") and text.endswith("<|im_end|>")
+
+
+def test_overlong_policy_and_rejects_are_counted(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    long_reasoning = "many words here " * 60
+    rows = [
+        row("short?", "a", "b", "ok"),
+        row("long?", long_reasoning, "b", "long"),
+        row("", "a", "b", "noq"),
+        row("empty?", "", "  ", "notarget"),
+        row("prompt " * 200, "a", "b", "bigprompt"),
+    ]
+    dropped = encode_rows(smol_tokenizer, rows, seq_len=96, overlong="drop")
+    assert dropped.row_ids == ["ok"]
+    assert dropped.counter.as_dict() == {
+        "rows_in": 5,
+        "rows_out": 1,
+        "rejects": {"empty_question": 1, "empty_target": 1, "overlong": 1, "prompt_overlong": 1},
+    }
+    cut = encode_rows(smol_tokenizer, rows, seq_len=96, overlong="truncate")
+    assert cut.row_ids == ["ok", "long"] and cut.rows_truncated == 1
+    assert len(cut.ids[1]) == 96 and cut.ids[1][-1] != cut.eot_token_id  # the EOT is lost: documented
+    assert cut.counter.as_dict()["rejects"] == {"empty_question": 1, "empty_target": 1, "prompt_overlong": 1}
+
+
+def test_template_without_end_of_turn_token_is_refused(smol_dir: str) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
+    with pytest.raises(TemplateError, match="end-of-turn"):
+        encode_rows(tok, [row("Q?", "r", "A")], seq_len=256)
+
+
+def test_template_that_drops_the_think_block_is_refused(smol_dir: str, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    template = tmp_path / "strip.jinja"
+    template.write_text(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% if m['role'] == 'assistant' %}{{ m['content'].split('</think>')[-1] | trim }}"
+        "{% else %}{{ m['content'] }}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        encoding="utf-8",
+    )
+    load_chat_template(tok, template)
+    with pytest.raises(TemplateError, match="drops the think block"):
+        encode_rows(tok, [row("Q?", "secret reasoning", "A")], seq_len=256)
+    tok.chat_template = None
+    with pytest.raises(TemplateError, match="no chat template"):
+        load_chat_template(tok, None)
+
+
+def test_source_folder_shards_are_read_together(tmp_path: Path) -> None:
+    folder = write_source(tmp_path, "smol", "raw", trace_rows(10), shards=3)
+    assert [p.name for p in source_shards(folder)] == [
+        "train-00000-of-00003.parquet",
+        "train-00001-of-00003.parquet",
+        "train-00002-of-00003.parquet",
+    ]
+    table = read_source(folder)
+    assert table.num_rows == 10 and table.column_names == ["id", "question", "reasoning", "response"]
+    with pytest.raises(FileNotFoundError, match="build the traces"):
+        source_shards(tmp_path / "missing")
+
+
+def test_lengths_are_long_tailed_in_the_fixture(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    enc = encode_rows(smol_tokenizer, trace_rows(60), seq_len=1024)
+    lengths = np.array(enc.lengths)
+    assert lengths.max() > 2 * np.median(lengths)  # the packing tests rely on a real spread

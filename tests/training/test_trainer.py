@@ -1,0 +1,276 @@
+"""The trainer on the real SmolLM2 on CPU: schedule, LoRA and full runs, outputs, metrics, kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import trace_rows, write_params, write_source
+
+from compress_distill.config import TrainConfig
+from compress_distill.training.data import Encoded
+from compress_distill.training.trainer import build_schedule
+
+RUN = "smol-smol-lora-raw"
+
+
+def fake_encoded(lengths: list[int], prompt: int = 4) -> Encoded:
+    enc = Encoded()
+    for n in lengths:
+        enc.ids.append(np.arange(n, dtype=np.int32))
+        enc.n_prompt.append(prompt)
+    return enc
+
+
+def rows_trained(schedule) -> Counter[int]:  # type: ignore[no-untyped-def]
+    return Counter(i for u in schedule.order for i in schedule.units[u])
+
+
+def test_one_epoch_trains_every_row_once_and_epochs_reshuffle() -> None:
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in np.clip(rng.lognormal(3.5, 0.8, 200), 6, 256)]
+    enc = fake_encoded(lengths)
+    cfg = TrainConfig(seq_len=256, micro_batch_size=2, grad_accum=3, epochs=1.0)
+    one = build_schedule(enc, cfg, world_size=1, reference_tokens=None)
+    assert rows_trained(one) == Counter(range(200))
+    assert one.steps == -(-len(one.units) // 6) and one.epochs_effective == pytest.approx(1.0)
+    two = build_schedule(enc, cfg.model_copy(update={"epochs": 2.0}), 1, None)
+    assert set(rows_trained(two).values()) == {2}
+    n = len(two.units)
+    assert (
+        two.order[:n] == one.order
+        and sorted(two.order[n:]) == sorted(one.order)
+        and two.order[n:] != one.order
+    )
+    # steps in an exact count, cycling epochs as needed
+    capped = build_schedule(enc, cfg.model_copy(update={"max_steps": 50}), 1, None)
+    assert capped.steps == 50 and len(capped.order) == 300
+
+
+def test_compute_matched_budget_scales_to_the_reference_tokens() -> None:
+    enc = fake_encoded([40, 60, 80, 100] * 10)
+    per_epoch = enc.trainable_tokens
+    cfg = TrainConfig(seq_len=128, grad_accum=1, budget="compute_matched")
+    matched = build_schedule(enc, cfg, 1, reference_tokens=3 * per_epoch)
+    trained = sum(matched.unit_targets[u] for u in matched.order)
+    assert 3 * per_epoch <= trained < 3 * per_epoch + max(matched.unit_targets)
+    assert matched.epochs_effective == pytest.approx(3.0, rel=0.03)
+    # a shorter source (compressed) gets proportionally more steps for the same reference
+    short = fake_encoded([20, 30, 40, 50] * 10)
+    assert build_schedule(short, cfg, 1, 3 * per_epoch).steps > matched.steps
+
+
+def test_micro_batches_split_evenly_over_ranks() -> None:
+    enc = fake_encoded([50] * 7)
+    cfg = TrainConfig(seq_len=64, micro_batch_size=1, grad_accum=2, packing=False)
+    sched = build_schedule(enc, cfg, world_size=2, reference_tokens=None)
+    assert sched.steps == 2  # 7 rows, 4 per step
+    last = [sched.micro_batches(1, r) for r in (0, 1)]
+    assert [len(m) for m in last] == [2, 2]  # equal counts: FSDP collectives stay in lockstep
+    active = [u for m in last for units, on in m if on for u in units]
+    assert sorted(active) == sorted(sched.step_units(1)) and len(active) == 3
+    assert sum(not on for m in last for _, on in m) == 1  # one zero-weight filler
+
+
+def read_tsv(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in path.read_text().splitlines()]
+
+
+LORA_TRAIN = {"max_steps": 10, "seq_len": 128, "save_every_steps": 4, "lora": {"learning_rate": 0.003}}
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory, smol_dir: str) -> dict[str, Path]:
+    """A real 10-step LoRA run of the stage on CPU (checkpoints every 4 steps), shared by the tests below."""
+    import torch as _torch
+
+    from compress_distill.stages.train import run
+
+    root = tmp_path_factory.mktemp("lora")
+    data = write_source(root / "hub", "smol", "raw", trace_rows(8, max_steps=3))
+    params = write_params(root / "params.yaml", **LORA_TRAIN)
+    threads = _torch.get_num_threads()
+    _torch.set_num_threads(
+        1
+    )  # as the subprocesses of the resume test (OMP_NUM_THREADS=1): bitwise comparable
+    try:
+        run(params, RUN, data, root / "models" / RUN, root / "m.json", root / "live")
+    finally:
+        _torch.set_num_threads(threads)
+    return {"root": root, "data": data, "params": params}
+
+
+def test_lora_run_learns_and_writes_outputs(lora_run: dict[str, Path], smol_dir: str) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from compress_distill.metrics import read_metrics
+
+    root = lora_run["root"]
+    out, live = root / "models" / RUN, root / "live"
+    # the loss goes down (first step vs the mean of the last three; 8 rows seen ~4 times each)
+    losses = [float(r[1]) for r in read_tsv(live / "plots" / "metrics" / "loss.tsv")[1:]]
+    assert len(losses) == 10
+    assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
+    # metrics: the DESIGN §6 keys and the row accounting
+    saved = read_metrics(root / "m.json")
+    for key in (
+        "trainable_tokens",
+        "packed_sequences",
+        "padding_fraction",
+        "wall_clock_s",
+        "tokens_per_s",
+        "gpu_hours",
+        "final_loss",
+        "rows_in",
+        "rows_out",
+        "rejects",
+    ):
+        assert key in saved, key
+    assert saved["final_loss"] == pytest.approx(losses[-1])
+    assert saved["rows_in"] == 8 == saved["rows_out"] and saved["rejects"] == {}
+    assert saved["padding_fraction"] == 0.0 and saved["gpu_hours"] == 0.0 and saved["steps"] == 10
+    assert saved["packed_sequences"] >= 1 and saved["tokens_per_s"] > 0
+    # the model folder: a peft adapter the evaluation engine can load on its base
+    cfg = json.loads((out / "training_config.json").read_text())
+    assert cfg["base_model"] == "smollm2-135m-instruct" and cfg["method"] == "lora"
+    assert cfg["source"] == "raw" and cfg["run"] == RUN and cfg["train"]["max_steps"] == 10
+    assert cfg["eot_token"] == "<|im_end|>"
+    assert (out / "adapter_config.json").exists() and (out / "tokenizer_config.json").exists()
+    assert not (root / "models" / ".checkpoints" / RUN).exists()  # finished: checkpoints cleaned up
+    base = AutoModelForCausalLM.from_pretrained(smol_dir, dtype=torch.float32)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        before = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, out)(ids).logits
+    assert float((tuned - before).abs().max()) > 1e-3
+
+
+def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from compress_distill.stages.train import run
+
+    data = write_source(tmp_path / "hub", "smol", "answer-only", trace_rows(4, source="answer-only"))
+    params = write_params(
+        tmp_path / "params.yaml",
+        methods=("full",),
+        max_steps=2,
+        seq_len=96,
+        packing=False,
+        micro_batch_size=2,
+    )
+    out = tmp_path / "models" / "smol-smol-full-answer-only"
+    metrics = run(params, "smol-smol-full-answer-only", data, out, tmp_path / "m.json", None)
+    assert metrics["packed_sequences"] == 0 and 0.0 < metrics["padding_fraction"] < 0.5
+    assert metrics["trainable_params"] > 100_000_000
+    assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+    assert json.loads((out / "training_config.json").read_text())["method"] == "full"
+    tuned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(smol_dir, dtype=torch.float32)
+    diff = (tuned.model.layers[0].mlp.up_proj.weight - base.model.layers[0].mlp.up_proj.weight).abs().max()
+    assert float(diff) > 0
+
+
+def test_compute_matched_reference_is_the_raw_source(tmp_path: Path, smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from compress_distill.stages.train import reference_tokens
+    from compress_distill.training.data import encode_rows, read_source
+
+    hub = tmp_path / "hub"
+    raw = write_source(hub, "smol", "raw", trace_rows(12, max_steps=6))
+    short = write_source(hub, "smol", "compressed-terse", trace_rows(12, max_steps=1))
+    cfg = TrainConfig(seq_len=512, budget="compute_matched")
+    raw_tokens = encode_rows(smol_tokenizer, read_source(raw), 512).trainable_tokens
+    own = encode_rows(smol_tokenizer, read_source(short), 512).trainable_tokens
+    assert reference_tokens(smol_tokenizer, short, cfg, own, "compressed-terse") == raw_tokens > own
+    assert (
+        reference_tokens(smol_tokenizer, short, cfg.model_copy(update={"budget_tokens": 777}), own, "x")
+        == 777
+    )
+
+
+# --------------------------------------------------------------------------------------------- resume
+CLI = "import typer; from compress_distill.stages.train import main; typer.run(main)"
+
+
+def train_cmd(params: Path, data: Path, root: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        CLI,
+        "--params",
+        str(params),
+        "--run",
+        RUN,
+        "--data",
+        str(data),
+        "--out-dir",
+        str(root / "models" / RUN),
+        "--metrics",
+        str(root / "m.json"),
+        "--live-dir",
+        str(root / "live"),
+    ]
+
+
+def adapter(root: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(root / "models" / RUN / "adapter_model.safetensors"))
+
+
+def test_killed_run_resumes_to_the_same_weights(lora_run: dict[str, Path], tmp_path: Path) -> None:
+    """SIGKILL the stage right after a checkpoint lands; the rerun resumes and matches the uninterrupted run
+    (lora_run: same params, LoRA dropout on, so the RNG streams must be restored too)."""
+    params, data, straight = lora_run["params"], lora_run["data"], lora_run["root"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    ckpt = killed / "models" / ".checkpoints" / RUN
+    proc = subprocess.Popen(
+        train_cmd(params, data, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not list(ckpt.glob("checkpoint-*/progress.json")):
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # a real kill, mid-run, right after a checkpoint landed
+    proc.wait()
+    assert not (killed / "models" / RUN).exists()
+    done = subprocess.run(
+        train_cmd(params, data, killed), check=True, env=env, capture_output=True, timeout=600
+    )
+    assert b"10 steps" in done.stdout
+
+    resumed = json.loads((killed / "m.json").read_text())
+    assert resumed["resumed_from_step"] in (4, 8)
+    a, b = adapter(straight), adapter(killed)
+    assert a.keys() == b.keys() and len(a) > 0
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+    # the replayed loss curve equals the uninterrupted one
+    curve = "plots/metrics/loss.tsv"
+    assert read_tsv(straight / "live" / curve) == read_tsv(killed / "live" / curve)
+    assert resumed["final_loss"] == json.loads((straight / "m.json").read_text())["final_loss"]
+
+
+# --------------------------------------------------------------------------------------------- gpu
+@pytest.mark.gpu
+def test_bf16_lora_run_on_gpu(tmp_path: Path) -> None:
+    from compress_distill.stages.train import run
+
+    data = write_source(tmp_path / "hub", "smol", "raw", trace_rows(64))
+    params = write_params(tmp_path / "params.yaml", max_steps=10, seq_len=1024, device="cuda", grad_accum=2)
+    metrics = run(params, RUN, data, tmp_path / "models" / RUN, tmp_path / "m.json", None)
+    cfg = json.loads((tmp_path / "models" / RUN / "training_config.json").read_text())
+    print(f"GPU bf16 LoRA: {metrics['tokens_per_s']:.0f} tokens/s ({cfg['attn_implementation']})")
+    assert metrics["gpus"] == 1 and metrics["gpu_hours"] > 0
+    assert np.isfinite(metrics["final_loss"]) and metrics["final_loss"] < metrics["first_loss"]
