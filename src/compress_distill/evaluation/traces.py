@@ -145,6 +145,14 @@ def judge_stats(configs: Mapping[str, HubConfig]) -> dict[str, dict[tuple[str, s
 
 
 # --------------------------------------------------------------------------------------------- viewer
+def _verdict(row: Mapping[str, Any]) -> str:
+    """The viewer's verdict label: the judge's verdict, ``unjudged``, or ``unparsed (<status>)``."""
+    status = row.get("judge_parse_status")
+    if status not in (None, "ok"):
+        return f"unparsed ({status})"
+    return row.get("judge_verdict") or "unjudged"
+
+
 def _modes(value: Any) -> list[str]:
     """Failure modes as a list of strings, whether stored as list<str> or as one string."""
     if value is None:
@@ -203,6 +211,7 @@ def viewer_pairs(
                     "judge_answer_alignment",
                     "judge_failure_modes",
                     "judge_rationale",
+                    "judge_parse_status",
                 ],
                 filter=pc.field("id").isin(wanted),
             ).to_pylist()
@@ -243,7 +252,7 @@ def viewer_pairs(
                         "compressed": middle_truncate(r.get("reasoning") or "", max_chars),
                         "response": middle_truncate(r.get("response") or "", max_chars),
                         "ratio": r.get("compression_ratio"),
-                        "verdict": r.get("judge_verdict") or "unjudged",
+                        "verdict": _verdict(r),
                         "faithfulness": r.get("judge_faithfulness"),
                         "coverage": r.get("judge_coverage"),
                         "clarity": r.get("judge_clarity"),
