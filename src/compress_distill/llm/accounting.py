@@ -67,8 +67,15 @@ class Progress:
 
         if enabled is None:
             enabled = sys.stderr.isatty()
-        self._bar = tqdm(total=total, desc=desc, unit="req", file=sys.stderr, disable=not enabled,
-                         dynamic_ncols=True, smoothing=0.05)
+        self._bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="req",
+            file=sys.stderr,
+            disable=not enabled,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
         self._start = time.perf_counter()
         self._tokens = 0
         self._last_postfix = 0.0
@@ -79,7 +86,9 @@ class Progress:
         now = time.perf_counter()
         if now - self._last_postfix > 0.5:  # refreshing the postfix costs a redraw; twice a second is plenty
             self._last_postfix = now
-            self._bar.set_postfix_str(f"{self._tokens / max(now - self._start, 1e-9):.1f} tok/s", refresh=False)
+            self._bar.set_postfix_str(
+                f"{self._tokens / max(now - self._start, 1e-9):.1f} tok/s", refresh=False
+            )
 
     def close(self) -> None:
         self._bar.close()

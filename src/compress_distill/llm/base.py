@@ -80,8 +80,11 @@ class CachedBackend:
     def cache(self) -> RequestCache | None:
         """The durable request cache of this engine (None when caching is off)."""
         if self._use_cache and self._cache is None and self._cache_root is not None:
-            info = {"backend": self.name, "model": self.model, "engine_key_sha256":
-                    hashlib.sha256(self.engine_key.encode()).hexdigest()}
+            info = {
+                "backend": self.name,
+                "model": self.model,
+                "engine_key_sha256": hashlib.sha256(self.engine_key.encode()).hexdigest(),
+            }
             self._cache = RequestCache(self._cache_root, self.engine_key, info)
         return self._cache
 
@@ -132,7 +135,9 @@ class CachedBackend:
 
                 def emit(j: int, completion: Completion) -> None:
                     if done[j]:
-                        raise BackendError(f"engine returned request {j} twice (a bug in the {self.name} backend)")
+                        raise BackendError(
+                            f"engine returned request {j} twice (a bug in the {self.name} backend)"
+                        )
                     done[j] = True
                     key = todo[j]
                     completion.model = self.model
@@ -160,9 +165,15 @@ class CachedBackend:
         else:
             self.stats.wall_clock_s += time.perf_counter() - start
         self.stats.requests += len(requests)
-        log.info("%s %s: %d requests, %d cached, %d generated in %.1f s", self.name, self.model,
-                 len(requests), len(requests) - sum(len(v) for v in pending.values()), len(pending),
-                 time.perf_counter() - start)
+        log.info(
+            "%s %s: %d requests, %d cached, %d generated in %.1f s",
+            self.name,
+            self.model,
+            len(requests),
+            len(requests) - sum(len(v) for v in pending.values()),
+            len(pending),
+            time.perf_counter() - start,
+        )
         return results  # type: ignore[return-value]  # every slot was filled above
 
     def _ensure_loaded(self) -> None:

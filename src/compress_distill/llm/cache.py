@@ -109,7 +109,10 @@ class RequestCache:
                 pos = 0
                 while pos < end:
                     nl = blob.index(b"\n", pos)
-                    if blob.startswith(_PREFIX, pos) and blob[pos + 6 + _KEY_LEN : pos + 7 + _KEY_LEN] == b'"':
+                    if (
+                        blob.startswith(_PREFIX, pos)
+                        and blob[pos + 6 + _KEY_LEN : pos + 7 + _KEY_LEN] == b'"'
+                    ):
                         key = blob[pos + 6 : pos + 6 + _KEY_LEN].decode("ascii", "replace")
                         if key not in self._index:  # the first copy wins; later copies are identical re-runs
                             self._index[key] = (no, base + pos, nl + 1 - pos)
@@ -154,8 +157,12 @@ class RequestCache:
             with self._lock:
                 self._index.pop(key, None)
                 self.corrupt_lines += 1
-            log.warning("request cache %s: unreadable entry for %s… (%s); it will be regenerated",
-                        self.dir, key[:12], err)
+            log.warning(
+                "request cache %s: unreadable entry for %s… (%s); it will be regenerated",
+                self.dir,
+                key[:12],
+                err,
+            )
             return None
 
     # ------------------------------------------------------------------------------------------ writing
@@ -174,7 +181,9 @@ class RequestCache:
             body.pop("cached", None)
             body["request_hash"] = key
             lines.append(
-                _PREFIX + key.encode("ascii") + b'","c":'
+                _PREFIX
+                + key.encode("ascii")
+                + b'","c":'
                 + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
                 + b"}\n"
             )

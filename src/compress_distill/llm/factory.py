@@ -31,8 +31,9 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser().resolve() if env else (Path.cwd() / DEFAULT_CACHE_DIR)
 
 
-def make_backend(cfg: dict[str, Any] | BackendConfig, *, cache_dir: str | Path | None = None,
-                 use_cache: bool = True) -> CachedBackend:
+def make_backend(
+    cfg: dict[str, Any] | BackendConfig, *, cache_dir: str | Path | None = None, use_cache: bool = True
+) -> CachedBackend:
     """Build the backend named by ``cfg["backend"]`` (hf | vllm | openai).
 
     Nothing heavy happens here: the model loads (or servers start) on the first ``generate`` that has an

@@ -71,7 +71,9 @@ class _RowSampler:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        for row, (temp, top_p, gen) in enumerate(zip(self.temperatures, self.top_ps, self.generators, strict=True)):
+        for row, (temp, top_p, gen) in enumerate(
+            zip(self.temperatures, self.top_ps, self.generators, strict=True)
+        ):
             if temp <= 0:
                 continue  # greedy row: argmax of the untouched scores
             logits = scores[row].float() / temp
@@ -130,7 +132,8 @@ class HFBackend(CachedBackend):
             from peft import PeftModel
 
             rows = model.get_input_embeddings().weight.shape[0]
-            if len(tok) > rows:  # the training stage added tokens (e.g. a pad token): match the adapter's base
+            # the training stage may have added tokens (e.g. a pad token): match the adapter's base
+            if len(tok) > rows:
                 model.resize_token_embeddings(len(tok))
             # merge_and_unload folds B@A into the base weights: generation then runs at base-model speed
             model = PeftModel.from_pretrained(model, self.resolved.adapter).merge_and_unload()
@@ -170,10 +173,24 @@ class HFBackend(CachedBackend):
                 budget = min(budget, self._max_positions - len(ids))
             if budget <= 0:
                 # Deterministic outcome, not an error: the stage counts it as truncated like any cut-off trace.
-                log.warning("hf: prompt of %d tokens leaves no room in the %d-token context; returning an "
-                            "empty 'length' completion", len(ids), self._max_positions)
-                emit(i, Completion(text="", reasoning="", finish_reason="length", prompt_tokens=len(ids),
-                                   completion_tokens=0, model=self.model, extra={"error": "prompt_too_long"}))
+                log.warning(
+                    "hf: prompt of %d tokens leaves no room in the %d-token context; returning an "
+                    "empty 'length' completion",
+                    len(ids),
+                    self._max_positions,
+                )
+                emit(
+                    i,
+                    Completion(
+                        text="",
+                        reasoning="",
+                        finish_reason="length",
+                        prompt_tokens=len(ids),
+                        completion_tokens=0,
+                        model=self.model,
+                        extra={"error": "prompt_too_long"},
+                    ),
+                )
                 continue
             schema = json.dumps(req.json_schema, sort_keys=True) if req.json_schema is not None else ""
             groups.setdefault((schema, budget), []).append(i)
@@ -184,13 +201,18 @@ class HFBackend(CachedBackend):
                 batch = members[start : start + batch_size]
                 # compile the first request's schema as written: xgrammar keeps the property order it is given
                 first_schema = requests[batch[0]].json_schema
-                outs = self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch], budget,
-                                            json.dumps(first_schema) if first_schema is not None else "")
+                outs = self._generate_batch(
+                    [requests[i] for i in batch],
+                    [prompts[i] for i in batch],
+                    budget,
+                    json.dumps(first_schema) if first_schema is not None else "",
+                )
                 for i, completion in zip(batch, outs, strict=True):
                     emit(i, completion)
 
-    def _generate_batch(self, requests: list[ChatRequest], prompts: list[list[int]], max_new: int,
-                        schema: str) -> list[Completion]:
+    def _generate_batch(
+        self, requests: list[ChatRequest], prompts: list[list[int]], max_new: int, schema: str
+    ) -> list[Completion]:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -205,14 +227,25 @@ class HFBackend(CachedBackend):
             processors.append(self._grammar_processor(schema))
         if any(r.temperature > 0 for r in requests):
             seeds = [r.seed if r.seed is not None else secrets.randbits(63) for r in requests]
-            processors.append(_RowSampler([r.temperature for r in requests], [r.top_p for r in requests],
-                                          seeds, self.device))
-        gen_cfg = GenerationConfig(max_new_tokens=max_new, do_sample=False, eos_token_id=self._stop_ids,
-                                   pad_token_id=self._pad_id, bos_token_id=self.tokenizer.bos_token_id)
+            processors.append(
+                _RowSampler(
+                    [r.temperature for r in requests], [r.top_p for r in requests], seeds, self.device
+                )
+            )
+        gen_cfg = GenerationConfig(
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=self._stop_ids,
+            pad_token_id=self._pad_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
         with torch.inference_mode():
-            out = self.hf_model.generate(input_ids=input_ids.to(self.device),
-                                         attention_mask=attention.to(self.device),
-                                         generation_config=gen_cfg, logits_processor=processors)
+            out = self.hf_model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention.to(self.device),
+                generation_config=gen_cfg,
+                logits_processor=processors,
+            )
         new_tokens = out[:, width:].tolist()
         return [self._completion(ids, len(p), max_new) for ids, p in zip(new_tokens, prompts, strict=True)]
 
@@ -226,17 +259,26 @@ class HFBackend(CachedBackend):
         # harmony keeps its channel markers (split_reasoning needs them); elsewhere specials are noise
         raw = self.tokenizer.decode(body, skip_special_tokens=not self._harmony)
         reasoning, text = split_reasoning(raw)
-        return Completion(text=text, reasoning=reasoning, finish_reason=finish, prompt_tokens=prompt_len,
-                          completion_tokens=n_tokens, model=self.model)
+        return Completion(
+            text=text,
+            reasoning=reasoning,
+            finish_reason=finish,
+            prompt_tokens=prompt_len,
+            completion_tokens=n_tokens,
+            model=self.model,
+        )
 
     def _grammar_processor(self, schema: str) -> Any:
         import xgrammar as xgr
         from xgrammar.contrib.hf import LogitsProcessor
 
         if self._grammar_compiler is None:
-            vocab = self.hf_model.get_output_embeddings().weight.shape[0]  # may exceed len(tokenizer): padding
-            info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab,
-                                                      stop_token_ids=self._stop_ids)
+            vocab = self.hf_model.get_output_embeddings().weight.shape[
+                0
+            ]  # may exceed len(tokenizer): padding
+            info = xgr.TokenizerInfo.from_huggingface(
+                self.tokenizer, vocab_size=vocab, stop_token_ids=self._stop_ids
+            )
             self._grammar_compiler = xgr.GrammarCompiler(info)  # caches compiled schemas itself
         # Compact JSON (no free whitespace): small models otherwise drift into runs of newlines and spaces.
         compiled = self._grammar_compiler.compile_json_schema(schema, any_whitespace=False)

@@ -77,6 +77,7 @@ class _Server:
         self.log_path = log_path
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0  # of the last process started (kept after stop, for diagnostics)
         self.base_url = ""
 
     def start(self) -> None:
@@ -87,9 +88,15 @@ class _Server:
             out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} port {self.port}\n".encode())
             out.flush()
             # start_new_session: the server and everything it forks share one process group we can kill
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True,
-                                         preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl()
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - it only calls prctl()
+            )
+        self.pid = self.proc.pid
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     def healthy(self) -> bool:
@@ -189,8 +196,10 @@ class ServerPool:
         for server in self.servers:
             code = server.proc.poll() if server.proc is not None else None
             if code is not None:
-                notes.append(f"launched server {server.command!r} exited with code {code}; last lines of "
-                             f"{server.log_path}:\n{_tail(server.log_path, 10)}")
+                notes.append(
+                    f"launched server {server.command!r} exited with code {code}; last lines of "
+                    f"{server.log_path}:\n{_tail(server.log_path, 10)}"
+                )
         return notes
 
     def stop(self) -> None:

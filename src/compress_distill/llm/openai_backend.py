@@ -44,8 +44,12 @@ _BODY_SNIPPET = 300  # characters of an error body quoted in messages
 
 
 # --------------------------------------------------------------------------------------------- pure parts
-def chat_body(model: str, req: ChatRequest, chat_template_kwargs: dict[str, Any] | None = None,
-              schema_style: str = "json_schema") -> dict[str, Any]:
+def chat_body(
+    model: str,
+    req: ChatRequest,
+    chat_template_kwargs: dict[str, Any] | None = None,
+    schema_style: str = "json_schema",
+) -> dict[str, Any]:
     """The JSON body of ``POST /chat/completions`` for one request."""
     body: dict[str, Any] = {
         "model": model,
@@ -58,8 +62,10 @@ def chat_body(model: str, req: ChatRequest, chat_template_kwargs: dict[str, Any]
         body["seed"] = req.seed
     if req.json_schema is not None:
         if schema_style == "json_schema":
-            body["response_format"] = {"type": "json_schema",
-                                       "json_schema": {"name": "response", "schema": req.json_schema, "strict": True}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": req.json_schema, "strict": True},
+            }
         elif schema_style == "json_object":
             body["response_format"] = {"type": "json_object", "schema": req.json_schema}
         else:
@@ -100,8 +106,9 @@ def parse_chat_response(data: Any) -> dict[str, Any]:
     }
 
 
-def backoff_s(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_MAX_S,
-              retry_after: float | None = None) -> float:
+def backoff_s(
+    attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_MAX_S, retry_after: float | None = None
+) -> float:
     """Full-jitter exponential backoff before retry number ``attempt`` (0-based); Retry-After is a floor."""
     delay = random.uniform(0.0, min(cap, base * (2**attempt)))
     if retry_after is not None:
@@ -111,8 +118,12 @@ def backoff_s(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_M
 
 def _is_schema_dialect_error(status: int, text: str) -> bool:
     """llama-cpp-python's answer to ``response_format.type == "json_schema"`` (a 500 wrapping a 422)."""
-    return status in (400, 422, 500) and "response_format" in text and "json_object" in text and (
-        "json_schema" in text)
+    return (
+        status in (400, 422, 500)
+        and "response_format" in text
+        and "json_object" in text
+        and ("json_schema" in text)
+    )
 
 
 class _Balancer:
@@ -126,7 +137,7 @@ class _Balancer:
     def acquire(self, avoid: str | None = None) -> str:
         candidates = [u for u in self.urls if u != avoid] or self.urls
         self._turn += 1
-        order = candidates[self._turn % len(candidates):] + candidates[: self._turn % len(candidates)]
+        order = candidates[self._turn % len(candidates) :] + candidates[: self._turn % len(candidates)]
         url = min(order, key=lambda u: self.in_flight[u])
         self.in_flight[url] += 1
         return url
@@ -169,8 +180,12 @@ class OpenAIBackend(CachedBackend):
     def engine_id(self) -> dict[str, Any]:
         # base_urls are left out on purpose: adding replicas must not invalidate finished work.  The launch
         # commands are in: they decide which weights and flags serve the model.
-        return {"backend": "openai", "model": self.model, "launch": list(self.cfg.launch),
-                "chat_template_kwargs": self.cfg.chat_template_kwargs}
+        return {
+            "backend": "openai",
+            "model": self.model,
+            "launch": list(self.cfg.launch),
+            "chat_template_kwargs": self.cfg.chat_template_kwargs,
+        }
 
     @property
     def base_urls(self) -> list[str]:
@@ -180,8 +195,12 @@ class OpenAIBackend(CachedBackend):
         if self.cfg.launch:
             from compress_distill.llm.launch import ServerPool
 
-            self._servers = ServerPool(self.cfg.launch, timeout_s=self.cfg.launch_timeout_s,
-                                       log_dir=self._log_dir, name=Path(self.model).name or "server")
+            self._servers = ServerPool(
+                self.cfg.launch,
+                timeout_s=self.cfg.launch_timeout_s,
+                log_dir=self._log_dir,
+                name=Path(self.model).name or "server",
+            )
             self._urls = [u.rstrip("/") for u in self.cfg.base_urls] + self._servers.start()
 
     def _unload(self) -> None:
@@ -274,8 +293,11 @@ class OpenAIBackend(CachedBackend):
                     except (json.JSONDecodeError, UnicodeDecodeError) as err:
                         raise MalformedResponse(f"invalid JSON ({err})") from None
                 text = resp.text[:4000]
-                if req.json_schema is not None and style == "json_schema" and _is_schema_dialect_error(
-                        resp.status_code, text):
+                if (
+                    req.json_schema is not None
+                    and style == "json_schema"
+                    and _is_schema_dialect_error(resp.status_code, text)
+                ):
                     # Not a fault: at most once per endpoint, so it does not use up a retry.
                     log.info("%s rejects response_format json_schema; using json_object+schema there", url)
                     self._schema_style[url] = "json_object"
@@ -307,4 +329,3 @@ class OpenAIBackend(CachedBackend):
         servers = getattr(self, "_servers", None)
         if servers is not None:
             servers.stop()
-

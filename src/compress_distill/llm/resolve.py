@@ -37,7 +37,9 @@ def resolve_local_model(model: str) -> ResolvedModel:
         base = _adapter_base(path)
         weights = resolve_model(base)
         has_tokenizer = (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists()
-        return ResolvedModel(weights=weights, adapter=str(path), tokenizer=str(path) if has_tokenizer else weights)
+        return ResolvedModel(
+            weights=weights, adapter=str(path), tokenizer=str(path) if has_tokenizer else weights
+        )
     weights = resolve_model(model)
     return ResolvedModel(weights=weights, adapter=None, tokenizer=weights)
 
@@ -55,7 +57,7 @@ def _adapter_base(adapter_dir: Path) -> str:
     base = config.get("base_model_name_or_path")
     if not base:
         raise ValueError(
-            f"cannot tell the base model of the adapter in {adapter_dir}: add \"base_model\" to its "
+            f'cannot tell the base model of the adapter in {adapter_dir}: add "base_model" to its '
             "training_config.json or base_model_name_or_path to adapter_config.json"
         )
     return str(base)

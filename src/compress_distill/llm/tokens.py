@@ -34,7 +34,9 @@ def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]], **template_k
             f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; give the "
             "student a `chat_template` file in params or use an instruction-tuned model"
         )
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **template_kwargs
+    )
     # The template already placed BOS and friends; letting the tokenizer add them again doubles them.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -76,7 +76,9 @@ def engine_kwargs(cfg: BackendConfig, resolved: ResolvedModel) -> dict[str, Any]
     if cfg.reasoning_parser:
         kw["reasoning_parser"] = cfg.reasoning_parser
     if resolved.adapter:
-        rank = json.loads((Path(resolved.adapter) / "adapter_config.json").read_text(encoding="utf-8")).get("r", 16)
+        rank = json.loads((Path(resolved.adapter) / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "r", 16
+        )
         kw["enable_lora"] = True
         kw["max_lora_rank"] = int(rank)
     return kw
@@ -111,7 +113,11 @@ def lora_spec(resolved: ResolvedModel) -> dict[str, Any] | None:
     """Fields of ``vllm.lora.request.LoRARequest`` for an adapter directory (None without one)."""
     if not resolved.adapter:
         return None
-    return {"lora_name": Path(resolved.adapter).name or "adapter", "lora_int_id": 1, "lora_path": resolved.adapter}
+    return {
+        "lora_name": Path(resolved.adapter).name or "adapter",
+        "lora_int_id": 1,
+        "lora_path": resolved.adapter,
+    }
 
 
 def gpu_slices(data_parallel: int, tensor_parallel: int, visible: str | None) -> list[str]:
@@ -133,7 +139,9 @@ def deal(n: int, replicas: int) -> list[list[int]]:
     return [list(range(r, n, replicas)) for r in range(replicas)]
 
 
-def completion_fields(text: str, completion_tokens: int, prompt_tokens: int, finish_reason: str | None) -> dict[str, Any]:
+def completion_fields(
+    text: str, completion_tokens: int, prompt_tokens: int, finish_reason: str | None
+) -> dict[str, Any]:
     """Completion fields from one vLLM ``CompletionOutput`` (pure)."""
     reasoning, final = split_reasoning(text)
     return {
@@ -146,8 +154,14 @@ def completion_fields(text: str, completion_tokens: int, prompt_tokens: int, fin
 
 
 # --------------------------------------------------------------------------------------------- vLLM calls
-def _chat(vllm: Any, llm: Any, conversations: list[list[dict[str, str]]], sampling: list[dict[str, Any]],
-          chat_kw: dict[str, Any], lora: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _chat(
+    vllm: Any,
+    llm: Any,
+    conversations: list[list[dict[str, str]]],
+    sampling: list[dict[str, Any]],
+    chat_kw: dict[str, Any],
+    lora: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
     """One ``LLM.chat`` call; plain-dict results (they cross process boundaries for data parallelism)."""
     from vllm.sampling_params import StructuredOutputsParams
 
@@ -166,8 +180,11 @@ def _chat(vllm: Any, llm: Any, conversations: list[list[dict[str, str]]], sampli
     results = []
     for out in outputs:
         first = out.outputs[0]
-        results.append(completion_fields(first.text, len(first.token_ids), len(out.prompt_token_ids or []),
-                                         first.finish_reason))
+        results.append(
+            completion_fields(
+                first.text, len(first.token_ids), len(out.prompt_token_ids or []), first.finish_reason
+            )
+        )
     return results
 
 
@@ -202,9 +219,15 @@ class VLLMBackend(CachedBackend):
         self._outbox: Any = None
 
     def engine_id(self) -> dict[str, Any]:
-        return {"backend": "vllm", "model": self.model, **resolved_fingerprint(self.resolved),
-                "dtype": self.cfg.dtype, "quantization": self.cfg.quantization,
-                "reasoning_parser": self.cfg.reasoning_parser, "chat_template_kwargs": self.cfg.chat_template_kwargs}
+        return {
+            "backend": "vllm",
+            "model": self.model,
+            **resolved_fingerprint(self.resolved),
+            "dtype": self.cfg.dtype,
+            "quantization": self.cfg.quantization,
+            "reasoning_parser": self.cfg.reasoning_parser,
+            "chat_template_kwargs": self.cfg.chat_template_kwargs,
+        }
 
     def _load(self) -> None:
         self._vllm = import_vllm()
@@ -220,8 +243,12 @@ class VLLMBackend(CachedBackend):
         slices = gpu_slices(dp, self.cfg.tensor_parallel_size, os.environ.get("CUDA_VISIBLE_DEVICES"))
         for rank, devices in enumerate(slices):
             inbox = ctx.Queue()
-            proc = ctx.Process(target=_replica_main, args=(rank, devices, kw, inbox, self._outbox),
-                               name=f"vllm-dp{rank}", daemon=True)
+            proc = ctx.Process(
+                target=_replica_main,
+                args=(rank, devices, kw, inbox, self._outbox),
+                name=f"vllm-dp{rank}",
+                daemon=True,
+            )
             proc.start()
             self._replicas.append((proc, inbox))
         self._collect("ready", dp)
@@ -236,7 +263,9 @@ class VLLMBackend(CachedBackend):
             except queue.Empty:
                 dead = [r for r, (p, _) in enumerate(self._replicas) if not p.is_alive() and r not in got]
                 if dead:
-                    raise BackendError(f"vLLM data-parallel replica(s) {dead} died (see their log above)") from None
+                    raise BackendError(
+                        f"vLLM data-parallel replica(s) {dead} died (see their log above)"
+                    ) from None
                 continue
             if status == "error":
                 raise BackendError(f"vLLM data-parallel replica {rank} failed: {payload}")
@@ -262,8 +291,9 @@ class VLLMBackend(CachedBackend):
                 busy = [rank for rank, shard in enumerate(shards) if shard]  # a short last chunk idles some
                 for rank in busy:
                     shard = shards[rank]
-                    self._replicas[rank][1].put(([conversations[i] for i in shard], [sampling[i] for i in shard],
-                                                 chat_kw, lora))
+                    self._replicas[rank][1].put(
+                        ([conversations[i] for i in shard], [sampling[i] for i in shard], chat_kw, lora)
+                    )
                 for rank, outs in self._collect("done", len(busy)).items():
                     for i, fields in zip(shards[rank], outs, strict=True):
                         results[i] = fields
