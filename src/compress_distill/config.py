@@ -178,6 +178,10 @@ class GenerateConfig(Section):
     rounds: int = Field(4, ge=1)
     prompt: str = "prompts/teacher.md"
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=1024))
+    # completions without a think block: "reject" (counted no_reasoning; reasoning teachers, the paper) or
+    # "last_line": the last non-empty line is the final response, the text above it the reasoning
+    # (chain-of-thought from an instruct model that never writes <think>, e.g. the SmolLM2 demo teacher)
+    untagged: Literal["reject", "last_line"] = "reject"
 
 
 class CompressConfig(Section):

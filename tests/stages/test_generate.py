@@ -47,7 +47,8 @@ def teacher_reply(req):  # type: ignore[no-untyped-def]
 def generated(tmp_path: Path):  # type: ignore[no-untyped-def]
     q = write_questions(tmp_path / "questions.parquet", QUESTIONS)
     backend = ScriptedBackend(teacher_reply)
-    m = generate.run(make_params(), "smol", q, tmp_path / "out", tmp_path / "m.json", backend=backend)
+    p = make_params(**{"generate.untagged": "reject"})  # the paper: a reply without a think block is no trace
+    m = generate.run(p, "smol", q, tmp_path / "out", tmp_path / "m.json", backend=backend)
     return tmp_path, backend, m
 
 
@@ -114,6 +115,25 @@ def test_non_utf8_completion_is_stored_safely_and_rejected(tmp_path: Path) -> No
     assert m["rejects"] == {"non_utf8": 1}
     (attempt,) = read_rows(tmp_path / "out" / "attempts.parquet", ATTEMPTS)
     assert "\udcff" not in attempt["reasoning"] and attempt["reasoning"].startswith("broken")
+
+
+def test_untagged_last_line_splits_instruct_completions(tmp_path: Path) -> None:
+    """generate.untagged: last_line (the demo teacher never writes <think>): the last line answers."""
+    replies = {
+        "EASY": "2 plus 2 is 4.\nSo we add them.\n\nThe answer is 4.\n",
+        "LATE": "The answer is 6.",  # one line: no reasoning
+        "HARD": "7 * 8 = 56, the answer is 56.\nHope this helps!",  # the answer is not in the last line
+    }
+    backend = ScriptedBackend(lambda r: completion(next(v for k, v in replies.items() if k in prompt_of(r))))
+    m = generate.run(make_params(**{"generate.rounds": 1, "generate.untagged": "last_line"}), "smol",
+                     write_questions(tmp_path / "q.parquet", QUESTIONS[:3]), tmp_path / "out", tmp_path / "m.json",
+                     backend=backend)
+    (raw,) = read_rows(tmp_path / "out" / "raw.parquet", TRACES)
+    assert (raw["reasoning"], raw["response"]) == ("2 plus 2 is 4.\nSo we add them.", "The answer is 4.")
+    assert m["rejects"] == {"no_reasoning": 1, "not_solved": 1}
+    attempts = {a["question_id"]: a for a in read_rows(tmp_path / "out" / "attempts.parquet", ATTEMPTS)}
+    assert attempts["demo/train/2"]["response"] == "Hope this helps!" and attempts["demo/train/2"]["extracted"] is None
+    assert generate.split_last_line("only line") == ("", "only line")
 
 
 def test_unknown_teacher_names_the_defined_ones(tmp_path: Path) -> None:

@@ -71,7 +71,9 @@ def run(
                 ids = batch.column("id").to_pylist()
                 for rid, good, blank in zip(ids, utf8.to_pylist(), empty.to_pylist(), strict=True):
                     if not good:
-                        ledger.reject("non_utf8", id=rid, detail="question, answer or response is not valid UTF-8")
+                        ledger.reject(
+                            "non_utf8", id=rid, detail="question, answer or response is not valid UTF-8"
+                        )
                     elif blank:
                         ledger.reject("empty_response", id=rid, detail="no final response to keep")
                 batch = batch.filter(keep)
@@ -90,8 +92,14 @@ def run(
             sink.write_table(table)
             ledger.kept(m)
             lengths = table.append_column("response_chars", pc.utf8_length(table.column("response")))
-            for g in lengths.group_by("dataset").aggregate([("response_chars", "sum"), ("response_chars", "count")]).to_pylist():
-                stats.add_sums(g["dataset"], g["response_chars_count"], {"response_chars": g["response_chars_sum"]})
+            for g in (
+                lengths.group_by("dataset")
+                .aggregate([("response_chars", "sum"), ("response_chars", "count")])
+                .to_pylist()
+            ):
+                stats.add_sums(
+                    g["dataset"], g["response_chars_count"], {"response_chars": g["response_chars_sum"]}
+                )
         ledger.write_rejects(out)
     per_dataset, overall = split_overall(stats.table())
     result = {**ledger.as_dict(), "overall": overall, "datasets": per_dataset}

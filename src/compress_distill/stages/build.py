@@ -54,7 +54,9 @@ JUDGE_COLUMNS = {
     for name in JUDGEMENTS.names
     if name not in ("id", "compressor")
 }
-JUDGED_SCHEMA = pa.schema([*TRACES, *(JUDGEMENTS.field(src).with_name(dst) for src, dst in JUDGE_COLUMNS.items())])
+JUDGED_SCHEMA = pa.schema(
+    [*TRACES, *(JUDGEMENTS.field(src).with_name(dst) for src, dst in JUDGE_COLUMNS.items())]
+)
 
 
 @dataclass
@@ -88,15 +90,25 @@ class ConfigStats:
         self.prompt_hashes.update(h for h in pc.unique(table.column("prompt_hash")).to_pylist() if h)
         for col in ("teacher_model", "compressor_model"):
             self.models.update(m for m in pc.unique(table.column(col)).to_pylist() if m)
-        cols = {"n": ("id", "count"), "chars": ("reasoning_chars", "sum"), "tokens": ("reasoning_tokens", "sum"),
-                "ratio": ("compression_ratio", "sum")}
+        cols = {
+            "n": ("id", "count"),
+            "chars": ("reasoning_chars", "sum"),
+            "tokens": ("reasoning_tokens", "sum"),
+            "ratio": ("compression_ratio", "sum"),
+        }
         t = table.select(["dataset", "id", "reasoning_chars", "reasoning_tokens", "compression_ratio"])
         if judged:
             ok = pc.equal(table.column("judge_parse_status"), "ok")
             t = t.append_column("judged", ok.cast(pa.int64()))
-            t = t.append_column("faith", pc.if_else(ok, table.column("judge_faithfulness").cast(pa.int64()), 0))
-            t = t.append_column("faithful", pc.and_(ok, pc.equal(table.column("judge_verdict"), "faithful")).cast(pa.int64()))
-            t = t.append_column("aligned", pc.and_(ok, table.column("judge_answer_alignment")).cast(pa.int64()))
+            t = t.append_column(
+                "faith", pc.if_else(ok, table.column("judge_faithfulness").cast(pa.int64()), 0)
+            )
+            t = t.append_column(
+                "faithful", pc.and_(ok, pc.equal(table.column("judge_verdict"), "faithful")).cast(pa.int64())
+            )
+            t = t.append_column(
+                "aligned", pc.and_(ok, table.column("judge_answer_alignment")).cast(pa.int64())
+            )
             cols |= {k: (k, "sum") for k in ("judged", "faith", "faithful", "aligned")}
         agg = t.group_by("dataset").aggregate(list(cols.values()))
         for row in agg.to_pylist():
@@ -121,17 +133,23 @@ class ConfigStats:
             if judged is not None:
                 row["judged"] = int(judged)
                 if judged:
-                    row |= {"mean_faithfulness": b["faith"] / judged, "pct_faithful": 100 * b["faithful"] / judged,
-                            "pct_aligned": 100 * b["aligned"] / judged}
+                    row |= {
+                        "mean_faithfulness": b["faith"] / judged,
+                        "pct_faithful": 100 * b["faithful"] / judged,
+                        "pct_aligned": 100 * b["aligned"] / judged,
+                    }
             out[name] = row
         return out
 
 
 def sources(params: Params, traces_dir: Path, judgements_dir: Path) -> list[Source]:
     """The configs to build, in card order; raw and every compressed config are required."""
+
     def need(path: Path, stage: str) -> Path:
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing; run `dvc repro {stage}` first (or compress-distill {stage.split('@')[0]})")
+            raise FileNotFoundError(
+                f"{path} is missing; run `dvc repro {stage}` first (or compress-distill {stage.split('@')[0]})"
+            )
         return path
 
     teacher = traces_dir.name
@@ -205,7 +223,9 @@ def write_config(src: Source, out_dir: Path, shard_rows: int) -> ConfigStats:
     finally:
         writer.close()
     if stats.rows != total or shard != n_shards - 1:
-        raise RuntimeError(f"{src.path}: wrote {stats.rows} rows in {shard + 1} shards, expected {total} in {n_shards}")
+        raise RuntimeError(
+            f"{src.path}: wrote {stats.rows} rows in {shard + 1} shards, expected {total} in {n_shards}"
+        )
     stats.shards = n_shards
     stats.download_size = sum(p.stat().st_size for p in paths)
     return stats
@@ -233,8 +253,14 @@ def run(
             built[src.config] = write_config(src, tmp, params.build.shard_rows)
             schemas[src.config] = src.schema
             log.info("build@%s: %s -> %d rows", teacher, src.config, built[src.config].rows)
-        write_figure(tmp / FIGURE, {c: np.concatenate(s.ratios) if s.ratios else np.array([]) for c, s in built.items()
-                                    if c.startswith("compressed-") or c == "truncated"})
+        write_figure(
+            tmp / FIGURE,
+            {
+                c: np.concatenate(s.ratios) if s.ratios else np.array([])
+                for c, s in built.items()
+                if c.startswith("compressed-") or c == "truncated"
+            },
+        )
         (tmp / "README.md").write_text(render_card(params, teacher, built, schemas, FIGURE), encoding="utf-8")
         swap_dir(tmp, out_dir)
     finally:
@@ -246,7 +272,12 @@ def run(
         "rows_out": rows,
         "rejects": {},
         "configs": {
-            c: {"rows": s.rows, "shards": s.shards, "num_bytes": s.num_bytes, "download_size": s.download_size}
+            c: {
+                "rows": s.rows,
+                "shards": s.shards,
+                "num_bytes": s.num_bytes,
+                "download_size": s.download_size,
+            }
             for c, s in built.items()
         },
     }
@@ -256,7 +287,9 @@ def run(
 
 def main(
     teacher: Annotated[str, typer.Option(help="teacher id")],
-    traces_dir: Annotated[Path, typer.Option(help="data/traces/T (raw, compressed-*, truncated, answer-only)")],
+    traces_dir: Annotated[
+        Path, typer.Option(help="data/traces/T (raw, compressed-*, truncated, answer-only)")
+    ],
     judgements_dir: Annotated[Path, typer.Option(help="data/judgements/T (one table per compressor)")],
     out_dir: Annotated[Path, typer.Option(help="Hub-ready dataset folder to write")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],

@@ -29,8 +29,17 @@ TAGS = ["reasoning", "chain-of-thought", "distillation", "trace-compression", "s
 TASK_CATEGORIES = ["text-generation", "question-answering"]
 # backend keys that describe a model's identity and decoding; everything else (launch commands, URLs, the
 # name of a key variable, device placement) is deployment detail and may be private
-BACKEND_KEYS = ("backend", "model", "dtype", "quantization", "max_model_len", "tensor_parallel_size",
-                "data_parallel_size", "reasoning_parser", "chat_template_kwargs")
+BACKEND_KEYS = (
+    "backend",
+    "model",
+    "dtype",
+    "quantization",
+    "max_model_len",
+    "tensor_parallel_size",
+    "data_parallel_size",
+    "reasoning_parser",
+    "chat_template_kwargs",
+)
 
 DESCRIPTIONS = {
     "raw": "verified-correct teacher traces (rejection sampling; first correct attempt per question)",
@@ -56,8 +65,9 @@ COLUMNS = {
 def git_commit(cwd: Path | None = None) -> str:
     """``git rev-parse HEAD`` of the working directory, or a note saying why there is none."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10,
-                             check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
     except FileNotFoundError:
         return "unknown (git not installed)"
     return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
@@ -84,15 +94,24 @@ def provenance_params(params: Params, teacher: str) -> dict[str, Any]:
 
 
 def _prompt_files(params: Params) -> dict[str, str]:
-    files = {"teacher": params.generate.prompt, "compress (generic)": params.compress.prompt, "judge": params.judge.prompt}
+    files = {
+        "teacher": params.generate.prompt,
+        "compress (generic)": params.compress.prompt,
+        "judge": params.judge.prompt,
+    }
     files |= {f"compress ({c})": p for c, p in params.compress.prompts.items()}
     files |= {f"compress (domain {d})": p for d, p in params.compress.domain_prompts.items()}
     return files
 
 
 def _size_category(rows: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
         if rows < limit:
             return label
     return "10M<n<100M"
@@ -104,7 +123,11 @@ def card_yaml(params: Params, built: Mapping[str, ConfigStats], schemas: Mapping
     from huggingface_hub import DatasetCardData
 
     configs = [
-        {"config_name": c, "data_files": [{"split": "train", "path": f"{c}/train-*.parquet"}], **({"default": True} if c == "raw" else {})}
+        {
+            "config_name": c,
+            "data_files": [{"split": "train", "path": f"{c}/train-*.parquet"}],
+            **({"default": True} if c == "raw" else {}),
+        }
         for c in built
     ]
     data = DatasetCardData(
@@ -145,11 +168,20 @@ def _stats_table(stats: ConfigStats, judged: bool) -> str:
         head += ["judged", "mean faithfulness", "% faithful", "% aligned"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in stats.table().items():
-        cells = [f"**{name}**" if name == "overall" else name, _fmt(row["n"]), _fmt(row.get("mean_chars"), 0),
-                 _fmt(row.get("mean_tokens"), 0), _fmt(row.get("mean_ratio"), 3)]
+        cells = [
+            f"**{name}**" if name == "overall" else name,
+            _fmt(row["n"]),
+            _fmt(row.get("mean_chars"), 0),
+            _fmt(row.get("mean_tokens"), 0),
+            _fmt(row.get("mean_ratio"), 3),
+        ]
         if judged:
-            cells += [_fmt(row.get("judged")), _fmt(row.get("mean_faithfulness"), 2), _fmt(row.get("pct_faithful")),
-                      _fmt(row.get("pct_aligned"))]
+            cells += [
+                _fmt(row.get("judged")),
+                _fmt(row.get("mean_faithfulness"), 2),
+                _fmt(row.get("pct_faithful")),
+                _fmt(row.get("pct_aligned")),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -224,8 +256,13 @@ def write_figure(path: Path, ratios: Mapping[str, np.ndarray]) -> None:
     for name, values in ratios.items():
         values = values[np.isfinite(values)]
         if values.size:
-            ax.hist(np.clip(values, 0.0, 1.0), bins=bins, histtype="step", linewidth=1.6,
-                    label=f"{name} (n={values.size:,}, mean {values.mean():.3f})")
+            ax.hist(
+                np.clip(values, 0.0, 1.0),
+                bins=bins,
+                histtype="step",
+                linewidth=1.6,
+                label=f"{name} (n={values.size:,}, mean {values.mean():.3f})",
+            )
             plotted = True
     if not plotted:
         ax.text(0.5, 0.5, "no compressed traces", ha="center", va="center", transform=ax.transAxes)

@@ -80,7 +80,10 @@ def _input_reject(reasoning: str | None, others: list[str | None]) -> tuple[str,
     if not reasoning.strip():
         return "empty_reasoning", ""
     if len(reasoning) > MAX_INPUT_CHARS:
-        return "too_long", f"{len(reasoning)} reasoning chars > MAX_INPUT_CHARS={MAX_INPUT_CHARS}: {reasoning[:500]}"
+        return (
+            "too_long",
+            f"{len(reasoning)} reasoning chars > MAX_INPUT_CHARS={MAX_INPUT_CHARS}: {reasoning[:500]}",
+        )
     return None
 
 
@@ -204,7 +207,9 @@ def run(
                     )
                 )
             sink.write_rows(rows)
-            log.info("compress@%s-%s: %d/%d rows kept so far", teacher, compressor, ledger.rows_out, ledger.rows_in)
+            log.info(
+                "compress@%s-%s: %d/%d rows kept so far", teacher, compressor, ledger.rows_out, ledger.rows_in
+            )
         ledger.write_rejects(out)
         llm = engine_stats(be)
 

@@ -11,7 +11,11 @@ Outcome of one attempt, in the order they are checked:
 - ``truncated``     ``finish_reason == "length"``: the token cap cut it; counted apart from wrong answers and
                     never accepted (a cut trace has no trustworthy final response)
 - ``no_reasoning``  the answer is right but there is no reasoning (no think block, or an empty one): the
-                    product is reasoning traces, so this is not a trace; the question stays in the pool
+                    product is reasoning traces, so this is not a trace; the question stays in the pool.
+                    With ``generate.untagged: last_line`` (instruct teachers that never write ``<think>``,
+                    like the SmolLM2 demo) a completion without a think block is split instead: its last
+                    non-empty line is the final response and the text above it the reasoning; the answer is
+                    still read from the final response only
 - ``accepted``      right answer with reasoning: the trace goes to ``raw.parquet`` and the question leaves
 - ``no_answer``     nothing could be extracted from the final response
 - ``wrong``         an answer was extracted and it does not match the canonical one
@@ -69,13 +73,23 @@ FINAL_REASON = {
 }
 
 
+def split_last_line(text: str) -> tuple[str, str]:
+    """(reasoning, final response) of a completion without a think block (``generate.untagged: last_line``):
+    the last non-empty line answers, everything above it reasons.  A one-line reply has no reasoning."""
+    body = text.rstrip()
+    cut = body.rfind("\n")
+    return (body[:cut].strip(), body[cut + 1 :].strip()) if cut >= 0 else ("", body.strip())
+
+
 def round_seed(base: int | None, round_no: int) -> int:
     """Seed of round ``round_no`` (1-based).  Rounds must differ: an identical request would be answered
     from the request cache with the same failed completion, so even an unseeded config gets base 0."""
     return (base or 0) + round_no - 1
 
 
-def attempt_outcome(reasoning: str, response: str, finish_reason: str, correct: bool, extracted: str | None) -> str:
+def attempt_outcome(
+    reasoning: str, response: str, finish_reason: str, correct: bool, extracted: str | None
+) -> str:
     if not (is_utf8(reasoning) and is_utf8(response)):
         return "non_utf8"
     if finish_reason == "length":
@@ -152,8 +166,13 @@ def run(
             seed = round_seed(gen.sampling.seed, round_no)
             requests = [
                 request(
-                    render(template, question=q["question"], dataset=q["dataset"], domain=q["domain"],
-                           answer_type=q["answer_type"]),
+                    render(
+                        template,
+                        question=q["question"],
+                        dataset=q["dataset"],
+                        domain=q["domain"],
+                        answer_type=q["answer_type"],
+                    ),
                     gen.sampling,
                     seed=seed,
                 )
@@ -167,14 +186,22 @@ def run(
                     "the engine contract is one completion per request, in order"
                 )
             attempt_rows: list[dict[str, Any]] = []
-            accepted: list[tuple[dict[str, Any], Any]] = []
+            accepted: list[tuple[dict[str, Any], Any, str, str]] = []  # question, completion, reasoning, response
             still_pending: list[dict[str, Any]] = []
             for q, c in zip(pending, completions, strict=True):
                 reasoning, response = c.reasoning or "", c.text or ""
-                g = grade(response, q["answer"], q["answer_type"], q["choices"] or None) if is_utf8(response) else None
+                if not reasoning and gen.untagged == "last_line":
+                    reasoning, response = split_last_line(response)
+                g = (
+                    grade(response, q["answer"], q["answer_type"], q["choices"] or None)
+                    if is_utf8(response)
+                    else None
+                )
                 correct = bool(g and g.correct) and c.finish_reason != "length"
                 extracted = g.extracted if g else None
-                outcome = attempt_outcome(reasoning, response, c.finish_reason, bool(g and g.correct), extracted)
+                outcome = attempt_outcome(
+                    reasoning, response, c.finish_reason, bool(g and g.correct), extracted
+                )
                 outcomes[outcome] += 1
                 attempt_rows.append(
                     {
@@ -194,22 +221,22 @@ def run(
                     }
                 )
                 if outcome == "accepted":
-                    accepted.append((q, c))
+                    accepted.append((q, c, reasoning, response))
                 else:
                     last_outcome[q["id"]] = (outcome, response)
                     still_pending.append(q)
             attempts_out.write_rows(attempt_rows)
             del attempt_rows
 
-            tokens = count_tokens(tcfg.model, [c.reasoning for _, c in accepted])
+            tokens = count_tokens(tcfg.model, [r for _, _, r, _ in accepted])
             raw_rows = []
-            for (q, c), n_tok in zip(accepted, tokens, strict=True):
+            for (q, c, reasoning, response), n_tok in zip(accepted, tokens, strict=True):
                 last_outcome.pop(q["id"], None)
                 ledger.kept()
                 accepted_by_round[str(round_no)] += 1
                 stats.add(
                     q["dataset"],
-                    reasoning_chars=len(c.reasoning),
+                    reasoning_chars=len(reasoning),
                     reasoning_tokens=n_tok,
                     completion_tokens=c.completion_tokens,
                 )
@@ -222,10 +249,10 @@ def run(
                         question=q["question"],
                         answer=q["answer"],
                         answer_type=q["answer_type"],
-                        reasoning=c.reasoning,
-                        response=c.text,
+                        reasoning=reasoning,
+                        response=response,
                         source="raw",
-                        reasoning_chars=len(c.reasoning),
+                        reasoning_chars=len(reasoning),
                         reasoning_tokens=n_tok,
                         compression_ratio=1.0,
                         teacher_model=tcfg.model,

@@ -146,7 +146,9 @@ def run(
     modes: dict[str, Counter[str]] = defaultdict(Counter)
     statuses: Counter[str] = Counter()
     with engine(jc.engine, backend, cache_dir) as be, parquet_sink(out, JUDGEMENTS) as sink:
-        for batch in iter_batches(raw, TRACES, batch_size=chunk_rows, columns=["id", "question", "answer", "reasoning"]):
+        for batch in iter_batches(
+            raw, TRACES, batch_size=chunk_rows, columns=["id", "question", "answer", "reasoning"]
+        ):
             ids = batch.column("id").to_pylist()
             pairs = [(k, index[r]) for k, r in enumerate(ids) if r in index and index[r] not in matched]
             if not pairs:
@@ -160,7 +162,9 @@ def run(
                 matched.add(j)
                 texts = (questions[k], answers[k], raws[k], comp_text[j])
                 if any(t is None for t in texts):
-                    ledger.reject("non_utf8", id=comp_ids[j], detail="question, answer or a trace is not valid UTF-8")
+                    ledger.reject(
+                        "non_utf8", id=comp_ids[j], detail="question, answer or a trace is not valid UTF-8"
+                    )
                     continue
                 prompt = render(
                     template,

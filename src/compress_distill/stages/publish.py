@@ -36,7 +36,9 @@ def folder_rows(folder: Path) -> dict[str, int]:
     return out
 
 
-def run(params: Params, teacher: str, folder: str | Path, receipt: str | Path, *, api: Any = None) -> dict[str, Any]:
+def run(
+    params: Params, teacher: str, folder: str | Path, receipt: str | Path, *, api: Any = None
+) -> dict[str, Any]:
     pick(params.teachers, teacher, "teacher")
     pub = params.publish
     if not pub.enabled or not pub.repo_id:
@@ -46,7 +48,9 @@ def run(params: Params, teacher: str, folder: str | Path, receipt: str | Path, *
         )
     folder = Path(folder)
     if not (folder / "README.md").exists():
-        raise FileNotFoundError(f"{folder}/README.md not found: build the folder first (dvc repro build@{teacher})")
+        raise FileNotFoundError(
+            f"{folder}/README.md not found: build the folder first (dvc repro build@{teacher})"
+        )
     rows = folder_rows(folder)
     if api is None:
         from huggingface_hub import HfApi
@@ -67,8 +71,13 @@ def run(params: Params, teacher: str, folder: str | Path, receipt: str | Path, *
         refs = api.list_repo_refs(pub.repo_id, repo_type="dataset")
         existing = {t.name: t.target_commit for t in refs.tags}
         if pub.tag not in existing:
-            api.create_tag(pub.repo_id, tag=pub.tag, revision=commit.oid, repo_type="dataset",
-                           tag_message=f"compress-distill traces of teacher {teacher}")
+            api.create_tag(
+                pub.repo_id,
+                tag=pub.tag,
+                revision=commit.oid,
+                repo_type="dataset",
+                tag_message=f"compress-distill traces of teacher {teacher}",
+            )
         elif existing[pub.tag] != commit.oid:
             raise ConfigError(
                 f"tag {pub.tag!r} already exists on {pub.repo_id} at commit {existing[pub.tag]}, not at the new "
@@ -104,4 +113,7 @@ def main(
     """Publish the built dataset folder to the Hugging Face Hub under publish.tag (opt-in)."""
     with cli_errors():
         r = run(load_params(params), teacher, folder, receipt)
-    typer.echo(f"publish@{teacher}: {r['dataset_url']} commit {r['commit']}" + (f" tag {r['tag']}" if r["tag"] else ""))
+    typer.echo(
+        f"publish@{teacher}: {r['dataset_url']} commit {r['commit']}"
+        + (f" tag {r['tag']}" if r["tag"] else "")
+    )

@@ -33,7 +33,9 @@ def verify(folder: Path) -> dict[str, int]:
     import datasets
 
     if not (folder / "README.md").exists():
-        raise FileNotFoundError(f"{folder} has no README.md: the revision is not a compress-distill dataset folder")
+        raise FileNotFoundError(
+            f"{folder} has no README.md: the revision is not a compress-distill dataset folder"
+        )
     configs = datasets.get_dataset_config_names(str(folder))
     rows: dict[str, int] = {}
     # load_dataset materialises an Arrow copy; keep it in a scratch cache deleted right after
@@ -93,4 +95,6 @@ def main(
     """Download a published trace revision from the Hub into data/hub/T and verify every config loads."""
     with cli_errors():
         r = run(repo_id, revision, out_dir, metrics)
-    typer.echo(f"pull: {repo_id}@{revision} -> {out_dir}: " + ", ".join(f"{c} {n}" for c, n in r["configs"].items()))
+    typer.echo(
+        f"pull: {repo_id}@{revision} -> {out_dir}: " + ", ".join(f"{c} {n}" for c, n in r["configs"].items())
+    )

@@ -57,7 +57,9 @@ def cli_errors() -> Iterator[None]:
 def pick(mapping: Mapping[str, Any], key: str, what: str) -> Any:
     """``mapping[key]`` with an error that lists the defined ids (``--teacher qwen`` typo -> fix-it)."""
     if key not in mapping:
-        raise ConfigError(f"{what} {key!r} is not defined in params; defined: {', '.join(mapping) or '(none)'}")
+        raise ConfigError(
+            f"{what} {key!r} is not defined in params; defined: {', '.join(mapping) or '(none)'}"
+        )
     return mapping[key]
 
 
@@ -156,7 +158,9 @@ class ParquetSink:
 
     def write_table(self, table: pa.Table) -> None:
         if table.num_rows:
-            self._writer.write_table(validate(table, self.schema, str(self.path)), row_group_size=ROW_GROUP_ROWS)
+            self._writer.write_table(
+                validate(table, self.schema, str(self.path)), row_group_size=ROW_GROUP_ROWS
+            )
             self.rows += table.num_rows
 
 
@@ -231,7 +235,9 @@ def gold_error(answer: str, answer_type: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- engines
-def request(prompt: str, sampling: SamplingConfig, *, seed: int | None, json_schema: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+def request(
+    prompt: str, sampling: SamplingConfig, *, seed: int | None, json_schema: dict[str, Any] | None = None
+):  # type: ignore[no-untyped-def]
     from compress_distill.llm import ChatRequest
 
     return ChatRequest(
@@ -266,7 +272,8 @@ def engine_stats(backend: Any) -> dict[str, Any]:
         return {}
     if callable(stats):
         stats = stats()
-    if hasattr(stats, "as_metrics"):  # llm.accounting.BackendStats: llm_requests, llm_cached, llm_gpu_hours ...
+    # llm.accounting.BackendStats: llm_requests, llm_cached, llm_gpu_hours ...
+    if hasattr(stats, "as_metrics"):
         return dict(stats.as_metrics())
     if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
         stats = dataclasses.asdict(stats)
@@ -274,9 +281,7 @@ def engine_stats(backend: Any) -> dict[str, Any]:
         stats = stats.model_dump()
     elif not isinstance(stats, Mapping):
         stats = vars(stats)
-    return {
-        str(k): v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
+    return {str(k): v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 # --------------------------------------------------------------------------------------------- stats
@@ -304,7 +309,9 @@ class GroupMeans:
     def n(self, group: str = "overall") -> int:
         return self._n.get(group, 0)
 
-    def table(self, prefix: str = "mean_", scale: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
+    def table(
+        self, prefix: str = "mean_", scale: Mapping[str, float] | None = None
+    ) -> dict[str, dict[str, float]]:
         """``{group: {"n": N, "mean_<k>": sum/N}}``; ``scale`` multiplies (e.g. 100 for percentages)."""
         scale = scale or {}
         out: dict[str, dict[str, float]] = {}
@@ -322,4 +329,3 @@ def split_overall(table: dict[str, dict[str, float]]) -> tuple[dict[str, dict[st
     """``GroupMeans.table()`` -> (per-dataset blocks, overall block); overall is zeros when empty."""
     overall = table.pop("overall", {"n": 0})
     return table, overall
-

@@ -85,8 +85,9 @@ class Cutter:
         while want:
             order = list(want)
             stops = [safe_prefix_end(texts[i], want[i]) for i in order]
-            encs = self.tok.encode_batch([texts[i][:s] for i, s in zip(order, stops, strict=True)],
-                                         add_special_tokens=False)
+            encs = self.tok.encode_batch(
+                [texts[i][:s] for i, s in zip(order, stops, strict=True)], add_special_tokens=False
+            )
             again: dict[int, int] = {}
             for i, stop, enc in zip(order, stops, encs, strict=True):
                 n, budget = len(enc), budgets[i]
