@@ -22,6 +22,11 @@ from compress_distill.config import Params
 from compress_distill.llm.types import ChatRequest, Completion
 from compress_distill.schema import JUDGEMENTS, QUESTIONS, TRACES, write_rows
 
+# Test modules import these helpers as ``trace_stage_helpers``: several test folders have a conftest.py and
+# ``from conftest import ...`` resolves to whichever was imported last (``pytest tests/a tests/b`` loads
+# both before collecting), so this module also registers itself under a name of its own.
+sys.modules["trace_stage_helpers"] = sys.modules[__name__]
+
 REPO = Path(__file__).resolve().parents[2]
 SMOL = "smollm2-135m-instruct"
 
@@ -49,11 +54,6 @@ def make_params(**overrides: Any) -> Params:
 def write_params(path: Path, params: Params) -> Path:
     path.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def params() -> Params:
-    return make_params()
 
 
 # --------------------------------------------------------------------------------------------- tables

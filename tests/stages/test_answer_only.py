@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from conftest import REPO, make_params, trace, write_params, write_traces
+from trace_stage_helpers import REPO, make_params, trace, write_params, write_traces
 from typer.testing import CliRunner
 
 from compress_distill.metrics import read_metrics

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SMOL, make_params, make_traces
+from trace_stage_helpers import SMOL, make_params, make_traces
 
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build
@@ -119,9 +119,9 @@ def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None
     import json
 
     import datasets
+    from trace_stage_helpers import ScriptedBackend, completion, prompt_of, question, write_questions
 
     from compress_distill.stages import answer_only, compress, generate, judge, truncate
-    from conftest import ScriptedBackend, completion, prompt_of, question, write_questions
 
     def engine(req):  # type: ignore[no-untyped-def]
         p = prompt_of(req)

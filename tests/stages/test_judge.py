@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import (
+from trace_stage_helpers import (
     SMOL,
     ScriptedBackend,
     completion,

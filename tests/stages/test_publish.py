@@ -8,8 +8,8 @@ from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
-from conftest import make_params, make_traces
 from huggingface_hub import CommitInfo, GitRefInfo, GitRefs, HfApi, RepoUrl
+from trace_stage_helpers import make_params, make_traces
 
 from compress_distill.config import ConfigError
 from compress_distill.metrics import read_metrics

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import SMOL, make_params, trace, write_traces
+from trace_stage_helpers import SMOL, make_params, trace, write_traces
 
 from compress_distill.metrics import read_metrics
 from compress_distill.schema import REJECTS, TRACES, read_rows
