@@ -142,7 +142,7 @@ class ConfigStats:
         return out
 
 
-def sources(params: Params, traces_dir: Path, judgements_dir: Path) -> list[Source]:
+def sources(params: Params, teacher: str, traces_dir: Path, judgements_dir: Path) -> list[Source]:
     """The configs to build, in card order; raw and every compressed config are required."""
 
     def need(path: Path, stage: str) -> Path:
@@ -152,7 +152,6 @@ def sources(params: Params, traces_dir: Path, judgements_dir: Path) -> list[Sour
             )
         return path
 
-    teacher = traces_dir.name
     out = [Source("raw", need(traces_dir / "raw.parquet", f"generate@{teacher}"))]
     for c in params.compressors:
         judged = judgements_dir / f"{c}.parquet"
@@ -243,7 +242,7 @@ def run(
 
     pick(params.teachers, teacher, "teacher")
     traces_dir, judgements_dir, out_dir = Path(traces_dir), Path(judgements_dir), Path(out_dir)
-    srcs = sources(params, traces_dir, judgements_dir)
+    srcs = sources(params, teacher, traces_dir, judgements_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
     try:
