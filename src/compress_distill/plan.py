@@ -62,7 +62,11 @@ def expand(params: Params) -> dict[str, Any]:
         "compress": pairs if generating else {},
         "judge": dict(pairs) if generating else {},
         "truncate": (
-            {t: {"teacher": t, "compressor": params.truncate[t].compressor} for t in teachers if t in params.truncate}
+            {
+                t: {"teacher": t, "compressor": params.truncate[t].compressor}
+                for t in teachers
+                if t in params.truncate
+            }
             if generating
             else {}
         ),
@@ -72,7 +76,10 @@ def expand(params: Params) -> dict[str, Any]:
         "pull": (
             {}
             if generating
-            else {t: {"repo_id": params.traces.repo_ids[t], "revision": params.traces.revision} for t in teachers}
+            else {
+                t: {"repo_id": params.traces.repo_ids[t], "revision": params.traces.revision}
+                for t in teachers
+            }
         ),
         "runs": expand_runs(params),
     }
@@ -90,7 +97,9 @@ class _NoAliases(yaml.SafeDumper):
 
 
 def render(plan: dict[str, Any]) -> str:
-    return HEADER + yaml.dump(plan, Dumper=_NoAliases, sort_keys=True, default_flow_style=False)
+    # Nested under one `plan` key: DVC always loads params.yaml as template vars too, and a top-level
+    # `truncate`/`compress` here would collide with the params sections of the same name.
+    return HEADER + yaml.dump({"plan": plan}, Dumper=_NoAliases, sort_keys=True, default_flow_style=False)
 
 
 def write_plan(params: Params, path: str | Path = "plan.yaml") -> Path:
