@@ -383,8 +383,11 @@ def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | No
             lines.append(f"  - {key}: required key is missing")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {key}: {msg} (got {e.get('input')!r})" if "input" in e and not isinstance(
-                e.get("input"), dict) else f"  - {key}: {msg}")
+            lines.append(
+                f"  - {key}: {msg} (got {e.get('input')!r})"
+                if "input" in e and not isinstance(e.get("input"), dict)
+                else f"  - {key}: {msg}"
+            )
     return "\n".join(lines)
 
 

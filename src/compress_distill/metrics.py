@@ -71,4 +71,8 @@ class RowCounter:
 
     def as_dict(self) -> dict[str, Any]:
         check_accounting(self.rows_in, self.rows_out, self.rejects)
-        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "rejects": dict(sorted(self.rejects.items()))}
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rejects": dict(sorted(self.rejects.items())),
+        }

@@ -50,9 +50,11 @@ def _converted_dir(alias: str) -> Path:
 
 
 def _is_complete(path: Path) -> bool:
-    return (path / "config.json").exists() and any(path.glob("*.safetensors")) and (
-        path / "tokenizer_config.json"
-    ).exists()
+    return (
+        (path / "config.json").exists()
+        and any(path.glob("*.safetensors"))
+        and (path / "tokenizer_config.json").exists()
+    )
 
 
 def convert_gguf(gguf: Path, out: Path) -> Path:

@@ -56,8 +56,10 @@ def split_reasoning(text: str | None) -> tuple[str, str]:
 
 def join_reasoning(reasoning: str, response: str) -> str:
     """The assistant text a student is trained on: think block (possibly empty) then the final response."""
-    return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}" if reasoning.strip() else (
-        f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{response.strip()}"
+    return (
+        f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}"
+        if reasoning.strip()
+        else (f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{response.strip()}")
     )
 
 

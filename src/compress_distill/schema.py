@@ -149,7 +149,11 @@ def to_table(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], sc
     if isinstance(rows, Mapping):
         cols = dict(rows)
     else:
-        cols = {name: [r[name] for r in rows] for name in schema.names} if rows else {n: [] for n in schema.names}
+        cols = (
+            {name: [r[name] for r in rows] for name in schema.names}
+            if rows
+            else {n: [] for n in schema.names}
+        )
         if rows:
             extra = set(rows[0]) - set(schema.names)
             if extra:
@@ -158,7 +162,9 @@ def to_table(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], sc
     if missing:
         raise SchemaError(f"missing column(s) {missing}; schema has {schema.names}")
     try:
-        return pa.table({n: pa.array(cols[n], type=schema.field(n).type) for n in schema.names}, schema=schema)
+        return pa.table(
+            {n: pa.array(cols[n], type=schema.field(n).type) for n in schema.names}, schema=schema
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise SchemaError(f"cannot build table: {err}") from err
 
@@ -232,7 +238,9 @@ def write_batches(batches: Iterable[pa.RecordBatch | pa.Table], path: str | Path
     return n
 
 
-def read_table(path: str | Path, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
+def read_table(
+    path: str | Path, schema: pa.Schema | None = None, columns: list[str] | None = None
+) -> pa.Table:
     """Read a Parquet file, validating it against ``schema`` (named columns only when ``columns``)."""
     path = Path(path)
     if not path.exists():
@@ -245,7 +253,10 @@ def read_table(path: str | Path, schema: pa.Schema | None = None, columns: list[
 
 
 def iter_batches(
-    path: str | Path, schema: pa.Schema | None = None, batch_size: int = 8192, columns: list[str] | None = None
+    path: str | Path,
+    schema: pa.Schema | None = None,
+    batch_size: int = 8192,
+    columns: list[str] | None = None,
 ) -> Iterator[pa.Table]:
     """Stream a Parquet file in batches (validated) so big corpora never sit in memory as Python objects."""
     pf = pq.ParquetFile(path)
