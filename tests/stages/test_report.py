@@ -179,3 +179,20 @@ def test_gpu_hours_of_prefers_the_stage_total() -> None:
     assert report.gpu_hours_of({"llm_gpu_hours": 1.5, "rows_in": 3}) == 1.5
     assert report.gpu_hours_of({"gpu_hours": True}) is None
     assert report.gpu_hours_of({"rows_in": 3}) is None
+
+
+def test_report_before_any_run(tmp_path: Path) -> None:
+    s = report.run(
+        load_params(REPO / "params.yaml"),
+        tmp_path / "metrics",
+        tmp_path / "preds",
+        tmp_path / "hub",
+        tmp_path / "reports",
+        tmp_path / "plots",
+        tmp_path / "metrics/summary.json",
+        tmp_path / "live",
+    )
+    assert s["rows_out"] == 0 and s["rejects"] == {"missing_eval_metrics": 5} and s["runs"] == {}
+    assert s["cost"]["total_gpu_hours"] == 0
+    assert "(no runs yet)" in (tmp_path / "reports/table3_overall_accuracy.md").read_text()
+    assert (tmp_path / "reports/index.html").exists()
