@@ -20,6 +20,7 @@ from compress_distill.training.packing import (
     model_inputs,
     pack_bfd,
     packed_batch,
+    register_varlen_sdpa,
 )
 
 
@@ -87,20 +88,32 @@ def packed_rows(smol_tokenizer):  # type: ignore[no-untyped-def]
     return list(zip(enc.ids, enc.n_prompt, strict=True))
 
 
-def test_packed_logits_equal_each_rows_own_logits(smol_model, packed_rows) -> None:  # type: ignore[no-untyped-def]
-    batch = packed_batch(packed_rows, boundaries=False)
+@pytest.mark.parametrize("attn", ["sdpa", "sdpa_varlen"])
+def test_packed_logits_equal_each_rows_own_logits(attn: str, smol_dir: str, packed_rows) -> None:  # type: ignore[no-untyped-def]
+    """Both CPU paths: SDPA with the block-diagonal mask from position_ids, and SDPA per packed sample."""
+    from transformers import AutoModelForCausalLM
+
+    if attn == "sdpa_varlen":
+        register_varlen_sdpa()
+    model = AutoModelForCausalLM.from_pretrained(
+        smol_dir, dtype=torch.float32, attn_implementation=attn
+    ).eval()
+    boundaries = attn != "sdpa"
+    batch = packed_batch(packed_rows, boundaries=boundaries)
     with torch.no_grad():
-        joint = smol_model(**model_inputs(batch)).logits[0]
+        joint = model(**model_inputs(batch)).logits[0]
         offset, worst = 0, 0.0
         for ids, p in packed_rows:
-            alone = smol_model(**model_inputs(packed_batch([(ids, p)], boundaries=False))).logits[0]
+            alone = model(**model_inputs(packed_batch([(ids, p)], boundaries=boundaries))).logits[0]
             worst = max(worst, float((joint[offset : offset + len(ids)] - alone).abs().max()))
             offset += len(ids)
-        # the trap this guards against: with the default KV cache the mask is not block-diagonal
-        leaky = smol_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        if (
+            attn == "sdpa"
+        ):  # the trap this guards against: with the default KV cache the mask is not block-diagonal
+            leaky = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+            assert float((leaky - joint).abs().max()) > 1.0
     assert offset == batch["input_ids"].shape[1] >= 300
     assert worst <= 1e-4, worst
-    assert float((leaky - joint).abs().max()) > 1.0
 
 
 def test_packed_loss_is_token_weighted_mean_of_row_losses(smol_model, packed_rows) -> None:  # type: ignore[no-untyped-def]

@@ -123,6 +123,7 @@ def run(
         "train_seconds": stats["train_seconds"],
         "tokens_per_s": stats["tokens_per_s"],
         "gpus": stats["gpus"],
+        "world_size": stats["world_size"],
         "gpu_hours": wall / 3600.0 * stats["gpus"],
         "first_loss": stats["first_loss"],
         "final_loss": stats["final_loss"],
@@ -149,11 +150,18 @@ def main(
     """Fine-tune one student run (LoRA or full) on a source config."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from accelerate import PartialState
+
     try:
         result = run(params, run_id, data, out_dir, metrics, live_dir, checkpoint_dir)
     except ConfigError as err:
         raise typer.BadParameter(str(err)) from None
-    typer.echo(
-        f"{run_id}: {result['steps']} steps, final loss {result['final_loss']:.4f}, "
-        f"{result['tokens_per_s']:.0f} tok/s, {result['rows_out']}/{result['rows_in']} rows -> {out_dir}"
-    )
+    if PartialState().is_main_process:
+        typer.echo(
+            f"{run_id}: {result['steps']} steps, final loss {result['final_loss']:.4f}, "
+            f"{result['tokens_per_s']:.0f} tok/s, {result['rows_out']}/{result['rows_in']} rows -> {out_dir}"
+        )
+
+
+if __name__ == "__main__":  # `python -m compress_distill.stages.train` / `accelerate launch -m ...`
+    typer.run(main)

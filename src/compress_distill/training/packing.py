@@ -20,6 +20,7 @@ trainer divides by the step's total target count (token-weighted mean, exact und
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,6 +148,57 @@ def loss_sum(model: Any, batch: dict[str, Any], device: Any = None, chunk: int =
     for s in range(0, n, chunk):
         total = total + checkpoint(ce, logits[s : s + chunk], tgt[s : s + chunk], use_reentrant=False)
     return total, n
+
+
+VARLEN_SDPA = "sdpa_varlen"
+
+
+def register_varlen_sdpa() -> str:
+    """Register ``sdpa_varlen``: exact variable-length attention for packed rows without flash-attn.
+
+    Each packed sample's slice of q/k/v goes through causal SDPA on its own (boundaries from
+    ``cu_seq_lens_q``), so attention costs sum(len_i^2) instead of len_total^2 and no len_total^2 block mask
+    is ever built (at 16k tokens that mask alone is 256M entries per forward).  Its mask hook is the flash one,
+    which returns no mask for padding-free rows.  Only for plain causal attention (no sliding window, no sinks).
+    """
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+    def varlen_sdpa(
+        module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any
+    ) -> tuple[Any, None]:
+        cu = kwargs.pop("cu_seq_lens_q", None)
+        if cu is None or query.shape[0] != 1 or attention_mask is not None:
+            raise PackingError(
+                f"{VARLEN_SDPA} attention serves padding-free packed rows with cu_seq_lens_q only"
+            )
+        kwargs.pop("is_causal", None)
+        bounds = cu.tolist()
+        outs = [
+            sdpa_attention_forward(
+                module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, is_causal=True, **kwargs
+            )[0]
+            for s, e in itertools.pairwise(bounds)
+        ]
+        return torch.cat(outs, dim=1), None
+
+    AttentionInterface.register(VARLEN_SDPA, varlen_sdpa)
+    AttentionMaskInterface.register(VARLEN_SDPA, flash_attention_mask)
+    return VARLEN_SDPA
+
+
+def plain_causal(config: Any) -> bool:
+    """Full causal attention in every layer (no sliding windows, no attention sinks): ``sdpa_varlen`` is exact."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layer_types = [str(t) for t in (getattr(text, "layer_types", None) or [])]
+    sliding = getattr(text, "sliding_window", None) is not None and getattr(text, "use_sliding_window", True)
+    return (
+        not sliding
+        and not any("sliding" in t or "chunk" in t for t in layer_types)
+        and (getattr(text, "model_type", "") not in ("gpt_oss",))
+    )
 
 
 def has_linear_attention(model: Any) -> bool:

@@ -52,6 +52,8 @@ from compress_distill.training.packing import (
     pack_bfd,
     packed_batch,
     padded_batch,
+    plain_causal,
+    register_varlen_sdpa,
 )
 
 log = logging.getLogger(__name__)
@@ -173,10 +175,14 @@ def _device_kind(cfg: TrainConfig) -> str:
     return cfg.device
 
 
-def attention_implementation(device: str) -> str:
-    """flash-attn's varlen kernels when installed on CUDA, else SDPA with a block-diagonal mask."""
+def attention_implementation(device: str, packing: bool, config: Any) -> str:
+    """flash-attn's varlen kernels when installed on CUDA; else, for packed rows of a plain causal model, SDPA
+    per packed sample (``sdpa_varlen``); else SDPA with the block-diagonal mask transformers derives from
+    ``position_ids`` (padded rows, sliding-window or sink attention)."""
     if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
+    if packing and plain_causal(config):
+        return register_varlen_sdpa()
     return "sdpa"
 
 
@@ -331,12 +337,14 @@ class _Live:
             # dvcyaml=False: the plot is declared in dvc.yaml; save_dvc_exp=False: DVC runs us, not vice versa
             self.live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=False)
 
+    CURVES = ("loss", "lr", "grad_norm", "tokens_per_s")
+
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.live is None:
             return
         self.live.step = step
-        for k, v in values.items():
-            self.live.log_metric(k, v)
+        for k in self.CURVES:
+            self.live.log_metric(k, values[k])
         self.live.make_summary()
 
     def close(self) -> None:
@@ -364,15 +372,17 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
     total_steps = schedule.steps
     _seed_everything(cfg.seed)
 
-    attn = attention_implementation(device)
+    from transformers import AutoConfig
+
+    attn = attention_implementation(device, cfg.packing, AutoConfig.from_pretrained(job.model_path))
     # LoRA keeps the frozen base in bf16 on GPU (half the memory); full FT keeps fp32 master weights.
     load_dtype = torch.bfloat16 if device == "cuda" and job.method == "lora" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=load_dtype, attn_implementation=attn)
     model.config.use_cache = False
     linear_attn = has_linear_attention(model)
-    # explicit boundaries for flash-attn varlen and for linear-attention kernels; SDPA derives its
-    # block-diagonal mask from position_ids
-    boundaries = attn.startswith("flash") or linear_attn
+    # explicit boundaries for the varlen kernels (flash-attn, sdpa_varlen, linear attention); plain SDPA
+    # derives its block-diagonal mask from position_ids
+    boundaries = attn != "sdpa" or linear_attn
     fsdp_ckpt = bool(fsdp and getattr(accelerator.state.fsdp_plugin, "activation_checkpointing", False))
     if cfg.gradient_checkpointing and not fsdp_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -391,7 +401,8 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
     if cfg.packing and len(enc) >= 2:
         # on the real (prepared) model, before any update: packed rows must not see each other.  Every rank
         # runs it (FSDP forwards are collective).  Tolerance is relative to the logit scale (see check_packing).
-        probe = [(enc.ids[i][:24], min(enc.n_prompt[i], 12)) for i in range(min(3, len(enc)))]
+        # row tails (assistant text, distinct per row; heads share the system prompt), 24 tokens each
+        probe = [(enc.ids[i][-24:], 1) for i in range(min(3, len(enc)))]
         tol = 1e-3 if device == "cpu" else 3e-2
         with accelerator.autocast():
             check_packing(model, probe, boundaries, device=accelerator.device, tol=tol)
@@ -417,7 +428,7 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
 
     live = _Live(job.live_dir, accelerator.is_main_process)
     for rec in history:  # replay: the curve of a resumed run equals that of an uninterrupted one
-        live.log(rec["step"], {k: v for k, v in rec.items() if k != "step"})
+        live.log(rec["step"], rec)
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs = list(zip(enc.ids, enc.n_prompt, strict=True))
@@ -453,20 +464,25 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
         grad_norm = accelerator.clip_grad_norm_(
             [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm
         )
+        step_lr = float(scheduler.get_last_lr()[0])  # the rate this step's update uses
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         mean_loss = float(accelerator.reduce(step_loss, reduction="sum")) / n_targets
-        train_seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
         tokens_done += schedule.step_tokens(step)
         rec = {
             "step": step + 1,
             "loss": mean_loss,
-            "lr": float(scheduler.get_last_lr()[0]),
+            "lr": step_lr,
             "grad_norm": float(grad_norm),
+            "tokens_per_s": schedule.step_tokens(step) / seconds,
+            "seconds": seconds,
+            "tokens": schedule.step_tokens(step),  # real (non-padding) input tokens of the step, all ranks
         }
         history.append(rec)
-        live.log(step + 1, {k: v for k, v in rec.items() if k != "step"})
+        live.log(step + 1, rec)
         if accelerator.is_main_process and (
             (step + 1) % 10 == 0 or step + 1 == total_steps or step == start_step
         ):
@@ -492,9 +508,11 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "tokens_per_s": tokens_done / train_seconds if train_seconds > 0 else 0.0,
         "final_loss": history[-1]["loss"] if history else float("nan"),
+        "history": history,
         "first_loss": history[0]["loss"] if history else float("nan"),
         "trainable_params": trainable_params,
         "gpus": world if device == "cuda" else 0,
+        "world_size": world,
     }
     _save_outputs(
         accelerator,
