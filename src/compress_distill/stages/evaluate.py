@@ -91,7 +91,9 @@ def select_questions(
                         "id": q.get("id"),
                         "stage": STAGE,
                         "reason": reason,
-                        "detail": str(q.get("answer_type"))[:200],
+                        "detail": f"answer_type={q.get('answer_type')!r}"[:200]
+                        if reason == "bad_answer_type"
+                        else "",
                     }
                 )
             continue
