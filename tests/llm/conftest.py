@@ -183,3 +183,19 @@ def llama_command() -> Callable[..., str]:
     """Factory of llama.cpp server launch commands (skips when llama-cpp-python is not installed)."""
     llama_server_command()  # importorskip once, up front
     return llama_server_command
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Decode on one torch thread while these tests run.
+
+    On a shared 2-core machine (other test suites running), torch's OpenMP threads spin-wait for each other:
+    81 SmolLM2 tokens took 93 s with 2 threads and 11 s with 1 (16 s with OMP_WAIT_POLICY=PASSIVE).
+    Outputs are the same either way; only the wall time changes.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -115,3 +115,19 @@ def test_adapter_directories_resolve_their_base(smol_dir: str, tmp_path: Path) -
     before = fingerprint(str(adapter))
     (adapter / "adapter_model.safetensors").write_bytes(b"new weights")
     assert fingerprint(str(adapter)) != before and fingerprint("org/name") == "hub:org/name"
+
+
+def test_progress_bar_is_quiet_off_a_terminal_and_shows_tokens_per_second_on_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from compress_distill.llm.accounting import Progress
+
+    with Progress(3, "hf:test") as bar:  # stderr is captured here, so not a terminal: silent
+        bar.update(3, 30)
+    assert capsys.readouterr().err == ""
+    with Progress(2, "hf:test", enabled=True) as bar:
+        bar.update(1, 10)
+        bar._last_postfix = 0.0  # force the (rate-limited) postfix refresh
+        bar.update(1, 10)
+    err = capsys.readouterr().err
+    assert "hf:test" in err and "2/2" in err and "tok/s" in err

@@ -90,6 +90,33 @@ def test_seeded_sampling_is_deterministic_whatever_the_batch(hf: HFBackend) -> N
     assert other_seed != alone
 
 
+def test_row_sampler_draws_from_the_nucleus_with_independent_rows() -> None:
+    import torch
+
+    from compress_distill.llm.hf import _RowSampler
+
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+
+    def frequencies(top_p: float, draws: int = 4000) -> list[float]:
+        sampler = _RowSampler([1.0], [top_p], [11], "cpu")
+        counts = torch.zeros(4)
+        for _ in range(draws):
+            counts[sampler(None, logits.clone().unsqueeze(0)).argmax()] += 1
+        return (counts / draws).tolist()
+
+    assert frequencies(1.0) == pytest.approx([0.5, 0.3, 0.15, 0.05], abs=0.03)
+    # top_p 0.7 keeps {0.5, 0.3}: the smallest prefix reaching 0.7, renormalised
+    assert frequencies(0.7) == pytest.approx([0.625, 0.375, 0.0, 0.0], abs=0.03)
+    # a row's stream depends on its seed only, not on its position or its neighbours
+    vocab = torch.randn(3, 1000)
+    alone = _RowSampler([0.9], [0.95], [5], "cpu")
+    crowd = _RowSampler([0.0, 1.3, 0.9], [1.0, 0.5, 0.95], [1, 2, 5], "cpu")
+    for _ in range(20):
+        step = torch.randn(1000)
+        vocab[2] = step
+        assert alone(None, step.clone().unsqueeze(0)).argmax() == crowd(None, vocab.clone())[2].argmax()
+
+
 def test_prompt_longer_than_the_context_is_an_empty_length_completion(hf: HFBackend) -> None:
     [completion] = hf.generate([_user("word " * 9000, max_tokens=8)])
     assert (completion.text, completion.finish_reason, completion.completion_tokens) == ("", "length", 0)

@@ -4,6 +4,7 @@ had finished and gives the same greedy outputs as an uninterrupted run."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def test_sigkill_mid_batch_then_resume(smol_dir: str, tmp_path: Path) -> None:
         [sys.executable, "-c", _CHILD, json.dumps(cfg), str(cache), json.dumps(PROMPTS), str(MAX_TOKENS)],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # like this process (see _one_torch_thread)
     )
     try:
         deadline = time.monotonic() + 600

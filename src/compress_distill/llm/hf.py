@@ -55,39 +55,57 @@ def _resolve_dtype(dtype: str, device: str) -> str:
 
 
 class _RowSampler:
-    """Logits processor: per-row temperature / top-p sampling from per-row generators (module docstring)."""
+    """Logits processor: per-row temperature / top-p sampling from per-row generators (module docstring).
+
+    Each sampled row draws exactly one uniform number per step from its own generator and picks the token by
+    inverse CDF, so its stream depends on nothing but its seed.  The nucleus is searched among the
+    ``_NUCLEUS_K`` most likely tokens (one batched ``topk``: 0.9 ms for 7 rows of SmolLM2's 49k vocabulary
+    on one CPU thread) and falls back to an exact full sort only when those hold less than ``top_p`` of the
+    mass; a sort plus ``multinomial`` for every row and step cost 6 ms per row, as much as the model step.
+    """
+
+    _NUCLEUS_K = 64  # peaked LM distributions at temperature <= 1 rarely need more for top_p 0.9-0.95
 
     def __init__(self, temperatures: list[float], top_ps: list[float], seeds: list[int], device: str) -> None:
         import torch
 
-        self.temperatures = temperatures
-        self.top_ps = top_ps
+        self.rows = [i for i, t in enumerate(temperatures) if t > 0]  # greedy rows keep their argmax
+        self.temperatures = torch.tensor([temperatures[i] for i in self.rows], dtype=torch.float32).unsqueeze(
+            1
+        )
+        self.top_ps = [top_ps[i] for i in self.rows]
         self.generators = []
-        for seed in seeds:
+        for i in self.rows:
             gen = torch.Generator(device=device)
-            gen.manual_seed(seed)
+            gen.manual_seed(seeds[i])
             self.generators.append(gen)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        for row, (temp, top_p, gen) in enumerate(
-            zip(self.temperatures, self.top_ps, self.generators, strict=True)
-        ):
-            if temp <= 0:
-                continue  # greedy row: argmax of the untouched scores
-            logits = scores[row].float() / temp
-            probs = torch.softmax(logits, dim=-1)
-            if top_p < 1.0:
-                sorted_probs, order = torch.sort(probs, descending=True)
-                # keep the smallest prefix whose mass reaches top_p (always at least the top token)
-                keep = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) < top_p
-                sorted_probs = sorted_probs * keep
-                choice = order[torch.multinomial(sorted_probs, 1, generator=gen)]
+        if not self.rows:
+            return scores
+        rows = torch.tensor(self.rows, device=scores.device)
+        probs = torch.softmax(scores[rows].float() / self.temperatures.to(scores.device), dim=-1)
+        if any(top_p < 1.0 for top_p in self.top_ps):
+            top_vals, top_idx = probs.topk(min(self._NUCLEUS_K, probs.shape[-1]), dim=-1)  # most likely first
+        choices = []
+        for j, (top_p, gen) in enumerate(zip(self.top_ps, self.generators, strict=True)):
+            u = torch.rand((), generator=gen, device=gen.device).to(probs.device)  # one draw per row and step
+            if top_p >= 1.0:
+                vals, idx = probs[j], None  # the whole distribution, in vocabulary order
             else:
-                choice = torch.multinomial(probs, 1, generator=gen)
-            scores[row].fill_(float("-inf"))
-            scores[row, choice] = 0.0
+                vals, idx = top_vals[j], top_idx[j]
+                if float(vals.sum()) < top_p:
+                    vals, idx = torch.sort(probs[j], descending=True)  # a flat distribution: exact nucleus
+                # the smallest prefix whose mass reaches top_p (always at least the top token)
+                vals = vals * ((torch.cumsum(vals, dim=-1) - vals) < top_p)
+            cdf = torch.cumsum(vals, dim=-1)
+            pick = torch.searchsorted(cdf, (u * cdf[-1]).reshape(1), right=True).clamp_(max=cdf.shape[-1] - 1)
+            choices.append(pick if idx is None else idx[pick])
+        chosen = torch.cat(choices)
+        scores[rows] = float("-inf")
+        scores[rows, chosen] = 0.0
         return scores
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -27,9 +27,9 @@ class ChatRequest:
 
     def key(self, model: str) -> str:
         """Content address: everything that changes the output (model, messages, sampling, seed, schema)."""
-        # Same payload as {"model": model, **asdict(self)}, without asdict's deep copy (3x faster; cached
-        # re-runs hash every request).
-        payload = {"model": model, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        # Same payload as {"model": model, **asdict(self)} (a frozen dataclass's __dict__ holds exactly its
+        # fields), without asdict's deep copy: 3x faster, and cached re-runs hash every request.
+        payload = {"model": model, **vars(self)}
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
