@@ -14,6 +14,8 @@ from compress_distill.llm.hf import HFBackend
 from compress_distill.llm.tokens import chat_prompt_ids
 from compress_distill.schema import JudgeVerdict, judge_json_schema
 
+pytestmark = [pytest.mark.slow]  # real model / server: deselect with -m 'not slow'
+
 
 def _user(text: str, **kw: object) -> ChatRequest:
     return ChatRequest([{"role": "user", "content": text}], **kw)  # type: ignore[arg-type]

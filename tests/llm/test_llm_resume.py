@@ -12,7 +12,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from compress_distill.llm import ChatRequest, make_backend
+
+pytestmark = [pytest.mark.slow]  # real model / server: deselect with -m 'not slow'
 
 # Same-length prompts (one digit differs) so the batches of the resumed run have the same composition as
 # the uninterrupted run's: greedy outputs can then be compared exactly.
