@@ -32,7 +32,7 @@ from compress_distill.config import BackendConfig
 from compress_distill.llm.base import CachedBackend, Emit
 from compress_distill.llm.resolve import resolve_local_model, resolved_fingerprint
 from compress_distill.llm.types import ChatRequest, Completion
-from compress_distill.reasoning import split_reasoning
+from compress_distill.reasoning import THINK_OPEN, split_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +265,21 @@ class HFBackend(CachedBackend):
                 logits_processor=processors,
             )
         new_tokens = out[:, width:].tolist()
-        return [self._completion(ids, len(p), max_new) for ids, p in zip(new_tokens, prompts, strict=True)]
+        return [
+            self._completion(ids, len(p), max_new, self._prefills_think(p))
+            for ids, p in zip(new_tokens, prompts, strict=True)
+        ]
 
-    def _completion(self, ids: list[int], prompt_len: int, max_new: int) -> Completion:
+    def _prefills_think(self, prompt: list[int]) -> bool:
+        """True when the chat template opened the think block itself (Qwen3.5's generation prompt).
+
+        The completion then holds only ``reasoning</think>answer`` -- or, cut at the cap, reasoning with no
+        tag at all, which must not be read as a final response (DESIGN §7 known traps).
+        """
+        tail = self.tokenizer.decode(prompt[-8:], skip_special_tokens=False)
+        return tail.rstrip().endswith(THINK_OPEN)
+
+    def _completion(self, ids: list[int], prompt_len: int, max_new: int, prefilled: bool = False) -> Completion:
         stops = set(self._stop_ids)
         end = next((k for k, t in enumerate(ids) if t in stops), None)
         if end is None:
@@ -276,7 +288,7 @@ class HFBackend(CachedBackend):
             body, n_tokens, finish = ids[:end], end + 1, "stop"  # the stop token counts, as in vLLM
         # harmony keeps its channel markers (split_reasoning needs them); elsewhere specials are noise
         raw = self.tokenizer.decode(body, skip_special_tokens=not self._harmony)
-        reasoning, text = split_reasoning(raw)
+        reasoning, text = split_reasoning(THINK_OPEN + raw if prefilled else raw)
         return Completion(
             text=text,
             reasoning=reasoning,
