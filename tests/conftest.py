@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Spinning OpenMP workers starve each other when tests start torch subprocesses on 2 cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _cuda_available() -> bool:
