@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 # Built llama.cpp wheels are kept here so the ~7 minute compile happens once per machine.
 WHEELHOUSE ?= $(HOME)/.cache/compress-distill/wheels
-LLAMA_CPP := llama-cpp-python[server]==0.3.36
 # OpenMP threads that spin while waiting starve each other when several torch processes share 2 cores
 # (measured: 81 SmolLM2 tokens in 93 s spinning vs 16 s passive); passive costs ~nothing when alone.
 export OMP_WAIT_POLICY ?= PASSIVE
