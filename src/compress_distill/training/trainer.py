@@ -356,7 +356,7 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
     """Train one run on encoded rows; writes ``job.out_dir`` and returns the run's statistics."""
     import torch
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
+    from transformers import AutoConfig, AutoModelForCausalLM, get_cosine_schedule_with_warmup
 
     cfg = job.cfg
     t_start = time.perf_counter()
@@ -371,8 +371,6 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
     schedule = build_schedule(enc, cfg, world, job.reference_tokens)
     total_steps = schedule.steps
     _seed_everything(cfg.seed)
-
-    from transformers import AutoConfig
 
     attn = attention_implementation(device, cfg.packing, AutoConfig.from_pretrained(job.model_path))
     # LoRA keeps the frozen base in bf16 on GPU (half the memory); full FT keeps fp32 master weights.
@@ -400,8 +398,8 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     if cfg.packing and len(enc) >= 2:
         # on the real (prepared) model, before any update: packed rows must not see each other.  Every rank
-        # runs it (FSDP forwards are collective).  Tolerance is relative to the logit scale (see check_packing).
-        # row tails (assistant text, distinct per row; heads share the system prompt), 24 tokens each
+        # runs it (FSDP forwards are collective).  Probe rows: 24-token row tails (assistant text, distinct per
+        # row; heads share the system prompt).  Tolerance is relative to the logit scale (see check_packing).
         probe = [(enc.ids[i][-24:], 1) for i in range(min(3, len(enc)))]
         tol = 1e-3 if device == "cpu" else 3e-2
         with accelerator.autocast():
@@ -441,7 +439,7 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
     real = 0
     model.train()
     for step in range(start_step, total_steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_targets = schedule.step_targets(step)
         micro = schedule.micro_batches(step, rank)
         step_loss = torch.zeros((), device=accelerator.device)
@@ -479,6 +477,8 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
             "grad_norm": float(grad_norm),
             "tokens_per_s": schedule.step_tokens(step) / seconds,
             "seconds": seconds,
+            # CPU time of this process: on a shared CPU it measures the work, not the neighbours' load
+            "cpu_seconds": time.process_time() - c0,
             "tokens": schedule.step_tokens(step),  # real (non-padding) input tokens of the step, all ranks
         }
         history.append(rec)
