@@ -117,7 +117,7 @@ def run(
         "trainable_tokens": stats["trainable_tokens"],
         "trained_tokens": stats["trained_tokens"],
         "trained_target_tokens": stats["trained_target_tokens"],
-        "reference_tokens": reference,
+        "reference_tokens": reference or 0,  # 0: budget is epochs of this source
         "packed_sequences": stats["packed_sequences"],
         "padding_fraction": stats["padding_fraction"],
         "bin_slack_fraction": stats["bin_slack_fraction"],
