@@ -28,7 +28,7 @@ def keyed_choices(rec: Mapping[str, Any], row_id: str) -> Converted:
 
 
 def gpqa(rec: Mapping[str, Any], row_id: str) -> Converted:
-    """The gold is the *text* in ``Correct Answer``; it is shuffled among the three incorrect answers.
+    r"""The gold is the *text* in ``Correct Answer``; it is shuffled among the three incorrect answers.
 
     Options are only stripped (answers carry trailing newlines).  lm-eval's GPQA utils reuse HellaSwag's
     WikiHow preprocess, whose ``\[.*?\]`` deletion turns ``[Co(NH3)6]3+`` into ``3+``; GPQA has no WikiHow
