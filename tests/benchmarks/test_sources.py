@@ -182,6 +182,18 @@ def test_missing_mirror_folder_is_refused_before_any_load(hub_mirror: Path, tmp_
     assert "HiTZ/MedExpQA does not exist" in one_line(err) and "hf download --repo-type dataset" in str(err.value)
 
 
+def test_mirror_commands_download_each_repo_once_at_its_pin(tmp_path: Path) -> None:
+    lines = sources.mirror_commands(
+        ["arc_challenge", "arc_easy", "hellaswag"], {"Rowan/hellaswag": SHA_A}, tmp_path / "mirror"
+    )
+    assert lines == [
+        f"hf download --repo-type dataset allenai/ai2_arc --revision {PINS['allenai/ai2_arc'].sha} "
+        f"--local-dir {tmp_path / 'mirror' / 'allenai/ai2_arc'}",
+        f"hf download --repo-type dataset Rowan/hellaswag --revision {SHA_A} "
+        f"--local-dir {tmp_path / 'mirror' / 'Rowan/hellaswag'}",
+    ]
+
+
 # --------------------------------------------------------------------------------------------- --check-sources
 def test_check_pins_reports_each_source_against_its_branch_head() -> None:
     gsm8k_pin = PINS["openai/gsm8k"].sha

@@ -69,7 +69,7 @@ class DatasetSpec:
     id: str
     hub_id: str | None  # None: generated locally (the demo)
     config: str | None  # load_dataset(name=...); None for repos without YAML configs
-    revision: str  # the branch read: "main", or "refs/convert/parquet" for script-based repos (pins: registry.PINS)
+    revision: str  # the branch: "main", or "refs/convert/parquet" for script repos (pins: registry.PINS)
     train_splits: tuple[str, ...]  # Hub splits feeding questions/train (traces are generated on these)
     eval_splits: tuple[str, ...]  # Hub splits feeding questions/eval (students are scored on these)
     domain: str  # subject domain (selects a compressor domain prompt)

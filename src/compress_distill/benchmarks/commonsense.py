@@ -13,7 +13,7 @@ _BRACKETS = re.compile(r"\[.*?\]")
 
 def clean_wikihow(s: str) -> str:
     """lm-eval's HellaSwag preprocess: ' [title]' -> '. ', drop the [header]/[step] markup of the WikiHow
-    contexts, collapse double spaces.  HellaSwag only: elsewhere brackets are content (GPQA's [Co(NH3)6]3+)."""
+    contexts, collapse double spaces.  HellaSwag only: elsewhere brackets are content ([Co(NH3)6]3+)."""
     s = s.strip().replace(" [title]", ". ")
     s = _BRACKETS.sub("", s)
     return s.replace("  ", " ")

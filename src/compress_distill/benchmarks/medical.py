@@ -38,7 +38,7 @@ def medexpqa(rec: Mapping[str, Any], row_id: str) -> Converted:
     """``options`` is keyed "1".."5" (the 5th is null on 4-option exams) and ``correct_option`` is 1-based.
 
     Missing options (null, NaN, blank) are dropped and the rest lettered in key order; the gold index is the
-    correct key's position among the kept keys (the lighteval adapter's rule).  The values must arrive decoded:
+    correct key's position among the kept keys (the lighteval adapter's rule).  Values must arrive decoded:
     a NaN left in a column makes datasets type it ``Json``, whose raw Arrow values are JSON text (``'"e"'``);
     ``hub.iter_records`` reads through the decoding Python formatter for that reason.
     """

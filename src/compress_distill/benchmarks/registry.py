@@ -346,14 +346,15 @@ if set(SPECS) != set(DATASET_IDS):  # pragma: no cover - guarded by a test; fail
 # confirms it.  sha=None: no public pin found; prepare reads the branch head and records the sha it read.
 _NOTE = "Hub API sha of main on 2026-08-11/12, quoted in public dataset notes ('main at the check date')"
 _CONVERTED = "refs/convert/parquet"
+# fmt: off  (one line per repo: a table to read and diff, not to reflow)
 PINS: dict[str, Pin] = {
     "openai/gsm8k": Pin("main", "740312add88f781978c0658806c59bc2815b9866", False, _NOTE),
     "ChilleD/MultiArith": Pin("main", None, False, "no public pin found"),
     "ChilleD/SVAMP": Pin("main", "5e0bf1e5e7c0e9c4bc39180d224f41f3f801b7ef", False, _NOTE),
     "deepmind/aqua_rat": Pin(_CONVERTED, None, False, "no public pin of the converted branch found"),
-    "allenai/ai2_arc": Pin("main", "210d026faf9955653af8916fad021475a3f00453", False, "pinned by public ARC loaders"),
+    "allenai/ai2_arc": Pin("main", "210d026faf9955653af8916fad021475a3f00453", False, "public ARC loaders"),
     "Idavidrein/gpqa": Pin("main", None, False, "gated; no public pin found"),
-    "tau/commonsense_qa": Pin("main", "94630fe30dad47192a8546eb75f094926d47e155", False, "parquet commit, dataset notes"),
+    "tau/commonsense_qa": Pin("main", "94630fe30dad47192a8546eb75f094926d47e155", False, "parquet commit"),
     "GBaker/MedQA-USMLE-4-options": Pin("main", "0fb93dd23a7339b6dcd27e241cb9b5eca62d4d18", False, _NOTE),
     "openlifescienceai/medmcqa": Pin("main", "91c6572c454088bf71b679ad90aa8dffcd0d5868", False, _NOTE),
     "HiTZ/MedExpQA": Pin("main", None, False, "no public pin found"),
@@ -363,9 +364,10 @@ PINS: dict[str, Pin] = {
     "allenai/winogrande": Pin(_CONVERTED, None, False, "no public pin of the converted branch found"),
     # one-person parquet mirror lm-eval switched to (ybisk/piqa is a loading script datasets>=4 refuses)
     "baber/piqa": Pin("main", None, False, "no public pin found"),
-    "google/boolq": Pin("main", "8ab2d3e9ff5449d3957950129cea176fe214d884", False, "parquet conversion commit"),
+    "google/boolq": Pin("main", "8ab2d3e9ff5449d3957950129cea176fe214d884", False, "parquet commit"),
     "truthfulqa/truthful_qa": Pin("main", "741b8276f2d1982aa3d5b832d3ee81ed3b896490", False, _NOTE),
 }
+# fmt: on
 
 if {s.hub_id for s in SPECS.values() if s.hub_id} != set(PINS):  # pragma: no cover - guarded by a test
     raise RuntimeError("registry SPECS and PINS name different Hub repos")

@@ -34,7 +34,7 @@ PinOrigin = Literal["params", "registry", "branch"]
 
 
 class SourceError(StageError):
-    """A source cannot be read as configured (gated, missing, unreachable, pin mismatch): one line, with the fix."""
+    """A source cannot be read as configured (gated, missing, unreachable, pin mismatch); one line + fix."""
 
 
 def hub_page(hub_id: str) -> str:
@@ -79,7 +79,7 @@ class Source:
 
 
 def sources_of(dataset_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """Hub repo -> the dataset ids read from it, in params order (arc_* share a repo, so do the MMLU groups)."""
+    """Hub repo -> the dataset ids read from it, in params order (ARC's two sets share one, as do MMLU's)."""
     out: dict[str, tuple[str, ...]] = {}
     for d in dataset_ids:
         hub_id = get_spec(d).hub_id
@@ -92,12 +92,13 @@ def check_overrides(overrides: Mapping[str, str]) -> None:
     unknown = sorted(set(overrides) - set(PINS))
     if unknown:
         raise ConfigError(
-            f"prepare.revisions: unknown source(s) {unknown}; keys are Hub repo ids: {', '.join(sorted(PINS))}"
+            f"prepare.revisions: unknown source(s) {unknown}; keys are Hub repo ids: "
+            + ", ".join(sorted(PINS))
         )
 
 
 def requested_revision(hub_id: str, overrides: Mapping[str, str]) -> tuple[str, PinOrigin, bool]:
-    """(revision, origin, verified): a params override wins over the registry pin, which wins over the branch."""
+    """(revision, origin, verified): a params override beats the registry pin, which beats the branch."""
     pin = PINS[hub_id]
     if hub_id in overrides:
         return overrides[hub_id], "params", False
@@ -107,7 +108,7 @@ def requested_revision(hub_id: str, overrides: Mapping[str, str]) -> tuple[str, 
 
 
 def mirror_sha(folder: Path, dataset: str) -> str | None:
-    """The commit a mirror folder was downloaded at, from ``hf download --local-dir`` metadata; None if absent."""
+    """The commit a mirror folder was downloaded at (``hf download --local-dir`` metadata); None if absent."""
     shas = {
         line
         for meta in (folder / MIRROR_METADATA).rglob("*.metadata")
@@ -115,9 +116,9 @@ def mirror_sha(folder: Path, dataset: str) -> str | None:
     }
     if len(shas) > 1:
         raise SourceError(
-            f"dataset {dataset!r}: mirror {folder} mixes files of commits {sorted(shas)}; empty it and download "
-            "one revision again with `hf download --repo-type dataset --revision SHA --local-dir` (README, "
-            "'Freezing the benchmarks')"
+            f"dataset {dataset!r}: mirror {folder} mixes files of commits {sorted(shas)}; empty it and "
+            "download one revision again with `hf download --repo-type dataset --revision SHA --local-dir` "
+            "(README, 'Freezing the benchmarks')"
         )
     return shas.pop() if shas else None
 
@@ -127,15 +128,16 @@ def _from_mirror(src: Source, root: Path) -> Source:
     folder = root / src.hub_id
     if not folder.is_dir():
         raise SourceError(
-            f"dataset {dataset!r}: prepare.hub_mirror is {str(root)!r} but {folder} does not exist; mirror the Hub "
-            f"repo {src.hub_id} there (hf download --repo-type dataset {src.hub_id} --revision {src.requested} "
-            f"--local-dir {folder}), or set hub_mirror: null to read the Hub"
+            f"dataset {dataset!r}: prepare.hub_mirror is {str(root)!r} but {folder} does not exist; mirror "
+            f"the Hub repo {src.hub_id} there (hf download --repo-type dataset {src.hub_id} --revision "
+            f"{src.requested} --local-dir {folder}), or set hub_mirror: null to read the Hub"
         )
     sha = mirror_sha(folder, dataset)
     if sha is not None and FULL_SHA.match(src.requested) and sha != src.requested:
         raise SourceError(
-            f"dataset {dataset!r}: mirror {folder} holds commit {sha} but the pin ({src.origin}) is {src.requested}; "
-            f"download that commit into the mirror, or set prepare.revisions['{src.hub_id}'] to {sha}"
+            f"dataset {dataset!r}: mirror {folder} holds commit {sha} but the pin ({src.origin}) is "
+            f"{src.requested}; download that commit into the mirror, or set "
+            f"prepare.revisions['{src.hub_id}'] to {sha}"
         )
     return Source(**{**src.__dict__, "sha": sha, "mirror": str(folder)})
 
@@ -152,8 +154,8 @@ def _no_hub(src: Source, err: BaseException, consequence: str = "") -> SourceErr
     detail = str(err).splitlines()[0] if str(err) else "no detail"
     return SourceError(
         f"dataset {src.datasets[0]!r}: cannot reach the Hugging Face Hub to read {src.hub_id} "
-        f"({type(err).__name__}: {detail}){consequence}; check the network (HF_ENDPOINT, proxy, HF_HUB_OFFLINE) "
-        "or read a local copy through prepare.hub_mirror (README, 'Freezing the benchmarks')"
+        f"({type(err).__name__}: {detail}){consequence}; check the network (HF_ENDPOINT, proxy, "
+        "HF_HUB_OFFLINE) or read a local copy through prepare.hub_mirror (README, 'Freezing the benchmarks')"
     )
 
 
@@ -163,18 +165,24 @@ def _check_access(api: HfApi, src: Source) -> None:
 
     dataset = src.datasets[0]
     fix = (
-        f"request access at {hub_page(src.hub_id)} with your Hub account, then export HF_TOKEN (a read token of "
-        "that account) or run `hf auth login`; nothing was downloaded"
+        f"request access at {hub_page(src.hub_id)} with your Hub account, then export HF_TOKEN (a read "
+        "token of that account) or run `hf auth login`; nothing was downloaded"
     )
     try:
         api.auth_check(src.hub_id, repo_type="dataset")
     except GatedRepoError:
-        raise SourceError(f"dataset {dataset!r} is gated on the Hub ({src.hub_id}) and this token has no access: {fix}") from None
+        raise SourceError(
+            f"dataset {dataset!r} is gated on the Hub ({src.hub_id}) and this token has no access: {fix}"
+        ) from None
     except RepositoryNotFoundError:  # 401 without any token, or a token of an account that cannot see it
-        raise SourceError(f"dataset {dataset!r}: the gated Hub repo {src.hub_id} is not visible without access: {fix}") from None
+        raise SourceError(
+            f"dataset {dataset!r}: the gated Hub repo {src.hub_id} is not visible without access: {fix}"
+        ) from None
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else "?"
-        raise SourceError(f"dataset {dataset!r}: the Hub refused the access check of {src.hub_id} (HTTP {status}): {fix}") from None
+        raise SourceError(
+            f"dataset {dataset!r}: the Hub refused the access check of {src.hub_id} (HTTP {status}): {fix}"
+        ) from None
 
 
 def _from_hub(api: HfApi, src: Source) -> Source:
@@ -187,16 +195,20 @@ def _from_hub(api: HfApi, src: Source) -> Source:
     except RevisionNotFoundError:
         raise SourceError(
             f"dataset {src.datasets[0]!r}: revision {src.requested} ({src.origin} pin) does not exist in "
-            f"{hub_page(src.hub_id)}; fix prepare.revisions['{src.hub_id}'] or the pin in benchmarks/registry.py"
+            f"{hub_page(src.hub_id)}; fix prepare.revisions['{src.hub_id}'] or the pin in "
+            "benchmarks/registry.py"
         ) from None
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else "?"
         raise SourceError(
-            f"dataset {src.datasets[0]!r}: the Hub answered HTTP {status} for {src.hub_id} at {src.requested}; "
-            "check the repo id in benchmarks/registry.py and HF_TOKEN, or use prepare.hub_mirror"
+            f"dataset {src.datasets[0]!r}: the Hub answered HTTP {status} for {src.hub_id} at "
+            f"{src.requested}; check the repo id in benchmarks/registry.py and HF_TOKEN, or use "
+            "prepare.hub_mirror"
         ) from None
     if not sha:
-        raise SourceError(f"dataset {src.datasets[0]!r}: the Hub returned no commit for {src.hub_id} at {src.requested}")
+        raise SourceError(
+            f"dataset {src.datasets[0]!r}: the Hub returned no commit for {src.hub_id} at {src.requested}"
+        )
     return Source(**{**src.__dict__, "sha": sha})
 
 
@@ -206,7 +218,7 @@ def resolve(
     hub_mirror: str | Path | None,
     api_factory: Callable[[], HfApi] = hub_api,
 ) -> dict[str, Source]:
-    """The pre-flight: every source of ``dataset_ids`` checked and turned into a commit, or one SourceError."""
+    """The pre-flight: every source of ``dataset_ids`` checked and turned into a commit, or a SourceError."""
     check_overrides(overrides)
     planned = []
     for hub_id, datasets in sources_of(dataset_ids).items():
@@ -233,6 +245,21 @@ def resolve(
     return out
 
 
+def mirror_commands(dataset_ids: Iterable[str], overrides: Mapping[str, str], root: str | Path) -> list[str]:
+    """The ``hf download`` line that fills ``root/<org>/<name>`` at each source's pin (the branch if unpinned).
+
+    ``hf download --local-dir`` records the commit of every file under ``.cache/huggingface/download``;
+    ``mirror_sha`` reads it back, so the mirror carries its provenance with it.
+    """
+    check_overrides(overrides)
+    lines = []
+    for hub_id in sources_of(dataset_ids):
+        revision, _, _ = requested_revision(hub_id, overrides)
+        local = Path(root) / hub_id
+        lines.append(f"hf download --repo-type dataset {hub_id} --revision {revision} --local-dir {local}")
+    return lines
+
+
 @dataclass(frozen=True)
 class PinCheck:
     hub_id: str
@@ -252,13 +279,14 @@ class PinCheck:
 
     def line(self) -> str:
         trust = "verified" if self.verified else "unverified"
-        return f"{self.hub_id} [{self.branch}] pin {self.pin[:12]} ({self.origin}, {trust}); head {self.head[:12]}: {self.status}"
+        pin, head = self.pin[:12], self.head[:12]
+        return f"{self.hub_id} [{self.branch}] pin {pin} ({self.origin}, {trust}); head {head}: {self.status}"
 
 
 def check_pins(
     dataset_ids: Iterable[str], overrides: Mapping[str, str], api_factory: Callable[[], HfApi] = hub_api
 ) -> list[PinCheck]:
-    """Each source's pin next to its branch head on the Hub; a SourceError that says so when the Hub is unreachable."""
+    """Each source's pin next to its branch head on the Hub; a SourceError if the Hub is unreachable."""
     from huggingface_hub.errors import HfHubHTTPError
 
     check_overrides(overrides)

@@ -181,8 +181,13 @@ def main(
     metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/prepare.json"),
     rejects: Annotated[Path | None, typer.Option(help="optional Parquet of rejected records")] = None,
     check_sources: Annotated[
-        bool, typer.Option("--check-sources", help="compare each source's pin with its Hub branch head; no prepare")
+        bool,
+        typer.Option("--check-sources", help="compare each source's pin with its Hub branch head, then exit"),
     ] = False,
+    mirror_commands: Annotated[
+        Path | None,
+        typer.Option(help="print the `hf download` commands that fill a mirror folder at the pins, then exit"),
+    ] = None,
 ) -> None:
     """Load the benchmark questions (Hub or mirror) into data/questions/{train,eval}.parquet."""
     from compress_distill.benchmarks import sources
@@ -197,6 +202,10 @@ def main(
         if check_sources:
             for check in sources.check_pins(p.prepare.datasets, p.prepare.revisions):
                 typer.echo(check.line())
+            return
+        if mirror_commands is not None:
+            for line in sources.mirror_commands(p.prepare.datasets, p.prepare.revisions, mirror_commands):
+                typer.echo(line)
             return
         m = run(p, out_dir, metrics, rejects_path=rejects)
     except (BenchmarkError, StageError, ConfigError) as err:
