@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -139,7 +139,7 @@ def _from_mirror(src: Source, root: Path) -> Source:
             f"{src.requested}; download that commit into the mirror, or set "
             f"prepare.revisions['{src.hub_id}'] to {sha}"
         )
-    return Source(**{**src.__dict__, "sha": sha, "mirror": str(folder)})
+    return replace(src, sha=sha, mirror=str(folder))
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -209,7 +209,7 @@ def _from_hub(api: HfApi, src: Source) -> Source:
         raise SourceError(
             f"dataset {src.datasets[0]!r}: the Hub returned no commit for {src.hub_id} at {src.requested}"
         )
-    return Source(**{**src.__dict__, "sha": sha})
+    return replace(src, sha=sha)
 
 
 def resolve(
@@ -239,7 +239,7 @@ def resolve(
         except network as err:
             if isinstance(err, OfflineModeIsEnabled) and FULL_SHA.match(src.requested):
                 # HF_HUB_OFFLINE with a sha pin: the datasets cache holds that commit or load_dataset says so
-                out[src.hub_id] = Source(**{**src.__dict__, "sha": src.requested})
+                out[src.hub_id] = replace(src, sha=src.requested)
                 continue
             raise _no_hub(src, err) from None
     return out
