@@ -151,6 +151,8 @@ class PrepareConfig(Section):
     demo: DemoConfig = Field(default_factory=DemoConfig)
     # Local directory that mirrors Hub repos as <org>/<name>/...; None reads the Hub (or HF cache)
     hub_mirror: str | None = None
+    # Hub repo id -> commit sha (or branch) read instead of the registry's pin (benchmarks/registry.py PINS)
+    revisions: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("datasets")
     @classmethod

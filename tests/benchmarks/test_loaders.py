@@ -78,6 +78,8 @@ def test_svamp_is_train_only_and_floats_are_canonical(load) -> None:  # type: ig
     res = load("svamp")
     rows = by_id(res)
     assert splits(res) == {"train": 3}  # Hub train + test both feed trace generation
+    # a NaN Answer (pandas-read JSON) is a counted reject, never the number 'nan'
+    assert res.rejects == {"bad_answer": 1} and res.rejected[0]["id"] == "svamp/test/1"
     assert rows["svamp/train/0"]["question"] == (
         "Jack had 8 pens. Mary gave him 3 more pens. How many pens does Jack have now?"
     )
@@ -115,11 +117,17 @@ def test_arc_easy_is_ood_eval_only(load) -> None:  # type: ignore[no-untyped-def
 
 def test_gpqa_diamond_shuffles_the_correct_text_with_a_fixed_seed(load) -> None:  # type: ignore[no-untyped-def]
     res = load("gpqa_diamond")
-    assert splits(res) == {"train": 2}
-    first, second = res.rows
+    assert splits(res) == {"train": 3}
+    first, second, third = res.rows
     assert first["choices"][ord(first["answer"]) - 65] == "sqrt(k/m)"  # trailing newline stripped
     assert second["choices"][ord(second["answer"]) - 65] == "thionyl chloride"
-    assert "sodium chloride. in water" in second["choices"]  # lm-eval's ' [title]' -> '. '
+    assert "sodium chloride [title] in water" in second["choices"]  # GPQA text is never WikiHow-cleaned
+    # brackets are chemistry: [Co(NH3)6]3+ must not become '3+' (the HellaSwag cleaner's effect)
+    assert third["choices"][ord(third["answer"]) - 65] == "[Co(NH3)6]3+"
+    assert sorted(third["choices"]) == sorted(["[Co(NH3)6]3+", "[Co(NH3)6]2+", "[CoCl6]3-", "Co3+ with [NH3] = 6 M"])
+    assert "[Co(NH3)6]Cl3" in third["question"]
+    # the empty CSV cell (NaN) is a reject, not an option 'nan'
+    assert res.rejects == {"empty_field": 1} and res.rejected[0]["id"] == "gpqa_diamond/train/3"
     # the same order on every load
     rec = {
         "Question": "Q?",
@@ -155,11 +163,16 @@ def test_commonsense_qa_evaluates_on_validation(load) -> None:  # type: ignore[n
 
 def test_hellaswag_preprocessing(load) -> None:  # type: ignore[no-untyped-def]
     res = load("hellaswag")
-    (row,) = res.rows
+    row, wikihow = res.rows
     assert row["id"] == "hellaswag/validation/0" and row["group"] == "OOD-Reasoning"
     assert "Making a sandwich: A man puts two slices of bread on a plate. He\n" in row["question"]
     assert row["choices"][1] == "throws the plate. out the window."
     assert row["answer"] == "A"
+    # WikiHow markup ([header], [title], [step]) is removed as lm-eval's HellaSwag preprocess does
+    assert "Home and Garden: How to dry wet shoes. Remove the insoles. Take them out gently." in wikihow["question"]
+    assert "[" not in wikihow["question"]
+    assert wikihow["choices"][2] == "Stuff the shoes with newspaper. Replace it every few hours."
+    assert wikihow["answer"] == "C"
 
 
 def test_winogrande_options(load) -> None:  # type: ignore[no-untyped-def]
@@ -213,6 +226,7 @@ def test_medqa(load) -> None:  # type: ignore[no-untyped-def]
 def test_medmcqa_cop(load) -> None:  # type: ignore[no-untyped-def]
     res = load("medmcqa")
     assert splits(res) == {"train": 2, "eval": 1}  # test (cop == -1) is never read
+    assert res.rejects == {"empty_choice": 1} and res.rejected[0]["id"] == "medmcqa/train/2"  # opd null
     assert by_id(res)["medmcqa/train/0"]["answer"] == "B"
     assert by_id(res)["medmcqa/validation/0"]["answer"] == "C"
 
@@ -220,11 +234,15 @@ def test_medmcqa_cop(load) -> None:  # type: ignore[no-untyped-def]
 def test_medexpqa_one_based_and_null_fifth_option(load) -> None:  # type: ignore[no-untyped-def]
     res = load("medexpqa")
     rows = by_id(res)
-    assert splits(res) == {"train": 2, "eval": 1}
     assert rows["medexpqa/train/0"]["choices"] == ["ECG", "MRI", "colonoscopy", "skin biopsy"]
     assert rows["medexpqa/train/0"]["answer"] == "A"
     assert rows["medexpqa/train/1"]["answer"] == "B"
     assert rows["medexpqa/test/0"]["answer"] == "E"
+    # the NaN options make datasets type option "5" as Json: decoded, "ECG" is not the quoted '"ECG"'
+    assert rows["medexpqa/test/0"]["choices"] == ["CT scan", "ultrasound", "PET", "x-ray", "ECG"]
+    assert rows["medexpqa/test/1"]["choices"] == ["calcium gluconate", "[insulin] and glucose", "salbutamol", "furosemide"]
+    assert "[K+] = 6.8 mmol/L" in rows["medexpqa/test/1"]["question"] and rows["medexpqa/test/1"]["answer"] == "A"
+    assert splits(res) == {"train": 2, "eval": 2} and not res.rejects
 
 
 def test_mmlu_medical(load) -> None:  # type: ignore[no-untyped-def]
@@ -263,6 +281,85 @@ def test_unreadable_repo_is_a_benchmark_error(hub_mirror: Path, tmp_path: Path) 
     (repo / "data" / "validation-00000-of-00001.parquet").write_bytes(b"not parquet")
     with pytest.raises(BenchmarkError, match="dataset 'boolq': cannot load"):
         registry.load("boolq", hub_mirror=tmp_path, cache_dir=tmp_path / "cache")
+
+
+def test_mmlu_reads_only_the_dev_and_test_files(hub_mirror: Path, tmp_path: Path) -> None:
+    # load_dataset(cais/mmlu, "all", split="dev") builds every split of the config, auxiliary_train included
+    # (~100k rows); with unreadable aux/validation files only a loader that never opens them succeeds.
+    repo = _copy_repo(hub_mirror, tmp_path, "cais/mmlu")
+    for split in ("auxiliary_train", "validation"):
+        (repo / "all" / f"{split}-00000-of-00001.parquet").write_bytes(b"not parquet")
+    res = registry.load("mmlu_stem", hub_mirror=tmp_path, cache_dir=tmp_path / "cache")
+    assert sorted(r["id"] for r in res.rows) == ["mmlu_stem/dev/0", "mmlu_stem/test/0", "mmlu_stem/test/1"]
+    other = registry.load("mmlu_other", hub_mirror=tmp_path, cache_dir=tmp_path / "cache")
+    assert [r["id"] for r in other.rows] == ["mmlu_other/test/7"]
+
+
+BRACKETED = "[Co(NH3)6]3+ and [Na+]"
+# one minimal record per converter, with BRACKETED in a question and an option: only HellaSwag (WikiHow
+# markup) may drop brackets, every other benchmark's brackets are content
+BRACKET_RECORDS = {
+    "gsm8k": (math_word.gsm8k, {"question": f"q {BRACKETED}?", "answer": "x\n#### 3"}),
+    "multiarith": (math_word.multiarith, {"question": f"q {BRACKETED}?", "final_ans": "3"}),
+    "svamp": (math_word.svamp, {"Body": f"b {BRACKETED}.", "Question": "q?", "Answer": 3.0}),
+    "aqua_rat": (math_word.aqua_rat, {"question": f"q {BRACKETED}?", "options": [f"A){BRACKETED}", "B)2"], "correct": "A"}),
+    "keyed_choices": (
+        multiple_choice.keyed_choices,
+        {"question": f"q {BRACKETED}?", "choices": {"text": [BRACKETED, "y"], "label": ["A", "B"]}, "answerKey": "A"},
+    ),
+    "gpqa": (
+        multiple_choice.gpqa,
+        {"Question": f"q {BRACKETED}?", "Correct Answer": BRACKETED, "Incorrect Answer 1": "w1",
+         "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3"},
+    ),
+    "truthfulqa": (
+        multiple_choice.truthfulqa_mc1,
+        {"question": f"q {BRACKETED}?", "mc1_targets": {"choices": [BRACKETED, "y"], "labels": [1, 0]}},
+    ),
+    "medqa": (
+        medical.medqa,
+        {"question": f"q {BRACKETED}?", "options": {"A": BRACKETED, "B": "y", "C": "z", "D": "w"}, "answer_idx": "A"},
+    ),
+    "medmcqa": (
+        medical.medmcqa,
+        {"question": f"q {BRACKETED}?", "opa": BRACKETED, "opb": "b", "opc": "c", "opd": "d", "cop": 0},
+    ),
+    "medexpqa": (
+        medical.medexpqa,
+        {"full_question": f"q {BRACKETED}?", "options": {"1": BRACKETED, "2": "b", "5": None}, "correct_option": 1},
+    ),
+    "mmlu": (mmlu.mmlu, {"question": f"q {BRACKETED}?", "choices": [BRACKETED, "b", "c", "d"], "answer": 0}),
+    "winogrande": (
+        commonsense.winogrande,
+        {"sentence": f"{BRACKETED} _ fits.", "option1": BRACKETED, "option2": "b", "answer": "1"},
+    ),
+    "piqa": (commonsense.piqa, {"goal": f"g {BRACKETED}", "sol1": BRACKETED, "sol2": "b", "label": 0}),
+    "boolq": (commonsense.boolq, {"question": "is it", "passage": f"p {BRACKETED}.", "answer": True}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BRACKET_RECORDS))
+def test_brackets_survive_every_loader_but_hellaswag(name: str) -> None:
+    fn, rec = BRACKET_RECORDS[name]
+    conv = fn(rec, "x/train/0")
+    assert conv.question.count(BRACKETED) >= 1
+    if conv.choices:
+        assert BRACKETED in conv.choices
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), "", "  "])
+def test_missing_values_are_rejects_never_text(missing: object) -> None:
+    nan_option = {"question": "q", "opa": "a", "opb": missing, "opc": "c", "opd": "d", "cop": 0}
+    assert reject_reason(medical.medmcqa, nan_option) == "empty_choice"
+    assert reject_reason(math_word.gsm8k, {"question": missing, "answer": "#### 3"}) == "empty_field"
+    assert reject_reason(mmlu.mmlu, {"question": "q", "choices": list("abcd"), "answer": missing}) == "unlabeled"
+    assert reject_reason(medical.medmcqa, {**nan_option, "opb": "b", "cop": missing}) == "unlabeled"
+    gpqa = {"Question": "q", "Correct Answer": "r", "Incorrect Answer 1": "a", "Incorrect Answer 2": missing,
+            "Incorrect Answer 3": "c"}
+    assert reject_reason(multiple_choice.gpqa, gpqa) == "empty_field"
+    # MedExpQA drops a missing 5th option (4-option exams) instead of rendering it
+    conv = medical.medexpqa({"full_question": "q", "options": {"1": "a", "2": "b", "5": missing}, "correct_option": 2}, "x")
+    assert conv.choices == ["a", "b"] and conv.answer == "B"
 
 
 def reject_reason(fn, rec: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from compress_distill.benchmarks import mmlu
 from compress_distill.benchmarks.common import BenchmarkError
-from compress_distill.benchmarks.registry import SPECS, get_spec
+from compress_distill.benchmarks.registry import PINS, SPECS, get_spec
 from compress_distill.config import DATASET_IDS
 from compress_distill.schema import ANSWER_TYPES
 
@@ -29,10 +31,24 @@ def test_hub_specs_are_complete(spec) -> None:  # type: ignore[no-untyped-def]
     assert spec.convert is not None and spec.columns and spec.revision
     assert spec.train_splits or spec.eval_splits
     assert not set(spec.train_splits) & set(spec.eval_splits)
-    # a data_files pattern is only needed where datasets cannot see config names (the converted branch)
-    assert (spec.data_files is not None) == (spec.revision == "refs/convert/parquet")
+    # a data_files pattern is needed where datasets cannot see config names (the converted branch) and for
+    # MMLU, whose `all` config would otherwise also build auxiliary_train
+    needs_files = spec.revision == "refs/convert/parquet" or spec.hub_id == "cais/mmlu"
+    assert (spec.data_files is not None) == needs_files
     if spec.data_files:
         assert "{split}" in spec.data_files and spec.config in spec.data_files
+    # the pin belongs to the branch the spec reads
+    assert PINS[spec.hub_id].branch == spec.revision
+    assert spec.gated == (spec.hub_id == "Idavidrein/gpqa")
+
+
+def test_every_source_has_a_pin_entry_and_shas_are_full() -> None:
+    assert set(PINS) == {s.hub_id for s in SPECS.values() if s.hub_id}
+    for hub_id, pin in PINS.items():
+        assert pin.sha is None or re.fullmatch(r"[0-9a-f]{40}", pin.sha), hub_id
+        assert pin.how, hub_id
+        # nothing has been checked against the Hub from here yet: a pin turns verified only after a check
+        assert not pin.verified, hub_id
 
 
 def test_splits_follow_table_1() -> None:

@@ -8,6 +8,7 @@ a reason; the prepare stage counts it instead of failing the run or dropping it 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -52,13 +53,23 @@ Converter = Callable[[Mapping[str, Any], str], Converted]
 
 
 @dataclass(frozen=True)
+class Pin:
+    """The commit a Hub repo is read at unless ``prepare.revisions`` overrides it."""
+
+    branch: str  # the branch the sha was taken from; what --check-sources compares against
+    sha: str | None  # None: not pinned yet; prepare reads the branch head and records its sha
+    verified: bool  # True once someone checked the sha against the Hub (dataset_info, the commit page)
+    how: str  # where the sha comes from
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Where a benchmark lives on the Hub and how it maps onto the questions table."""
 
     id: str
     hub_id: str | None  # None: generated locally (the demo)
     config: str | None  # load_dataset(name=...); None for repos without YAML configs
-    revision: str  # branch, tag or commit; "refs/convert/parquet" for script-based repos
+    revision: str  # the branch: "main", or "refs/convert/parquet" for script repos (pins: registry.PINS)
     train_splits: tuple[str, ...]  # Hub splits feeding questions/train (traces are generated on these)
     eval_splits: tuple[str, ...]  # Hub splits feeding questions/eval (students are scored on these)
     domain: str  # subject domain (selects a compressor domain prompt)
@@ -73,6 +84,8 @@ class DatasetSpec:
     data_files: str | None = None
     # MMLU: keep only these values of the `subject` column
     subjects: tuple[str, ...] = ()
+    # the Hub repo needs accepted terms and a token (prepare checks access before downloading anything)
+    gated: bool = False
     note: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -82,10 +95,19 @@ class DatasetSpec:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+def is_missing(value: Any) -> bool:
+    """None, a float NaN (pandas-read CSV/JSON cells) or blank text: never rendered as 'nan' or ''."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
+
+
 def text(rec: Mapping[str, Any], key: str) -> str:
-    """A required text field, stripped; empty or null is a reject, not a question with no text."""
+    """A required text field, stripped; empty, null or NaN is a reject, not a question with no text."""
     value = rec.get(key)
-    if value is None or not str(value).strip():
+    if is_missing(value):
         raise RowReject("empty_field", f"{key} is empty")
     return str(value).strip()
 
@@ -100,7 +122,7 @@ def render_choices(stem: str, choices: Sequence[str]) -> str:
 
 def multiple_choice(stem: str, choices: Sequence[Any], gold_index: int) -> Converted:
     """Render lettered options and the gold letter; empty options and bad indices are rejects."""
-    opts = [str(c).strip() if c is not None else "" for c in choices]
+    opts = ["" if is_missing(c) else str(c).strip() for c in choices]
     if len(opts) < 2:
         raise RowReject("too_few_choices", f"{len(opts)} option(s)")
     if any(not o for o in opts):
@@ -120,7 +142,7 @@ def letter_index(letter: Any, n: int) -> int:
     return LETTERS.index(key)
 
 
-def shuffled(options: Sequence[str], gold_index: int, row_id: str) -> tuple[list[str], int]:
+def shuffled(options: Sequence[Any], gold_index: int, row_id: str) -> tuple[list[Any], int]:
     """Shuffle options with a per-row seed so the gold position leaks nothing and never changes between runs.
 
     Seeding by row id (not one sequential RNG as lm-eval's GPQA does) keeps each question's order independent
@@ -160,13 +182,3 @@ def yes_no(value: Any) -> str:
     if low in ("false", "no", "0"):
         return "no"
     raise RowReject("bad_answer", f"not a boolean: {value!r}")
-
-
-_BRACKETS = re.compile(r"\[.*?\]")
-
-
-def clean_wikihow(s: str) -> str:
-    """lm-eval's HellaSwag/GPQA preprocess: ' [title]' -> '. ', drop [..] artifacts, collapse spaces."""
-    s = s.strip().replace(" [title]", ". ")
-    s = _BRACKETS.sub("", s)
-    return s.replace("  ", " ")

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from compress_distill.benchmarks.common import (
-    Converted,
-    RowReject,
-    clean_wikihow,
-    multiple_choice,
-    text,
-    yes_no,
-)
+from compress_distill.benchmarks.common import Converted, RowReject, is_missing, multiple_choice, text, yes_no
+
+_BRACKETS = re.compile(r"\[.*?\]")
+
+
+def clean_wikihow(s: str) -> str:
+    """lm-eval's HellaSwag preprocess: ' [title]' -> '. ', drop the [header]/[step] markup of the WikiHow
+    contexts, collapse double spaces.  HellaSwag only: elsewhere brackets are content ([Co(NH3)6]3+)."""
+    s = s.strip().replace(" [title]", ". ")
+    s = _BRACKETS.sub("", s)
+    return s.replace("  ", " ")
 
 
 def _int_label(value: Any, mapping: Mapping[str, int] | None = None) -> int:
     """Labels: '0'..'3' strings (HellaSwag), '1'/'2' (WinoGrande) or ints (PIQA); '' or -1 is unlabeled."""
-    if value is None or str(value).strip() in ("", "-1"):
+    if is_missing(value) or str(value).strip() == "-1":
         raise RowReject("unlabeled", "no label")
     key = str(value).strip()
     if mapping is not None:
@@ -34,7 +38,7 @@ def hellaswag(rec: Mapping[str, Any], row_id: str) -> Converted:
     """lm-eval's preprocessing: ``activity_label: ctx_a ctx_b.capitalize()``, WikiHow artifacts removed."""
     ctx_b = str(rec.get("ctx_b") or "")
     context = clean_wikihow(f"{text(rec, 'activity_label')}: {text(rec, 'ctx_a')} {ctx_b.capitalize()}")
-    endings = [clean_wikihow(str(e)) for e in rec.get("endings") or []]
+    endings = ["" if is_missing(e) else clean_wikihow(str(e)) for e in rec.get("endings") or []]
     stem = f"Which ending is the most plausible continuation of the text?\n\n{context}"
     return multiple_choice(stem, endings, _int_label(rec.get("label")))
 
@@ -60,6 +64,6 @@ def boolq(rec: Mapping[str, Any], row_id: str) -> Converted:
     question = text(rec, "question").rstrip("?").strip()
     question = question[:1].upper() + question[1:] + "?"
     rendered = f"{text(rec, 'passage')}\n\nQuestion: {question} Answer yes or no."
-    if rec.get("answer") is None:
+    if is_missing(rec.get("answer")):
         raise RowReject("unlabeled", "answer is null")
     return Converted(rendered, [], yes_no(rec.get("answer")))

@@ -38,27 +38,36 @@ def repo_path(spec: DatasetSpec, hub_mirror: str | Path | None) -> str:
 
 
 def load_split(
-    spec: DatasetSpec, split: str, hub_mirror: str | Path | None = None, cache_dir: str | Path | None = None
+    spec: DatasetSpec,
+    split: str,
+    hub_mirror: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
 ) -> datasets.Dataset:
-    """One Hub split, reduced to the columns the converter reads; a missing column is a BenchmarkError."""
+    """One Hub split, reduced to the columns the converter reads; a missing column is a BenchmarkError.
+
+    ``revision`` is the commit prepare's pre-flight resolved (``sources.resolve``); None reads the branch.
+    """
     from datasets import load_dataset
 
     path = repo_path(spec, hub_mirror)
-    kwargs: dict[str, Any] = {"split": split, "revision": spec.revision}
+    revision = revision or spec.revision
+    kwargs: dict[str, Any] = {"split": split, "revision": revision}
     if spec.data_files:
         kwargs["data_files"] = {s: spec.data_files.format(split=s) for s in spec.splits}
     else:
         kwargs["name"] = spec.config
     if cache_dir is not None:
         kwargs["cache_dir"] = str(cache_dir)
-    where = f"{path} (config {spec.config}, revision {spec.revision}, split {split})"
+    where = f"{path} (config {spec.config}, revision {revision}, split {split})"
     try:
         ds = load_dataset(path, **kwargs)
     except Exception as err:
         # Re-raised with what to check; the original stays chained for the traceback.
         hint = (
-            "it is gated: accept its terms on the Hub and export HF_TOKEN"
-            if spec.id == "gpqa_diamond"
+            "it is gated: request access at https://huggingface.co/datasets/"
+            f"{spec.hub_id} and export HF_TOKEN or run `hf auth login`"
+            if spec.gated
             else "check network access, the Hub id/revision in benchmarks/registry.py, or prepare.hub_mirror"
         )
         raise BenchmarkError(f"dataset {spec.id!r}: cannot load {where}: {err} -- {hint}") from err
@@ -73,6 +82,13 @@ def load_split(
 
 
 def iter_records(ds: datasets.Dataset) -> Iterator[dict[str, Any]]:
-    """Rows as plain dicts, converted from Arrow one batch at a time."""
-    for batch in ds.with_format("arrow").iter(batch_size=BATCH_ROWS):
-        yield from batch.to_pylist()
+    """Rows as plain dicts, one batch at a time, decoded by the dataset's features.
+
+    Decoding matters: a column datasets types ``Json`` (a NaN among MedExpQA's options does that) holds JSON
+    text in Arrow, so raw Arrow rows would hand the loaders ``'"e"'`` for the option ``e``.
+    """
+    for batch in ds.iter(batch_size=BATCH_ROWS):
+        columns = list(batch)
+        n = len(batch[columns[0]]) if columns else 0
+        for i in range(n):
+            yield {c: batch[c][i] for c in columns}

@@ -10,6 +10,7 @@ from compress_distill.benchmarks.common import (
     Converted,
     RowReject,
     canonical_number,
+    is_missing,
     letter_index,
     multiple_choice,
     text,
@@ -43,8 +44,9 @@ def aqua_rat(rec: Mapping[str, Any], row_id: str) -> Converted:
     options = rec.get("options") or []
     stripped = []
     for i, opt in enumerate(options):
-        m = _OPTION_PREFIX.match(str(opt))
+        raw = "" if is_missing(opt) else str(opt)  # multiple_choice rejects the empty option
+        m = _OPTION_PREFIX.match(raw)
         if m and m.group(1).upper() != "ABCDE"[i]:
             raise RowReject("bad_choices", f"option {i} is labelled {m.group(1)!r}")
-        stripped.append(str(opt)[m.end() :] if m else str(opt))
+        stripped.append(raw[m.end() :] if m else raw)
     return multiple_choice(text(rec, "question"), stripped, letter_index(rec.get("correct"), len(stripped)))

@@ -1,7 +1,9 @@
 """MMLU (``cais/mmlu``): the in-distribution STEM and Medical subject groups and three OOD-Knowledge groups.
 
-All five groups are read from the ``all`` config (one file per split, with a ``subject`` column) and filtered
-by subject, so a full prepare downloads three small files instead of 57 subject configs.
+All five groups are read from the ``all`` config's files (one per split, with a ``subject`` column) and
+filtered by subject, so a full prepare downloads two small files (dev, test) instead of 57 subject configs.
+The files are named through ``data_files``: ``load_dataset(..., "all", split="dev")`` would also download
+and convert ``auxiliary_train`` (~100k rows, ~161 MB) because a builder prepares every split of its config.
 
 Subject lists.  The paper gives only sizes (Table 1): MMLU-STEM "9 subjects", dev 45 / test 1,274, and
 MMLU-Medical "7 subjects", dev 35 / test 1,417.
@@ -21,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from compress_distill.benchmarks.common import Converted, RowReject, letter_index, multiple_choice, text
+from compress_distill.benchmarks.common import (
+    Converted,
+    RowReject,
+    is_missing,
+    letter_index,
+    multiple_choice,
+    text,
+)
 
 STEM: tuple[str, ...] = (
     "abstract_algebra",  # test 100
@@ -86,7 +95,7 @@ OTHER: tuple[str, ...] = (
 def mmlu(rec: Mapping[str, Any], row_id: str) -> Converted:
     """``choices`` (4 strings) and ``answer`` an int 0..3 (ClassLabel A..D)."""
     answer = rec.get("answer")
-    if answer is None:
+    if is_missing(answer):
         raise RowReject("unlabeled", "answer is null")
     if isinstance(answer, str):  # a copy stored as letters instead of the ClassLabel int
         answer = letter_index(answer, 4)

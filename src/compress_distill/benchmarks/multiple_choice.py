@@ -5,14 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from compress_distill.benchmarks.common import (
-    Converted,
-    RowReject,
-    clean_wikihow,
-    multiple_choice,
-    shuffled,
-    text,
-)
+from compress_distill.benchmarks.common import Converted, RowReject, multiple_choice, shuffled, text
 
 
 def keyed_choices(rec: Mapping[str, Any], row_id: str) -> Converted:
@@ -35,13 +28,14 @@ def keyed_choices(rec: Mapping[str, Any], row_id: str) -> Converted:
 
 
 def gpqa(rec: Mapping[str, Any], row_id: str) -> Converted:
-    """The gold is the *text* in ``Correct Answer``; it is shuffled among the three incorrect answers.
+    r"""The gold is the *text* in ``Correct Answer``; it is shuffled among the three incorrect answers.
 
-    lm-eval's preprocess is applied to every option (strip, ' [title]' -> '. ', collapse double spaces);
-    the shuffle is seeded per row (``common.shuffled``) so the letter never moves between runs.
+    Options are only stripped (answers carry trailing newlines).  lm-eval's GPQA utils reuse HellaSwag's
+    WikiHow preprocess, whose ``\[.*?\]`` deletion turns ``[Co(NH3)6]3+`` into ``3+``; GPQA has no WikiHow
+    markup, so brackets stay.  The shuffle is seeded per row (``common.shuffled``) so the letter never moves.
     """
     options = [
-        clean_wikihow(text(rec, k))
+        text(rec, k)
         for k in ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3", "Correct Answer")
     ]
     opts, gold = shuffled(options, 3, row_id)
@@ -54,5 +48,5 @@ def truthfulqa_mc1(rec: Mapping[str, Any], row_id: str) -> Converted:
     choices, labels = list(targets.get("choices") or []), list(targets.get("labels") or [])
     if len(choices) != len(labels) or labels.count(1) != 1:
         raise RowReject("bad_answer", f"mc1 labels {labels} need exactly one 1 per choice")
-    opts, gold = shuffled([str(c) for c in choices], labels.index(1), row_id)
+    opts, gold = shuffled(choices, labels.index(1), row_id)  # missing texts: multiple_choice rejects them
     return multiple_choice(text(rec, "question"), opts, gold)

@@ -6,10 +6,10 @@ and test together make the paper's 1,000); the OOD sets are eval only; Commonsen
 validation because their test labels are hidden; the MMLU groups train on ``dev`` (5 per subject) and
 evaluate on ``test``.  Hub layouts and quirks: /work/shared/hub-datasets.md (summarised per loader).
 
-Revisions: ``main`` where the repo's main branch holds data files (parquet/json/csv) that datasets>=4 reads;
+Branches: ``main`` where the repo's main branch holds data files (parquet/json/csv) that datasets>=4 reads;
 ``refs/convert/parquet`` for repos whose main branch still ships a loading script, or whose main layout is
-unconfirmed while the converted branch's is (AQUA-RAT, HellaSwag, WinoGrande).  Pin a commit sha here to
-freeze a source.
+unconfirmed while the converted branch's is (AQUA-RAT, HellaSwag, WinoGrande).  ``PINS`` freezes each repo at
+a commit of that branch (``prepare.revisions`` overrides it per repo; ``benchmarks/sources.py`` resolves it).
 
 Ids are ``dataset/<hub split>/<row index in that split>``: stable across runs, sampling and filtering.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from compress_distill.benchmarks import commonsense, demo, math_word, medical, mmlu, multiple_choice
-from compress_distill.benchmarks.common import BenchmarkError, DatasetSpec, RowReject
+from compress_distill.benchmarks.common import BenchmarkError, DatasetSpec, Pin, RowReject
 from compress_distill.config import DATASET_IDS
 
 # fmt: off  (one compact block per dataset reads better than the formatter's one-argument-per-line)
@@ -30,6 +30,8 @@ _MMLU = {
     "hub_id": "cais/mmlu",
     "config": "all",
     "revision": "main",
+    # only the dev/test files: the `all` config would also build auxiliary_train (~100k rows, ~161 MB)
+    "data_files": "all/{split}-*.parquet",
     "answer_type": "letter",
     "columns": ("question", "subject", "choices", "answer"),
     "convert": mmlu.mmlu,
@@ -140,6 +142,7 @@ SPECS: dict[str, DatasetSpec] = {
                 "Incorrect Answer 3",
             ),
             convert=multiple_choice.gpqa,
+            gated=True,
             note="gated (accept the terms, export HF_TOKEN); trace generation only; options shuffled per row",
         ),
         DatasetSpec(
@@ -337,6 +340,39 @@ if set(SPECS) != set(DATASET_IDS):  # pragma: no cover - guarded by a test; fail
     raise RuntimeError(f"registry and config.DATASET_IDS differ: {sorted(set(SPECS) ^ set(DATASET_IDS))}")
 
 
+# Commit pins per Hub repo.  None of these has been checked against the Hub from this project yet (no network
+# where the registry was written): each is the sha public code or a dataset note pins for the same repo and
+# branch, marked verified=False until `compress-distill prepare --check-sources` (or the repo's commit page)
+# confirms it.  sha=None: no public pin found; prepare reads the branch head and records the sha it read.
+_NOTE = "Hub API sha of main on 2026-08-11/12, quoted in public dataset notes ('main at the check date')"
+_CONVERTED = "refs/convert/parquet"
+# fmt: off  (one line per repo: a table to read and diff, not to reflow)
+PINS: dict[str, Pin] = {
+    "openai/gsm8k": Pin("main", "740312add88f781978c0658806c59bc2815b9866", False, _NOTE),
+    "ChilleD/MultiArith": Pin("main", None, False, "no public pin found"),
+    "ChilleD/SVAMP": Pin("main", "5e0bf1e5e7c0e9c4bc39180d224f41f3f801b7ef", False, _NOTE),
+    "deepmind/aqua_rat": Pin(_CONVERTED, None, False, "no public pin of the converted branch found"),
+    "allenai/ai2_arc": Pin("main", "210d026faf9955653af8916fad021475a3f00453", False, "public ARC loaders"),
+    "Idavidrein/gpqa": Pin("main", None, False, "gated; no public pin found"),
+    "tau/commonsense_qa": Pin("main", "94630fe30dad47192a8546eb75f094926d47e155", False, "parquet commit"),
+    "GBaker/MedQA-USMLE-4-options": Pin("main", "0fb93dd23a7339b6dcd27e241cb9b5eca62d4d18", False, _NOTE),
+    "openlifescienceai/medmcqa": Pin("main", "91c6572c454088bf71b679ad90aa8dffcd0d5868", False, _NOTE),
+    "HiTZ/MedExpQA": Pin("main", None, False, "no public pin found"),
+    "cais/mmlu": Pin("main", "c30699e8356da336a370243923dbaf21066bb9fe", False, _NOTE),
+    # upstream data source blocked since 2026-09: the converted branch is the only copy; freeze it in a mirror
+    "Rowan/hellaswag": Pin(_CONVERTED, None, False, "no public pin of the converted branch found"),
+    "allenai/winogrande": Pin(_CONVERTED, None, False, "no public pin of the converted branch found"),
+    # one-person parquet mirror lm-eval switched to (ybisk/piqa is a loading script datasets>=4 refuses)
+    "baber/piqa": Pin("main", None, False, "no public pin found"),
+    "google/boolq": Pin("main", "8ab2d3e9ff5449d3957950129cea176fe214d884", False, "parquet commit"),
+    "truthfulqa/truthful_qa": Pin("main", "741b8276f2d1982aa3d5b832d3ee81ed3b896490", False, _NOTE),
+}
+# fmt: on
+
+if {s.hub_id for s in SPECS.values() if s.hub_id} != set(PINS):  # pragma: no cover - guarded by a test
+    raise RuntimeError("registry SPECS and PINS name different Hub repos")
+
+
 def get_spec(dataset_id: str) -> DatasetSpec:
     try:
         return SPECS[dataset_id]
@@ -365,9 +401,11 @@ def load(
     cache_dir: str | Path | None = None,
     demo_sizes: tuple[int, int] = (24, 12),
     seed: int = 0,
+    revision: str | None = None,
 ) -> LoadResult:
     """Load every split of ``dataset_id`` the registry uses and convert it to questions rows.
 
+    ``revision`` is the commit to read (prepare passes the one its pre-flight resolved; None: the branch).
     ``demo_sizes`` (n_train, n_eval) and ``seed`` only matter for the generated demo set.
     """
     spec = get_spec(dataset_id)
@@ -380,7 +418,7 @@ def load(
     wanted = set(spec.subjects)
     for hub_split in spec.splits:
         role = "train" if hub_split in spec.train_splits else "eval"
-        ds = load_split(spec, hub_split, hub_mirror, cache_dir)
+        ds = load_split(spec, hub_split, hub_mirror, cache_dir, revision)
         for index, rec in enumerate(iter_records(ds)):
             if wanted and rec.get("subject") not in wanted:
                 continue  # another MMLU group's subject: not a row of this dataset at all

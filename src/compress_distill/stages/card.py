@@ -10,6 +10,7 @@ variable names).
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,6 +92,19 @@ def provenance_params(params: Params, teacher: str) -> dict[str, Any]:
     if teacher in params.truncate:
         out["truncate"] = params.truncate[teacher].model_dump()
     return out
+
+
+def benchmark_sources(cwd: Path | None = None) -> str:
+    """The commit each benchmark repo was read at, from prepare's metrics (``sources``), as card lines."""
+    path = (cwd or Path.cwd()) / "metrics" / "prepare.json"
+    if not path.exists():
+        return "- benchmark sources: unknown (metrics/prepare.json not found at build time)\n"
+    recorded = json.loads(path.read_text(encoding="utf-8")).get("sources", {})
+    lines = [
+        f"  - `{hub_id}` @ `{s['sha']}` ({s['read_from']}, pin: {s['pin']}) -> {s['datasets']}\n"
+        for hub_id, s in recorded.items()
+    ]
+    return "- benchmark sources (Hub commit read by prepare):\n" + ("".join(lines) or "  - none (demo set)\n")
 
 
 def _prompt_files(params: Params) -> dict[str, str]:
@@ -234,7 +248,8 @@ def render_card(
         + f"- judge: `{params.judge.engine.model}`\n"
         f"- models seen in the rows: {', '.join(f'`{m}`' for m in models) or '–'}\n"
         f"- git commit: `{git_commit(cwd)}`\n"
-        f"- prompt hashes seen in the rows: {', '.join(f'`{h}`' for h in observed) or '–'}\n"
+        + benchmark_sources(cwd)
+        + f"- prompt hashes seen in the rows: {', '.join(f'`{h}`' for h in observed) or '–'}\n"
         "- prompt files:\n" + "\n".join("  " + p for p in prompts) + "\n\n"
         "Params that shaped this data:\n\n```yaml\n"
         + yaml.safe_dump(provenance_params(params, teacher), sort_keys=False, default_flow_style=False)

@@ -1,6 +1,9 @@
 """prepare: load the benchmarks of ``prepare.datasets`` into data/questions/{train,eval}.parquet.
 
-Order of operations, each step counted in metrics/prepare.json (rows_in = rows_out + rejects):
+Before any row is read, the pre-flight (``benchmarks.sources.resolve``) checks access to gated repos and
+turns every source's pin into the commit sha that is then read and recorded under ``sources`` in
+metrics/prepare.json.  Order of operations, each step counted in metrics/prepare.json
+(rows_in = rows_out + rejects):
 1. load and convert every split the registry uses (records that cannot become questions: per-reason rejects);
 2. drop exact-duplicate questions within train and within eval (the first occurrence is kept);
 3. cap eval at ``max_eval_per_dataset`` per dataset (seeded sample);
@@ -16,15 +19,18 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from compress_distill.config import ConfigError, Params, load_params
 from compress_distill.metrics import RowCounter, write_metrics
 from compress_distill.schema import QUESTIONS, REJECTS, write_rows
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 Row = dict[str, Any]
 
@@ -73,6 +79,10 @@ def drop_overlap(train: list[Row], eval_rows: list[Row]) -> tuple[list[Row], lis
     return kept, dropped
 
 
+def _revision(resolved: dict[str, Any], hub_id: str | None) -> str | None:
+    return resolved[hub_id].load_revision if hub_id in resolved else None
+
+
 def run(
     params: Params,
     out_dir: str | Path,
@@ -80,15 +90,19 @@ def run(
     *,
     cache_dir: str | Path | None = None,
     rejects_path: str | Path | None = None,
+    hub_api: Callable[[], HfApi] | None = None,
 ) -> dict[str, Any]:
     """Build the questions tables; returns the metrics written to ``metrics_path``.
 
     ``cache_dir`` is the datasets cache (default: ~/.cache/huggingface/datasets); ``rejects_path`` optionally
-    receives one row per rejected record (schema.REJECTS) for inspection.
+    receives one row per rejected record (schema.REJECTS) for inspection; ``hub_api`` makes the Hub client
+    of the pre-flight (default ``sources.hub_api``).
     """
-    from compress_distill.benchmarks import registry
+    from compress_distill.benchmarks import registry, sources
 
     cfg = params.prepare
+    # pre-flight: fails in one line (gated, missing, unreachable, pin mismatch) before anything is downloaded
+    resolved = sources.resolve(cfg.datasets, cfg.revisions, cfg.hub_mirror, hub_api or sources.hub_api)
     counter = RowCounter()
     rejected: list[Row] = []
     per_ds: dict[str, Counter[str]] = {}
@@ -100,6 +114,7 @@ def run(
             cache_dir=cache_dir,
             demo_sizes=(cfg.demo.n_train, cfg.demo.n_eval),
             seed=cfg.seed,
+            revision=_revision(resolved, registry.get_spec(dataset_id).hub_id),
         )
         counter.seen(res.rows_in)
         for reason, n in res.rejects.items():
@@ -151,6 +166,8 @@ def run(
             for d, c in per_ds.items()
         },
         "groups": {g: {k: c[k] for k in ("train", "eval")} for g, c in sorted(groups.items())},
+        # the commit each Hub repo was read at, for provenance (the dataset card quotes it)
+        "sources": {hub_id: src.as_metrics() for hub_id, src in resolved.items()},
     }
     write_metrics(metrics_path, metrics)
     return metrics
@@ -163,19 +180,38 @@ def main(
     ),
     metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/prepare.json"),
     rejects: Annotated[Path | None, typer.Option(help="optional Parquet of rejected records")] = None,
+    check_sources: Annotated[
+        bool,
+        typer.Option("--check-sources", help="compare each source's pin with its Hub branch head, then exit"),
+    ] = False,
+    mirror_commands: Annotated[
+        Path | None,
+        typer.Option(help="print the `hf download` commands that fill a mirror folder at the pins, then exit"),
+    ] = None,
 ) -> None:
     """Load the benchmark questions (Hub or mirror) into data/questions/{train,eval}.parquet."""
+    from compress_distill.benchmarks import sources
     from compress_distill.benchmarks.common import BenchmarkError
+    from compress_distill.stages.traces_common import StageError
 
     try:
         p = load_params(params)
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--params") from None
     try:
+        if check_sources:
+            for check in sources.check_pins(p.prepare.datasets, p.prepare.revisions):
+                typer.echo(check.line())
+            return
+        if mirror_commands is not None:
+            for line in sources.mirror_commands(p.prepare.datasets, p.prepare.revisions, mirror_commands):
+                typer.echo(line)
+            return
         m = run(p, out_dir, metrics, rejects_path=rejects)
-    except BenchmarkError as err:
+    except (BenchmarkError, StageError, ConfigError) as err:
+        # expected, user-fixable: one line, exit 2, no traceback
         typer.echo(f"prepare failed: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     typer.echo(
         f"prepare: {m['train']} train / {m['eval']} eval questions from {len(m['datasets'])} dataset(s); "
         f"rejects {m['rejects']}"
