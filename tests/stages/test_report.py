@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from compress_distill.config import load_params
+from compress_distill.evaluation import tables
 from compress_distill.evaluation.synthetic import write_grid
 from compress_distill.plan import expand
 from compress_distill.stages import report
@@ -200,3 +201,60 @@ def test_report_before_any_run(tmp_path: Path) -> None:
     ]
     assert rows_of(tmp_path / "reports/table9_inference_efficiency.md")[0][0] == "(no runs yet)"
     assert (tmp_path / "reports/index.html").exists()
+
+
+def _stage_metrics(root: Path, rel: str, data: dict) -> None:
+    path = root / "metrics" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rows_in": 1, "rows_out": 1, "rejects": {}, **data}))
+
+
+def test_cost_ledger_counts_engine_stages_and_only_planned_runs(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    write_grid(tmp_path, params, n_questions=20, n_traces=6)
+    # what generate/compress/judge really write: the engine's counters nested under "engine" (DESIGN §5)
+    _stage_metrics(tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 348.0, "llm_wall_clock_s": 1.0}})
+    _stage_metrics(tmp_path, "compress/smol-concise.json", {"engine": {"llm_gpu_hours": 66.5}})
+    _stage_metrics(tmp_path, "compress/smol-terse.json", {"engine": {"llm_gpu_hours": 9.2}})
+    _stage_metrics(tmp_path, "judge/smol-concise.json", {"engine": {"llm_gpu_hours": 2.0}})
+    # runs of an older plan: their metrics files are still on disk
+    _stage_metrics(tmp_path, "train/smol-old-full-raw.json", {"gpu_hours": 1000.0, "wall_clock_s": 5.0})
+    _stage_metrics(tmp_path, "eval/smol-old-full-raw.json", {"gpu_hours": 10.0})
+    _stage_metrics(tmp_path, "compress/smol-gone.json", {"engine": {"llm_gpu_hours": 500.0}})
+    s = report.run(
+        params,
+        tmp_path / "metrics",
+        tmp_path / "data/predictions",
+        tmp_path / "data/hub",
+        tmp_path / "reports",
+        tmp_path / "plots/report",
+        tmp_path / "metrics/summary.json",
+        tmp_path / "plots/train",
+    )
+    cost = s["cost"]
+    planned = expand(params)["runs"]
+    train = sum(json.loads((tmp_path / f"metrics/train/{r}.json").read_text())["gpu_hours"] for r in planned)
+    assert cost["gpu_hours"]["generate"] == pytest.approx(348.0)
+    assert cost["gpu_hours"]["compress"] == pytest.approx(66.5 + 9.2)
+    assert cost["gpu_hours"]["judge"] == pytest.approx(2.0)
+    assert cost["gpu_hours"]["train"] == pytest.approx(train)
+    assert cost["total_gpu_hours"] == pytest.approx(sum(cost["gpu_hours"].values()))
+    assert cost["ignored_metrics_files"] == 3
+    md = (tmp_path / "reports/table_cost.md").read_text()
+    for rel in ("train/smol-old-full-raw.json", "eval/smol-old-full-raw.json", "compress/smol-gone.json"):
+        assert rel in md
+
+
+def test_cost_ledger_reports_cpu_hours_of_cpu_runs(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    runs = list(expand(params)["runs"])
+    # a CPU-only demo: every stage holds no GPU, so its cost is wall-clock hours on the CPU machine
+    _stage_metrics(tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 0.0, "llm_wall_clock_s": 3600.0,
+                                                               "llm_load_s": 360.0}})
+    _stage_metrics(tmp_path, f"train/{runs[0]}.json", {"gpu_hours": 0.0, "wall_clock_s": 1800.0, "gpus": 0})
+    _stage_metrics(tmp_path, f"eval/{runs[0]}.json", {"gpu_hours": 0.0, "wall_clock_s": 720.0})
+    ledger = report.cost_ledger(params, tmp_path / "metrics", params.report, skip=set())
+    assert ledger["total_gpu_hours"] == 0.0
+    assert ledger["cpu_hours"] == pytest.approx({"generate": 1.1, "train": 0.5, "eval": 0.2})
+    assert ledger["total_cpu_hours"] == pytest.approx(1.8)
+    assert tables.cost_table(ledger).rows[-1] == ["total", "0.000", "1.800"]

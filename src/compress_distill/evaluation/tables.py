@@ -404,13 +404,16 @@ def compression_table(stats: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def cost_table(ledger: Mapping[str, Any]) -> Table:
-    rows = [[stage, fmt(h, ".3f")] for stage, h in ledger["gpu_hours"].items()]
-    rows.append(["total", fmt(ledger["total_gpu_hours"], ".3f")])
-    return Table(
-        "table_cost",
-        "Cost ledger",
-        ["Stage", "GPU-hours"],
-        rows,
+    """Cost ledger: GPU-hours and CPU-hours per stage of the current plan; ignored metrics files in the note."""
+    gpu, cpu = ledger["gpu_hours"], ledger.get("cpu_hours", {})
+    stages = sorted(set(gpu) | set(cpu))
+    rows = [[stage, fmt(gpu.get(stage, 0.0), ".3f"), fmt(cpu.get(stage, 0.0), ".3f")] for stage in stages]
+    rows.append(["total", fmt(ledger["total_gpu_hours"], ".3f"), fmt(ledger.get("total_cpu_hours", 0.0), ".3f")])
+    note = (
         f"Energy {ledger['energy_kwh']:.3f} kWh at {ledger['watts_per_gpu_hour']:g} W per GPU-hour; "
-        f"{ledger['co2_kg']:.3f} kg CO2eq at {ledger['g_co2_per_kwh']:g} g/kWh. CPU-only stages count 0 GPU-hours.",
+        f"{ledger['co2_kg']:.3f} kg CO2eq at {ledger['g_co2_per_kwh']:g} g/kWh. Stages of the current plan "
+        "only; CPU-hours are wall-clock hours of runs that held no GPU (machine-hours, not core-hours)."
     )
+    if ledger.get("not_in_plan"):
+        note += " Ignored, not in the current plan: " + ", ".join(ledger["not_in_plan"]) + "."
+    return Table("table_cost", "Cost ledger", ["Stage", "GPU-hours", "CPU-hours"], rows, note)

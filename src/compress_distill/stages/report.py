@@ -129,47 +129,104 @@ def compare_with_raw(runs: list[RunResult], predictions_dir: Path, cfg: ReportCo
         r.vs_raw = v
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def gpu_hours_of(metrics: dict[str, Any]) -> float | None:
-    """A stage's GPU-hours: its top-level ``gpu_hours``, else the sum of its ``*_gpu_hours`` keys.
+    """A stage's GPU-hours: its top-level ``gpu_hours``, else its engine's ``llm_gpu_hours``, else the sum of
+    its top-level ``*_gpu_hours`` keys.
 
-    Engine-driven stages report the engine's counters as ``llm_gpu_hours`` (``BackendStats.as_metrics``);
-    a stage that reports both counts once, through ``gpu_hours``.
+    generate, compress and judge nest the engine's counters under ``engine`` (``BackendStats.as_metrics``);
+    train and evaluate report ``gpu_hours`` at the top.  A stage that reports both counts once.
     """
-
-    def number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    if number(metrics.get("gpu_hours")):
+    if _number(metrics.get("gpu_hours")):
         return float(metrics["gpu_hours"])
-    parts = [float(v) for k, v in metrics.items() if k.endswith("_gpu_hours") and number(v)]
+    engine = metrics.get("engine")
+    if isinstance(engine, dict) and _number(engine.get("llm_gpu_hours")):
+        return float(engine["llm_gpu_hours"])
+    parts = [float(v) for k, v in metrics.items() if k.endswith("_gpu_hours") and _number(v)]
     return sum(parts) if parts else None
 
 
-def cost_ledger(metrics_dir: Path, cfg: ReportConfig, skip: set[Path]) -> dict[str, Any]:
-    """GPU-hours per stage from the top-level ``gpu_hours`` of every metrics file, energy and CO2.
+def wall_hours_of(metrics: dict[str, Any]) -> float | None:
+    """A stage's wall-clock hours: top-level ``wall_clock_s``, else its engine's generation + load seconds."""
+    if _number(metrics.get("wall_clock_s")):
+        return float(metrics["wall_clock_s"]) / 3600.0
+    engine = metrics.get("engine")
+    if isinstance(engine, dict):
+        secs = [float(engine[k]) for k in ("llm_wall_clock_s", "llm_load_s") if _number(engine.get(k))]
+        if secs:
+            return sum(secs) / 3600.0
+    return None
 
-    The stage is the first folder under ``metrics/`` (``train``, ``eval``, ``generate``...) or the file stem
-    for top-level files; ``metrics/bench`` and the report's own summary are not pipeline stages.
+
+# plan.yaml family -> the metrics folder(s) its instances write ``<key>.json`` into (dvc.yaml's `metrics:`)
+PLAN_METRICS: dict[str, tuple[str, ...]] = {
+    "generate": ("generate",),
+    "compress": ("compress",),
+    "judge": ("judge",),
+    "truncate": ("truncate",),
+    "answer_only": ("answer_only",),
+    "build": ("build",),
+    "publish": ("publish",),
+    "pull": ("pull",),
+    "runs": ("train", "eval"),
+}
+SINGLE_METRICS = ("prepare.json",)  # stages without a fan-out, always planned
+NOT_STAGES = ("bench",)  # metrics/bench holds benchmarks, not pipeline stages
+
+
+def planned_metrics(params: Params, metrics_dir: Path) -> dict[Path, str]:
+    """Every metrics file the current plan writes -> its stage (the folder name, or the file stem)."""
+    plan = expand(params)
+    out = {metrics_dir / name: Path(name).stem for name in SINGLE_METRICS}
+    for family, folders in PLAN_METRICS.items():
+        for key in plan.get(family, {}):
+            for folder in folders:
+                out[metrics_dir / folder / f"{key}.json"] = folder
+    return out
+
+
+def cost_ledger(params: Params, metrics_dir: Path, cfg: ReportConfig, skip: set[Path]) -> dict[str, Any]:
+    """GPU-hours per stage of the current plan, CPU-hours of its runs that held no GPU, energy and CO2.
+
+    Only the metrics files of ``plan.expand(params)`` count; any other JSON under ``metrics/`` (a run of an
+    older plan, a renamed compressor) is listed in ``not_in_plan`` and ignored.  A stage instance that held no
+    GPU (0 GPU-hours) on a measured wall-clock is a CPU run: its hours go to ``cpu_hours`` -- hours of the CPU
+    machine, not core-hours.  ``metrics/bench`` and the report's own summary (``skip``) are not stages.
     """
-    per_stage: dict[str, float] = {}
-    for path in sorted(metrics_dir.rglob("*.json")):
-        rel = path.relative_to(metrics_dir)
-        if path.resolve() in skip or rel.parts[0] == "bench":
+    planned = planned_metrics(params, metrics_dir)
+    gpu: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for path, stage in sorted(planned.items()):
+        metrics = _read_json(path)
+        if metrics is None:
             continue
-        hours = gpu_hours_of(_read_json(path) or {})
-        if hours is None:
-            continue
-        stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        per_stage[stage] = per_stage.get(stage, 0.0) + hours
-    total = sum(per_stage.values())
+        hours = gpu_hours_of(metrics)
+        if hours:
+            gpu[stage] = gpu.get(stage, 0.0) + hours
+        elif (wall := wall_hours_of(metrics)) is not None:
+            cpu[stage] = cpu.get(stage, 0.0) + wall
+    wanted = {p.resolve() for p in planned} | skip
+    ignored = [
+        path.relative_to(metrics_dir).as_posix()
+        for path in sorted(metrics_dir.rglob("*.json"))
+        if path.resolve() not in wanted and path.relative_to(metrics_dir).parts[0] not in NOT_STAGES
+    ]
+    total = sum(gpu.values())
     kwh = energy_kwh(total, cfg.watts_per_gpu_hour)
     return {
-        "gpu_hours": dict(sorted(per_stage.items())),
+        "gpu_hours": dict(sorted(gpu.items())),
         "total_gpu_hours": total,
+        "cpu_hours": dict(sorted(cpu.items())),
+        "total_cpu_hours": sum(cpu.values()),
         "energy_kwh": kwh,
         "co2_kg": co2_kg(kwh, cfg.g_co2_per_kwh),
         "watts_per_gpu_hour": cfg.watts_per_gpu_hour,
         "g_co2_per_kwh": cfg.g_co2_per_kwh,
+        "not_in_plan": ignored,
+        "ignored_metrics_files": len(ignored),
     }
 
 
@@ -211,7 +268,18 @@ def summarise(
             "mean_chars": s["mean_chars"],
             "mean_ratio": s["mean_ratio"],
         }
-    cost = {k: ledger[k] for k in ("gpu_hours", "total_gpu_hours", "energy_kwh", "co2_kg")}
+    cost = {
+        k: ledger[k]
+        for k in (
+            "gpu_hours",
+            "total_gpu_hours",
+            "cpu_hours",
+            "total_cpu_hours",
+            "energy_kwh",
+            "co2_kg",
+            "ignored_metrics_files",
+        )
+    }
     return {"runs": per_run, "judge": judge_out, "compression": comp_out, "cost": cost, **counter.as_dict()}
 
 
@@ -263,7 +331,7 @@ def run(
         else:
             counter.reject("missing_eval_metrics")
     compare_with_raw(runs, predictions_dir, cfg)
-    ledger = cost_ledger(metrics_dir, cfg, skip={summary_path.resolve()})
+    ledger = cost_ledger(params, metrics_dir, cfg, skip={summary_path.resolve()})
 
     hub = traces.discover(hub_dir, g.teachers)
     compression, ratios = traces.compression_stats(hub)
