@@ -66,35 +66,6 @@ def compressors_of(configs: Mapping[str, HubConfig]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- stats
-def compression_stats(
-    hub: Mapping[str, Mapping[str, HubConfig]],
-) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[float]]]:
-    """Table 2 rows and the per-trace ratios behind Figure 2, per (teacher, compressor)."""
-    rows: list[dict[str, Any]] = []
-    ratios: dict[tuple[str, str], list[float]] = {}
-    for teacher, configs in hub.items():
-        for comp in compressors_of(configs):
-            t = configs[f"compressed-{comp}"].read(["compression_ratio", "reasoning_chars"])
-            vals = [
-                v
-                for v in (t["compression_ratio"].to_pylist() if "compression_ratio" in t.column_names else [])
-                if v is not None
-            ]
-            chars = t["reasoning_chars"].to_pylist() if "reasoning_chars" in t.column_names else []
-            chars = [c for c in chars if c is not None]
-            ratios[(teacher, comp)] = vals
-            rows.append(
-                {
-                    "teacher": teacher,
-                    "compressor": comp,
-                    "n": t.num_rows,
-                    "mean_chars": sum(chars) / len(chars) if chars else None,
-                    "mean_ratio": sum(vals) / len(vals) if vals else None,
-                }
-            )
-    return rows, ratios
-
-
 def _judged(t: pa.Table) -> list[dict[str, Any]]:
     """Rows whose judge verdict parsed (parse_status ok, or no status column, and a verdict present)."""
     rows = t.to_pylist()
