@@ -258,3 +258,57 @@ def test_cost_ledger_reports_cpu_hours_of_cpu_runs(tmp_path: Path) -> None:
     assert ledger["cpu_hours"] == pytest.approx({"generate": 1.1, "train": 0.5, "eval": 0.2})
     assert ledger["total_cpu_hours"] == pytest.approx(1.8)
     assert tables.cost_table(ledger).rows[-1] == ["total", "0.000", "1.800"]
+
+
+def test_report_has_the_papers_missing_artefacts(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    write_grid(tmp_path, params, n_questions=60, n_traces=12)
+    _stage_metrics(tmp_path, "prepare.json", {"datasets": {"gsm8k": {"train": 24, "eval": 12}}})
+    _stage_metrics(
+        tmp_path,
+        "generate/smol.json",
+        {"datasets": {"gsm8k": {"mean_completion_tokens": 1689.0}}, "overall": {"mean_completion_tokens": 2015.4}},
+    )
+    s = report.run(
+        params,
+        tmp_path / "metrics",
+        tmp_path / "data/predictions",
+        tmp_path / "data/hub",
+        tmp_path / "reports",
+        tmp_path / "plots/report",
+        tmp_path / "metrics/summary.json",
+        tmp_path / "plots/train",
+    )
+    reports = tmp_path / "reports"
+    keys = [
+        "table1_datasets",
+        "table2_compression",
+        "table4_trace_generation",
+        "table5_compression_by_dataset",
+        "table11_compute",
+        "table_failure_modes",
+        "table_headline_ranges",
+        "table_domain_gaps",
+    ]
+    page = (reports / "index.html").read_text()
+    for key in keys:
+        assert (reports / f"{key}.md").exists() and (reports / f"{key}.csv").exists(), key
+        assert f'data-table="{key}"' in page, key
+    assert rows_of(reports / "table1_datasets.md") == [["math", "gsm8k", "numeric", "train", "test", "24", "12"]]
+    t4 = {(r[0], r[2]): r for r in rows_of(reports / "table4_trace_generation.md")}
+    assert t4[("smol", "gsm8k")][6] == "1,689" and t4[("smol", "")][6] == "2,015"
+    assert len(rows_of(reports / "table_domain_gaps.md")) == len(expand(params)["runs"]) - 1
+    # Table 2 and the summary carry the ratio of means of the hub's traces
+    hub = json.loads((tmp_path / "metrics/summary.json").read_text())["compression"]["smol"]["concise"]
+    assert s["compression"]["smol"]["concise"] == hub and hub["n"] == 12
+    assert rows_of(reports / "table2_compression.md")[0][4] == f"{hub['ratio_of_means']:.3f}"
+    assert set(s["headline"]) == {"compressed_length", "training_token_fraction", "training_speedup",
+                                  "output_shortening"}  # fmt: skip
+    # Figure 2: lengths, not ratios -- every raw and compressed trace counted once per (teacher, series)
+    with open(tmp_path / "plots/report/compressed_length_hist.csv") as fh:
+        hist = list(csv.DictReader(fh))
+    per_series: dict[str, int] = {}
+    for row in hist:
+        per_series[row["series"]] = per_series.get(row["series"], 0) + int(row["count"])
+    assert per_series == {"raw": 12, "concise": 12, "terse": 12}
+    assert "Figure 1 analogue" in page and "Figure 2 analogue: distribution of reasoning lengths" in page
