@@ -106,7 +106,8 @@ def test_failure_modes_on_built_hub(hub: Path) -> None:
 
 
 def test_judge_stats_skip_unparsed_and_unjudged(hub: Path) -> None:
-    stats = traces.judge_stats(traces.discover(hub, ["smol"])["smol"])
+    _, comp = aggregate.hub_frames(traces.discover(hub, ["smol"]))
+    stats = aggregate.judge_stats(comp)["smol"]
     assert set(stats) == {"concise"}  # terse was never judged: no judge table, no crash
     overall = stats["concise"][("Overall", "")]
     assert overall["n"] == 5  # the truncated judge output is excluded

@@ -44,6 +44,8 @@ _COMPRESSED_SCHEMA: dict[str, Any] = {
     "compressor": pl.String,
     "compression_ratio": pl.Float64,
     "judge_verdict": pl.String,
+    "judge_faithfulness": pl.Float64,
+    "judge_answer_alignment": pl.Boolean,
     "judge_parse_status": pl.String,
     "judge_failure_modes": pl.List(pl.String),
 }
@@ -150,6 +152,33 @@ def length_quantiles(lengths: pl.DataFrame, q: float = 0.9) -> pl.DataFrame:
     )
 
 
+def judged(comp: pl.DataFrame) -> pl.DataFrame:
+    """Compressed traces whose judge verdict parsed (status ``ok`` or no status, and a verdict present)."""
+    return comp.filter(
+        pl.col("judge_verdict").is_not_null() & pl.col("judge_parse_status").fill_null("ok").eq("ok")
+    )
+
+
+def judge_stats(comp: pl.DataFrame) -> dict[str, dict[str, dict[tuple[str, str], dict[str, Any]]]]:
+    """Table 10 cells: ``{teacher: {compressor: {(domain, dataset): summary}}}`` with an (Overall, "") total.
+
+    A summary is ``n`` (parsed verdicts), ``faithfulness`` (mean score), ``faithful`` (share of the verdict,
+    not the score) and ``aligned`` (share with positive answer_alignment); a compressor never judged is absent.
+    """
+    aggs = [
+        pl.len().alias("n"),
+        pl.col("judge_faithfulness").mean().alias("faithfulness"),
+        (pl.col("judge_verdict") == "faithful").mean().alias("faithful"),
+        pl.col("judge_answer_alignment").cast(pl.Float64).mean().alias("aligned"),
+    ]
+    rows = judged(comp).with_columns(pl.col("domain", "dataset").fill_null("?"))
+    out: dict[str, dict[str, dict[tuple[str, str], dict[str, Any]]]] = {}
+    for r in _with_totals(rows, ["teacher", "compressor"], aggs).to_dicts():
+        cell = {k: r[k] for k in ("n", "faithfulness", "faithful", "aligned")}
+        out.setdefault(r["teacher"], {}).setdefault(r["compressor"], {})[(r["domain"], r["dataset"])] = cell
+    return out
+
+
 def failure_modes(comp: pl.DataFrame) -> pl.DataFrame:
     """Failure-mode table (paper Appendix G.2) per (teacher, compressor).
 
@@ -157,11 +186,8 @@ def failure_modes(comp: pl.DataFrame) -> pl.DataFrame:
     ``faithful``; one column per mode of ``schema.FAILURE_MODES`` counts the traces the judge tagged with it
     (a mode listed twice in one verdict counts once).
     """
-    judged = comp.filter(
-        pl.col("judge_verdict").is_not_null() & pl.col("judge_parse_status").fill_null("ok").eq("ok")
-    )
     modes = pl.col("judge_failure_modes").fill_null([]).list.unique()
-    return judged.group_by(["teacher", "compressor"], maintain_order=True).agg(
+    return judged(comp).group_by(["teacher", "compressor"], maintain_order=True).agg(
         pl.len().alias("judged"),
         (pl.col("judge_verdict") != "faithful").sum().alias("not_faithful"),
         *(modes.list.contains(m).sum().alias(m) for m in FAILURE_MODES),

@@ -372,7 +372,7 @@ def run(
         for r in aggregate.length_quantiles(lengths_frame, 0.9).to_dicts()
     }
     ratios = _series(comp_traces.drop_nulls("compression_ratio"), "compressor", "compression_ratio")
-    judge = {t: s for t, configs in hub.items() if (s := traces.judge_stats(configs))}
+    judge = aggregate.judge_stats(comp_traces)
     pairs = traces.viewer_pairs(hub)
     curves = plotting.read_dvclive_curves(train_plots_dir, [r.run for r in runs])
     ranges = aggregate.headline_ranges(aggregate.runs_frame(runs), compression_frame)
