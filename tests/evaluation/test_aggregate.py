@@ -115,23 +115,45 @@ def test_headline_training_ranges_from_table6() -> None:
     for (t, s, m), (raw_tokens, sources) in TABLE6.items():
         for src, (tokens, speed) in sources.items():
             cell = f"{m}/{src}"  # one raw twin per source carries that source's printed speed-up
-            runs.append(RunResult(f"{t}-{s}-{cell}", t, s, cell, src,
-                                  train={"trainable_tokens": tokens * 1e6, "wall_clock_s": 3600.0}))
-            runs.append(RunResult(f"{t}-{s}-{cell}-raw", t, s, cell, "raw",
-                                  train={"trainable_tokens": raw_tokens * 1e6, "wall_clock_s": 3600.0 * speed}))
+            runs.append(
+                RunResult(
+                    f"{t}-{s}-{cell}",
+                    t,
+                    s,
+                    cell,
+                    src,
+                    train={"trainable_tokens": tokens * 1e6, "wall_clock_s": 3600.0},
+                )
+            )
+            runs.append(
+                RunResult(
+                    f"{t}-{s}-{cell}-raw",
+                    t,
+                    s,
+                    cell,
+                    "raw",
+                    train={"trainable_tokens": raw_tokens * 1e6, "wall_clock_s": 3600.0 * speed},
+                )
+            )
     r = aggregate.headline_ranges(aggregate.runs_frame(runs))
     frac, speed = r["training_token_fraction"], r["training_speedup"]
     # "compressed traces reduce training tokens to 12-30% of raw, speed up training by 2.0-7.6x"
     assert (round(frac["min"] * 100), round(frac["max"] * 100)) == (12, 30)
     assert (speed["min"], speed["max"]) == pytest.approx((2.0, 7.6))
-    assert frac["n"] == speed["n"] == 28  # compressed runs only: truncated (9.4x) and answer-only (28x) excluded
+    assert (
+        frac["n"] == speed["n"] == 28
+    )  # compressed runs only: truncated (9.4x) and answer-only (28x) excluded
 
 
 def test_headline_output_shortening_is_the_median_reasoning_ratio() -> None:
     runs = [
         RunResult("raw", "t", "s", "lora", "raw", eval={"overall": {"median_reasoning_tokens": 1900.0}}),
-        RunResult("c", "t", "s", "lora", "compressed-c", eval={"overall": {"median_reasoning_tokens": 100.0}}),
-        RunResult("d", "t", "s", "lora", "compressed-d", eval={"overall": {"median_reasoning_tokens": 633.3}}),
+        RunResult(
+            "c", "t", "s", "lora", "compressed-c", eval={"overall": {"median_reasoning_tokens": 100.0}}
+        ),
+        RunResult(
+            "d", "t", "s", "lora", "compressed-d", eval={"overall": {"median_reasoning_tokens": 633.3}}
+        ),
         RunResult("tr", "t", "s", "lora", "truncated", eval={"overall": {"median_reasoning_tokens": 1.0}}),
     ]
     r = aggregate.headline_ranges(aggregate.runs_frame(runs))["output_shortening"]
@@ -170,8 +192,14 @@ TABLE11 = [("raw", 4, 4.5), ("answer-only", 4, 0.3), ("truncated", 4, 0.6), ("l7
 
 def test_table11_gpu_hour_totals() -> None:
     runs = [
-        RunResult(f"r{i}", "t", "s", "m", src if src in ("raw", "answer-only", "truncated") else f"compressed-{src}",
-                  train={"gpu_hours": gpu_h, "gpus": gpus, "wall_clock_s": gpu_h / gpus * 3600})
+        RunResult(
+            f"r{i}",
+            "t",
+            "s",
+            "m",
+            src if src in ("raw", "answer-only", "truncated") else f"compressed-{src}",
+            train={"gpu_hours": gpu_h, "gpus": gpus, "wall_clock_s": gpu_h / gpus * 3600},
+        )
         for i, (src, gpus, gpu_h) in enumerate(TABLE11)
     ]
     totals = aggregate.compute_totals(aggregate.runs_frame(runs))
@@ -193,7 +221,9 @@ def test_hub_frames_join_raw_lengths_and_count_failure_modes(tmp_path: Path) -> 
     overall = table.filter(pl.col("domain") == aggregate.OVERALL)
     assert overall["compressor"].to_list() == list(params.compressors) and overall["n"].to_list() == [40, 40]
     per_pair = comp.filter(pl.col("compressor") == "concise")
-    assert overall["ratio_of_means"][0] == pytest.approx(per_pair["reasoning_chars"].sum() / per_pair["raw_chars"].sum())
+    assert overall["ratio_of_means"][0] == pytest.approx(
+        per_pair["reasoning_chars"].sum() / per_pair["raw_chars"].sum()
+    )
     modes = aggregate.failure_modes(comp)
     row = modes.filter(pl.col("compressor") == "concise").row(0, named=True)
     verdicts = per_pair["judge_verdict"].to_list()

@@ -20,7 +20,9 @@ def test_table7_prints_the_95_percent_half_width() -> None:
     older = {"accuracy": 0.596, "n": 1753, "stderr": se}  # a metrics file written before ci95 existed
     runs = [
         RunResult("a", "qwen", "q08", "lora", "raw", eval={"overall": with_ci, "groups": {"Math": with_ci}}),
-        RunResult("b", "qwen", "q08", "lora", "compressed-l70", eval={"overall": older, "groups": {"Math": older}}),
+        RunResult(
+            "b", "qwen", "q08", "lora", "compressed-l70", eval={"overall": older, "groups": {"Math": older}}
+        ),
     ]
     t = tables.group_accuracy_table(runs, ORDER)
     assert [row[4:] for row in t.rows] == [["0.596 ± 0.023"] * 2, ["0.596 ± 0.023"] * 2]

@@ -85,7 +85,7 @@ def test_discover_and_compression(hub: Path) -> None:
     found = traces.discover(hub, ["smol", "absent"])
     assert set(found) == {"smol"}
     assert {"raw", "compressed-concise", "compressed-terse"} <= set(found["smol"])
-    raw, comp = aggregate.hub_frames(found)
+    _, comp = aggregate.hub_frames(found)
     rows = aggregate.compression_by_dataset(comp).to_dicts()
     by = {r["compressor"]: r for r in rows if r["domain"] == aggregate.OVERALL}
     assert by["concise"]["n"] == 6 and by["concise"]["ratio_of_means"] == pytest.approx(0.1, abs=0.01)

@@ -106,7 +106,8 @@ def test_ratio_of_means_beside_mean_ratio(tmp_path: Path) -> None:
     assert m["overall"]["mean_ratio"] == pytest.approx(sum(r["compression_ratio"] for r in out) / len(out))
     demo = [r for r in out if r["dataset"] == "demo"]
     assert m["datasets"]["demo"]["ratio_of_means"] == pytest.approx(
-        sum(r["reasoning_chars"] for r in demo) / sum(r["reasoning_chars"] / r["compression_ratio"] for r in demo)
+        sum(r["reasoning_chars"] for r in demo)
+        / sum(r["reasoning_chars"] / r["compression_ratio"] for r in demo)
     )
 
 

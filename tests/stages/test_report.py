@@ -213,7 +213,9 @@ def test_cost_ledger_counts_engine_stages_and_only_planned_runs(tmp_path: Path) 
     params = load_params(REPO / "params.yaml")
     write_grid(tmp_path, params, n_questions=20, n_traces=6)
     # what generate/compress/judge really write: the engine's counters nested under "engine" (DESIGN §5)
-    _stage_metrics(tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 348.0, "llm_wall_clock_s": 1.0}})
+    _stage_metrics(
+        tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 348.0, "llm_wall_clock_s": 1.0}}
+    )
     _stage_metrics(tmp_path, "compress/smol-concise.json", {"engine": {"llm_gpu_hours": 66.5}})
     _stage_metrics(tmp_path, "compress/smol-terse.json", {"engine": {"llm_gpu_hours": 9.2}})
     _stage_metrics(tmp_path, "judge/smol-concise.json", {"engine": {"llm_gpu_hours": 2.0}})
@@ -249,8 +251,11 @@ def test_cost_ledger_reports_cpu_hours_of_cpu_runs(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     runs = list(expand(params)["runs"])
     # a CPU-only demo: every stage holds no GPU, so its cost is wall-clock hours on the CPU machine
-    _stage_metrics(tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 0.0, "llm_wall_clock_s": 3600.0,
-                                                               "llm_load_s": 360.0}})
+    _stage_metrics(
+        tmp_path,
+        "generate/smol.json",
+        {"engine": {"llm_gpu_hours": 0.0, "llm_wall_clock_s": 3600.0, "llm_load_s": 360.0}},
+    )
     _stage_metrics(tmp_path, f"train/{runs[0]}.json", {"gpu_hours": 0.0, "wall_clock_s": 1800.0, "gpus": 0})
     _stage_metrics(tmp_path, f"eval/{runs[0]}.json", {"gpu_hours": 0.0, "wall_clock_s": 720.0})
     ledger = report.cost_ledger(params, tmp_path / "metrics", params.report, skip=set())
@@ -267,7 +272,10 @@ def test_report_has_the_papers_missing_artefacts(tmp_path: Path) -> None:
     _stage_metrics(
         tmp_path,
         "generate/smol.json",
-        {"datasets": {"gsm8k": {"mean_completion_tokens": 1689.0}}, "overall": {"mean_completion_tokens": 2015.4}},
+        {
+            "datasets": {"gsm8k": {"mean_completion_tokens": 1689.0}},
+            "overall": {"mean_completion_tokens": 2015.4},
+        },
     )
     s = report.run(
         params,
@@ -294,7 +302,9 @@ def test_report_has_the_papers_missing_artefacts(tmp_path: Path) -> None:
     for key in keys:
         assert (reports / f"{key}.md").exists() and (reports / f"{key}.csv").exists(), key
         assert f'data-table="{key}"' in page, key
-    assert rows_of(reports / "table1_datasets.md") == [["math", "gsm8k", "numeric", "train", "test", "24", "12"]]
+    assert rows_of(reports / "table1_datasets.md") == [
+        ["math", "gsm8k", "numeric", "train", "test", "24", "12"]
+    ]
     t4 = {(r[0], r[2]): r for r in rows_of(reports / "table4_trace_generation.md")}
     assert t4[("smol", "gsm8k")][6] == "1,689" and t4[("smol", "")][6] == "2,015"
     assert len(rows_of(reports / "table_domain_gaps.md")) == len(expand(params)["runs"]) - 1

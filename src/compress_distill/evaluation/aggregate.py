@@ -79,7 +79,9 @@ def hub_frames(hub: Mapping[str, Mapping[str, HubConfig]]) -> tuple[pl.DataFrame
     ]
     raw = pl.concat(raws) if raws else pl.DataFrame(schema=_TRACE_SCHEMA)
     comp = pl.concat(comps) if comps else pl.DataFrame(schema=_COMPRESSED_SCHEMA)
-    lengths = raw.select("teacher", "id", pl.col("reasoning_chars").alias("raw_chars")).unique(["teacher", "id"])
+    lengths = raw.select("teacher", "id", pl.col("reasoning_chars").alias("raw_chars")).unique(
+        ["teacher", "id"]
+    )
     comp = comp.join(lengths, on=["teacher", "id"], how="left").with_columns(
         pl.col("raw_chars")
         .cast(pl.Float64)
@@ -96,14 +98,18 @@ def hub_frames(hub: Mapping[str, Mapping[str, HubConfig]]) -> tuple[pl.DataFrame
 def _with_totals(df: pl.DataFrame, keys: Sequence[str], aggs: Sequence[pl.Expr]) -> pl.DataFrame:
     """Per (keys, domain, dataset) rows, then one ``Overall`` row per ``keys`` (in first-seen key order)."""
     detail = df.group_by([*keys, "domain", "dataset"]).agg(aggs).sort([*keys, "domain", "dataset"])
-    total = df.group_by(keys, maintain_order=True).agg(aggs).with_columns(
-        pl.lit(OVERALL).alias("domain"), pl.lit("").alias("dataset")
+    total = (
+        df.group_by(keys, maintain_order=True)
+        .agg(aggs)
+        .with_columns(pl.lit(OVERALL).alias("domain"), pl.lit("").alias("dataset"))
     )
     order = df.select(keys).unique(maintain_order=True).with_row_index("_key")
     both = pl.concat([detail, total.select(detail.columns)]).with_columns(
         (pl.col("domain") == OVERALL).alias("_total")
     )
-    return both.join(order, on=list(keys)).sort(["_key", "_total"], maintain_order=True).drop("_key", "_total")
+    return (
+        both.join(order, on=list(keys)).sort(["_key", "_total"], maintain_order=True).drop("_key", "_total")
+    )
 
 
 def compression_by_dataset(comp: pl.DataFrame) -> pl.DataFrame:
@@ -140,7 +146,9 @@ def compressed_lengths(raw: pl.DataFrame, comp: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(
         [
             raw.select("teacher", pl.lit("raw").alias("series"), pl.col("reasoning_tokens").alias("tokens")),
-            comp.select("teacher", pl.col("compressor").alias("series"), pl.col("reasoning_tokens").alias("tokens")),
+            comp.select(
+                "teacher", pl.col("compressor").alias("series"), pl.col("reasoning_tokens").alias("tokens")
+            ),
         ]
     ).drop_nulls("tokens")
 
@@ -187,10 +195,14 @@ def failure_modes(comp: pl.DataFrame) -> pl.DataFrame:
     (a mode listed twice in one verdict counts once).
     """
     modes = pl.col("judge_failure_modes").fill_null([]).list.unique()
-    return judged(comp).group_by(["teacher", "compressor"], maintain_order=True).agg(
-        pl.len().alias("judged"),
-        (pl.col("judge_verdict") != "faithful").sum().alias("not_faithful"),
-        *(modes.list.contains(m).sum().alias(m) for m in FAILURE_MODES),
+    return (
+        judged(comp)
+        .group_by(["teacher", "compressor"], maintain_order=True)
+        .agg(
+            pl.len().alias("judged"),
+            (pl.col("judge_verdict") != "faithful").sum().alias("not_faithful"),
+            *(modes.list.contains(m).sum().alias(m) for m in FAILURE_MODES),
+        )
     )
 
 
@@ -246,7 +258,9 @@ def _range(values: pl.Series) -> dict[str, float | int | None]:
     return {"min": v.min() if len(v) else None, "max": v.max() if len(v) else None, "n": len(v)}
 
 
-def headline_ranges(frame: pl.DataFrame, compression: pl.DataFrame | None = None) -> dict[str, dict[str, Any]]:
+def headline_ranges(
+    frame: pl.DataFrame, compression: pl.DataFrame | None = None
+) -> dict[str, dict[str, Any]]:
     """The abstract's ranges over the compressed runs (see the module docstring); ``{name: {min, max, n}}``."""
     pairs = vs_raw(frame).filter(pl.col("source").str.starts_with(COMPRESSED_PREFIX))
 
@@ -283,7 +297,9 @@ def group_gaps(runs: Iterable[RunResult]) -> pl.DataFrame:
         for r in runs
         for g, b in ((r.eval or {}).get("groups") or {}).items()
     ]
-    schema = {k: pl.String for k in ("teacher", "student", "method", "source", "group")} | {"accuracy": pl.Float64}
+    schema = {k: pl.String for k in ("teacher", "student", "method", "source", "group")} | {
+        "accuracy": pl.Float64
+    }
     long = pl.DataFrame(rows, schema=schema).drop_nulls("accuracy")
     cell = ["teacher", "student", "method", "group"]
     raw = long.filter(pl.col("source") == "raw").drop("source")

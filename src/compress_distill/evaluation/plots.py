@@ -83,7 +83,12 @@ def lengths_by_dataset_rows(
 ) -> list[dict[str, Any]]:
     """Figure 1: mean reasoning chars per (teacher, dataset) of the raw traces and of each compressor."""
     rows = [
-        {"teacher": r["teacher"], "dataset": r["dataset"] or r["domain"], "series": "raw", "mean_chars": r["mean_chars"]}
+        {
+            "teacher": r["teacher"],
+            "dataset": r["dataset"] or r["domain"],
+            "series": "raw",
+            "mean_chars": r["mean_chars"],
+        }
         for r in generation
     ]
     rows += [
@@ -106,7 +111,9 @@ def length_label(i: int) -> str:
 
 
 def length_bin(tokens: float) -> int:
-    return next((i for i in range(len(LENGTH_EDGES) - 1) if tokens < LENGTH_EDGES[i + 1]), len(LENGTH_EDGES) - 1)
+    return next(
+        (i for i in range(len(LENGTH_EDGES) - 1) if tokens < LENGTH_EDGES[i + 1]), len(LENGTH_EDGES) - 1
+    )
 
 
 def length_hist_rows(lengths: Mapping[tuple[str, str], Sequence[float]]) -> list[dict[str, Any]]:
@@ -277,7 +284,9 @@ def _n_datasets(rows: Sequence[Mapping[str, Any]]) -> int:
     return max((len(v) for v in per.values()), default=1) * max(len({r["series"] for r in rows}), 1)
 
 
-def svg_length_hist(lengths: Mapping[tuple[str, str], Sequence[float]], p90: Mapping[tuple[str, str], float]) -> str:
+def svg_length_hist(
+    lengths: Mapping[tuple[str, str], Sequence[float]], p90: Mapping[tuple[str, str], float]
+) -> str:
     """Figure 2: distribution of reasoning lengths (tokens) of raw and compressed traces, with each p90."""
     if not lengths:
         return _placeholder("No trace datasets found under the hub directory.")
@@ -291,7 +300,9 @@ def svg_length_hist(lengths: Mapping[tuple[str, str], Sequence[float]], p90: Map
         total = sum(counts) or 1
         q = p90.get((teacher, series))
         label = f"{teacher} / {series} (n={total}" + (f", p90 {q:,.0f})" if q is not None else ")")
-        ax.step(xs, [c / total for c in counts], where="post", ls="--" if series == "raw" else "-", label=label)
+        ax.step(
+            xs, [c / total for c in counts], where="post", ls="--" if series == "raw" else "-", label=label
+        )
     ax.axvline(500, color="gray", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel(f"reasoning length (tokens, log); last bin: >= {LENGTH_EDGES[-1]:,}")

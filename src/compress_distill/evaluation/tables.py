@@ -484,7 +484,15 @@ def trace_generation_table(
     return Table(
         "table4_trace_generation",
         "Table 4 — Trace generation per dataset",
-        ["Teacher", "Domain", "Dataset", "Total", "Avg. reason (chars)", "Avg. reason (tok)", "Avg. total (tok)"],
+        [
+            "Teacher",
+            "Domain",
+            "Dataset",
+            "Total",
+            "Avg. reason (chars)",
+            "Avg. reason (tok)",
+            "Avg. total (tok)",
+        ],
         out,
         "Total = verified-correct traces kept; reasoning tokens in the teacher's tokenizer; Avg. total = mean "
         "completion tokens of the accepted attempt (from the generate metrics).",
@@ -548,7 +556,11 @@ def compute_table(runs: Sequence[RunResult], order: GridOrder) -> Table:
             ]
         )
     totals = aggregate.compute_totals(aggregate.runs_frame(done))
-    for label, key in (("main grid", "main_grid"), ("truncation ablation", "truncation_ablation"), ("all", "all")):
+    for label, key in (
+        ("main grid", "main_grid"),
+        ("truncation ablation", "truncation_ablation"),
+        ("all", "all"),
+    ):
         out.append(["total", label, "", "", "", "", fmt_hours(totals[key]), ""])
     return Table(
         "table11_compute",
@@ -570,7 +582,13 @@ def failure_mode_table(rows: Sequence[Mapping[str, Any]]) -> Table:
             return f"{count:,} ({count / judged * 100:.1f}%)" if judged else DASH
 
         out.append(
-            [r["teacher"], r["compressor"], f"{judged:,}", share(r["not_faithful"]), *(share(r[m]) for m in FAILURE_MODES)]
+            [
+                r["teacher"],
+                r["compressor"],
+                f"{judged:,}",
+                share(r["not_faithful"]),
+                *(share(r[m]) for m in FAILURE_MODES),
+            ]
         )
     return Table(
         "table_failure_modes",
@@ -651,7 +669,9 @@ def cost_table(ledger: Mapping[str, Any]) -> Table:
     gpu, cpu = ledger["gpu_hours"], ledger.get("cpu_hours", {})
     stages = sorted(set(gpu) | set(cpu))
     rows = [[stage, fmt(gpu.get(stage, 0.0), ".3f"), fmt(cpu.get(stage, 0.0), ".3f")] for stage in stages]
-    rows.append(["total", fmt(ledger["total_gpu_hours"], ".3f"), fmt(ledger.get("total_cpu_hours", 0.0), ".3f")])
+    rows.append(
+        ["total", fmt(ledger["total_gpu_hours"], ".3f"), fmt(ledger.get("total_cpu_hours", 0.0), ".3f")]
+    )
     note = (
         f"Energy {ledger['energy_kwh']:.3f} kWh at {ledger['watts_per_gpu_hour']:g} W per GPU-hour; "
         f"{ledger['co2_kg']:.3f} kg CO2eq at {ledger['g_co2_per_kwh']:g} g/kWh. Stages of the current plan "

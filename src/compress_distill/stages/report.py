@@ -31,9 +31,9 @@ import typer
 
 from compress_distill.benchmarks import registry
 from compress_distill.config import ConfigError, Params, ReportConfig, load_params
+from compress_distill.evaluation import aggregate, tables, traces
 from compress_distill.evaluation import html as html_report
 from compress_distill.evaluation import plots as plotting
-from compress_distill.evaluation import aggregate, tables, traces
 from compress_distill.evaluation.metrics import (
     co2_kg,
     efficiency_gain,
