@@ -254,8 +254,8 @@ def vs_raw(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _range(values: pl.Series) -> dict[str, float | int | None]:
-    v = values.drop_nulls().drop_nans()
-    return {"min": v.min() if len(v) else None, "max": v.max() if len(v) else None, "n": len(v)}
+    v = values.drop_nulls().drop_nans().cast(pl.Float64).to_list()
+    return {"min": min(v) if v else None, "max": max(v) if v else None, "n": len(v)}
 
 
 def headline_ranges(
