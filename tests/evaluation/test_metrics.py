@@ -66,16 +66,18 @@ def test_groups_and_datasets_blocks() -> None:
         "accuracy": pytest.approx(2 / 3),
         "n": 3,
         "stderr": pytest.approx(math.sqrt(2 / 9 / 3)),
+        "ci95": pytest.approx(1.96 * math.sqrt(2 / 9 / 3)),
     }
-    assert m["groups"]["Science"] == {"accuracy": 1.0, "n": 1, "stderr": 0.0}
+    assert m["groups"]["Science"] == {"accuracy": 1.0, "n": 1, "stderr": 0.0, "ci95": 0.0}
     assert m["datasets"]["gsm8k"]["accuracy"] == 0.5
     assert set(m["datasets"]) == {"gsm8k", "multiarith", "arc_challenge"}
     # blocks carry exactly the DESIGN §6 keys
-    assert set(m["groups"]["Math"]) == {"accuracy", "n", "stderr"}
+    assert set(m["groups"]["Math"]) == {"accuracy", "n", "stderr", "ci95"}
     assert set(m["overall"]) == {
         "accuracy",
         "n",
         "stderr",
+        "ci95",
         "mean_completion_tokens",
         "mean_completion_tokens_excl_truncated",
         "truncation_rate",
@@ -97,6 +99,29 @@ def test_paper_identity_table3_to_table9() -> None:
     assert efficiency_gain(4.8637, 0.4717) == pytest.approx(10.31, abs=0.01)
 
 
+# Paper Table 7 cells (accuracy, printed ±) with the group's eval size from Table 1: Math = GSM8k 1,319 +
+# MultiArith 180 + AQUA-RAT 254; Science = ARC-Challenge 1,172; Medicine = MedQA 1,273 + MedMCQA 4,183 +
+# MedExpQA 125; Commonsense = CommonsenseQA 1,221.
+TABLE7_CELLS = [
+    (0.596, 1753, 0.023),  # Qwen teacher, Qwen3.5-0.8B raw LoRA, Math
+    (0.725, 1172, 0.026),  # same run, Science
+    (0.405, 5581, 0.013),  # Medicine
+    (0.599, 1221, 0.027),  # Commonsense
+    (0.943, 1753, 0.011),  # Qwen3.5-9B raw LoRA, Math
+    (0.017, 1753, 0.006),  # Qwen3.5-0.8B answer-only Full, Math
+    (0.671, 5581, 0.012),  # Llama-3.1-8B raw Full, Medicine
+]
+
+
+@pytest.mark.parametrize(("acc", "n", "printed"), TABLE7_CELLS)
+def test_ci95_reproduces_the_papers_table7_plus_minus(acc: float, n: int, printed: float) -> None:
+    hits = round(acc * n)
+    block = accuracy_block([True] * hits + [False] * (n - hits))
+    assert round(block["ci95"], 3) == printed
+    assert block["ci95"] == pytest.approx(1.96 * block["stderr"])
+    assert round(block["stderr"], 3) != printed  # the binomial SE alone is half as wide
+
+
 def test_all_truncated_run_is_defined() -> None:
     rows = preds(*[("Math", "gsm8k", False, 160, True, 700, 160)] * 3)
     m = eval_metrics(rows)
@@ -110,7 +135,7 @@ def test_all_truncated_run_is_defined() -> None:
 
 def test_empty_group_and_empty_run(tmp_path) -> None:
     m = eval_metrics(HAND, groups=["Math", "Science", "Medicine"])
-    assert m["groups"]["Medicine"] == {"accuracy": None, "n": 0, "stderr": None}
+    assert m["groups"]["Medicine"] == {"accuracy": None, "n": 0, "stderr": None, "ci95": None}
     assert list(m["groups"]) == ["Math", "Science", "Medicine"]  # paper order
     empty = eval_metrics(preds(), groups=["Math"], datasets=["gsm8k"])
     assert empty["overall"]["n"] == 0
@@ -124,8 +149,8 @@ def test_empty_group_and_empty_run(tmp_path) -> None:
 
 
 def test_accuracy_block_and_undefined_ratios() -> None:
-    assert accuracy_block([]) == {"accuracy": None, "n": 0, "stderr": None}
-    assert accuracy_block([True, True]) == {"accuracy": 1.0, "n": 2, "stderr": 0.0}
+    assert accuracy_block([]) == {"accuracy": None, "n": 0, "stderr": None, "ci95": None}
+    assert accuracy_block([True, True]) == {"accuracy": 1.0, "n": 2, "stderr": 0.0, "ci95": 0.0}
     assert acc_per_1k_tokens(0.5, 0) is None
     assert retention(0.5, 0.0) is None and retention(None, 0.5) is None
     assert efficiency_gain(None, 1.0) is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from compress_distill.config import load_params
-from compress_distill.evaluation import traces
+from compress_distill.evaluation import aggregate, traces
 from compress_distill.schema import JUDGEMENTS, TRACES, write_rows
 from compress_distill.stages import build
 
@@ -85,15 +85,29 @@ def test_discover_and_compression(hub: Path) -> None:
     found = traces.discover(hub, ["smol", "absent"])
     assert set(found) == {"smol"}
     assert {"raw", "compressed-concise", "compressed-terse"} <= set(found["smol"])
-    rows, ratios = traces.compression_stats(found)
-    by = {r["compressor"]: r for r in rows}
-    assert by["concise"]["n"] == 6 and by["concise"]["mean_ratio"] == pytest.approx(0.1, abs=0.01)
-    assert by["terse"]["mean_ratio"] == pytest.approx(0.05, abs=0.01)
-    assert len(ratios[("smol", "concise")]) == 6
+    _, comp = aggregate.hub_frames(found)
+    rows = aggregate.compression_by_dataset(comp).to_dicts()
+    by = {r["compressor"]: r for r in rows if r["domain"] == aggregate.OVERALL}
+    assert by["concise"]["n"] == 6 and by["concise"]["ratio_of_means"] == pytest.approx(0.1, abs=0.01)
+    assert by["terse"]["ratio_of_means"] == pytest.approx(0.05, abs=0.01)
+    assert by["concise"]["mean_ratio"] == pytest.approx(0.1, abs=0.01)
+    # raw lengths joined from the raw config on the trace id (build keeps the ids)
+    assert comp["raw_chars"].to_list() == [len(f"raw reasoning {i} " * 20) for i in range(6)] * 2
+    assert {r["dataset"] for r in rows} == {"gsm8k", "medqa", ""}
+
+
+def test_failure_modes_on_built_hub(hub: Path) -> None:
+    _, comp = aggregate.hub_frames(traces.discover(hub, ["smol"]))
+    modes = {r["compressor"]: r for r in aggregate.failure_modes(comp).to_dicts()}
+    assert set(modes) == {"concise"}  # terse was never judged
+    # 5 parsed verdicts (the truncated judge output is excluded), 2 not faithful, each tagged omitted_key_step
+    assert (modes["concise"]["judged"], modes["concise"]["not_faithful"]) == (5, 2)
+    assert modes["concise"]["omitted_key_step"] == 2 and modes["concise"]["answer_mismatch"] == 0
 
 
 def test_judge_stats_skip_unparsed_and_unjudged(hub: Path) -> None:
-    stats = traces.judge_stats(traces.discover(hub, ["smol"])["smol"])
+    _, comp = aggregate.hub_frames(traces.discover(hub, ["smol"]))
+    stats = aggregate.judge_stats(comp)["smol"]
     assert set(stats) == {"concise"}  # terse was never judged: no judge table, no crash
     overall = stats["concise"][("Overall", "")]
     assert overall["n"] == 5  # the truncated judge output is excluded

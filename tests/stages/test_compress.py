@@ -94,7 +94,21 @@ def test_every_reject_is_counted_with_a_reason(tmp_path: Path) -> None:
     assert m["datasets"]["medqa"]["n"] == 1 and m["datasets"]["demo"]["n"] == 2
     assert m["overall"]["mean_chars"] == pytest.approx((27 + 27 + 16) / 3)
     assert m["overall"]["pct_answer_preserved"] == pytest.approx(200 / 3)
-    assert set(m["datasets"]["demo"]) >= {"mean_chars", "mean_tokens", "mean_ratio"}
+    assert set(m["datasets"]["demo"]) >= {"mean_chars", "mean_tokens", "mean_ratio", "ratio_of_means"}
+
+
+def test_ratio_of_means_beside_mean_ratio(tmp_path: Path) -> None:
+    # paper Tables 2/5: mean compressed chars / mean raw chars; the mean of per-trace ratios differs
+    _, m, out = run(tmp_path)
+    raw_chars = [r["reasoning_chars"] / r["compression_ratio"] for r in out]
+    chars = [r["reasoning_chars"] for r in out]
+    assert m["overall"]["ratio_of_means"] == pytest.approx(sum(chars) / sum(raw_chars))
+    assert m["overall"]["mean_ratio"] == pytest.approx(sum(r["compression_ratio"] for r in out) / len(out))
+    demo = [r for r in out if r["dataset"] == "demo"]
+    assert m["datasets"]["demo"]["ratio_of_means"] == pytest.approx(
+        sum(r["reasoning_chars"] for r in demo)
+        / sum(r["reasoning_chars"] / r["compression_ratio"] for r in demo)
+    )
 
 
 def test_require_answer_preserved_filters_and_counts(tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ def test_evaluate_smollm2_through_the_cli(
     cols = {k: [p[k] for p in preds] for k in PREDICTIONS.names}
     assert m["overall"] == pytest.approx(eval_metrics(cols)["overall"])
     assert set(m["groups"]) == {x["group"] for x in questions} | {"Medicine"}
-    assert m["groups"]["Medicine"] == {"accuracy": None, "n": 0, "stderr": None}
+    assert m["groups"]["Medicine"] == {"accuracy": None, "n": 0, "stderr": None, "ci95": None}
     assert m["datasets"]["medqa"]["n"] == 0
     assert (
         read_rows(tmp_path / f"data/predictions/{RUN}.rejects.parquet", REJECTS)[0]["id"] == "demo/eval/bad"

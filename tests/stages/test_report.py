@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from compress_distill.config import load_params
+from compress_distill.evaluation import tables
 from compress_distill.evaluation.synthetic import write_grid
 from compress_distill.plan import expand
 from compress_distill.stages import report
@@ -200,3 +201,124 @@ def test_report_before_any_run(tmp_path: Path) -> None:
     ]
     assert rows_of(tmp_path / "reports/table9_inference_efficiency.md")[0][0] == "(no runs yet)"
     assert (tmp_path / "reports/index.html").exists()
+
+
+def _stage_metrics(root: Path, rel: str, data: dict) -> None:
+    path = root / "metrics" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rows_in": 1, "rows_out": 1, "rejects": {}, **data}))
+
+
+def test_cost_ledger_counts_engine_stages_and_only_planned_runs(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    write_grid(tmp_path, params, n_questions=20, n_traces=6)
+    # what generate/compress/judge really write: the engine's counters nested under "engine" (DESIGN §5)
+    _stage_metrics(
+        tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 348.0, "llm_wall_clock_s": 1.0}}
+    )
+    _stage_metrics(tmp_path, "compress/smol-concise.json", {"engine": {"llm_gpu_hours": 66.5}})
+    _stage_metrics(tmp_path, "compress/smol-terse.json", {"engine": {"llm_gpu_hours": 9.2}})
+    _stage_metrics(tmp_path, "judge/smol-concise.json", {"engine": {"llm_gpu_hours": 2.0}})
+    # runs of an older plan: their metrics files are still on disk
+    _stage_metrics(tmp_path, "train/smol-old-full-raw.json", {"gpu_hours": 1000.0, "wall_clock_s": 5.0})
+    _stage_metrics(tmp_path, "eval/smol-old-full-raw.json", {"gpu_hours": 10.0})
+    _stage_metrics(tmp_path, "compress/smol-gone.json", {"engine": {"llm_gpu_hours": 500.0}})
+    s = report.run(
+        params,
+        tmp_path / "metrics",
+        tmp_path / "data/predictions",
+        tmp_path / "data/hub",
+        tmp_path / "reports",
+        tmp_path / "plots/report",
+        tmp_path / "metrics/summary.json",
+        tmp_path / "plots/train",
+    )
+    cost = s["cost"]
+    planned = expand(params)["runs"]
+    train = sum(json.loads((tmp_path / f"metrics/train/{r}.json").read_text())["gpu_hours"] for r in planned)
+    assert cost["gpu_hours"]["generate"] == pytest.approx(348.0)
+    assert cost["gpu_hours"]["compress"] == pytest.approx(66.5 + 9.2)
+    assert cost["gpu_hours"]["judge"] == pytest.approx(2.0)
+    assert cost["gpu_hours"]["train"] == pytest.approx(train)
+    assert cost["total_gpu_hours"] == pytest.approx(sum(cost["gpu_hours"].values()))
+    assert cost["ignored_metrics_files"] == 3
+    md = (tmp_path / "reports/table_cost.md").read_text()
+    for rel in ("train/smol-old-full-raw.json", "eval/smol-old-full-raw.json", "compress/smol-gone.json"):
+        assert rel in md
+
+
+def test_cost_ledger_reports_cpu_hours_of_cpu_runs(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    runs = list(expand(params)["runs"])
+    # a CPU-only demo: every stage holds no GPU, so its cost is wall-clock hours on the CPU machine
+    _stage_metrics(
+        tmp_path,
+        "generate/smol.json",
+        {"engine": {"llm_gpu_hours": 0.0, "llm_wall_clock_s": 3600.0, "llm_load_s": 360.0}},
+    )
+    _stage_metrics(tmp_path, f"train/{runs[0]}.json", {"gpu_hours": 0.0, "wall_clock_s": 1800.0, "gpus": 0})
+    _stage_metrics(tmp_path, f"eval/{runs[0]}.json", {"gpu_hours": 0.0, "wall_clock_s": 720.0})
+    ledger = report.cost_ledger(params, tmp_path / "metrics", params.report, skip=set())
+    assert ledger["total_gpu_hours"] == 0.0
+    assert ledger["cpu_hours"] == pytest.approx({"generate": 1.1, "train": 0.5, "eval": 0.2})
+    assert ledger["total_cpu_hours"] == pytest.approx(1.8)
+    assert tables.cost_table(ledger).rows[-1] == ["total", "0.000", "1.800"]
+
+
+def test_report_has_the_papers_missing_artefacts(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    write_grid(tmp_path, params, n_questions=60, n_traces=12)
+    _stage_metrics(tmp_path, "prepare.json", {"datasets": {"gsm8k": {"train": 24, "eval": 12}}})
+    _stage_metrics(
+        tmp_path,
+        "generate/smol.json",
+        {
+            "datasets": {"gsm8k": {"mean_completion_tokens": 1689.0}},
+            "overall": {"mean_completion_tokens": 2015.4},
+        },
+    )
+    s = report.run(
+        params,
+        tmp_path / "metrics",
+        tmp_path / "data/predictions",
+        tmp_path / "data/hub",
+        tmp_path / "reports",
+        tmp_path / "plots/report",
+        tmp_path / "metrics/summary.json",
+        tmp_path / "plots/train",
+    )
+    reports = tmp_path / "reports"
+    keys = [
+        "table1_datasets",
+        "table2_compression",
+        "table4_trace_generation",
+        "table5_compression_by_dataset",
+        "table11_compute",
+        "table_failure_modes",
+        "table_headline_ranges",
+        "table_domain_gaps",
+    ]
+    page = (reports / "index.html").read_text()
+    for key in keys:
+        assert (reports / f"{key}.md").exists() and (reports / f"{key}.csv").exists(), key
+        assert f'data-table="{key}"' in page, key
+    assert rows_of(reports / "table1_datasets.md") == [
+        ["math", "gsm8k", "numeric", "train", "test", "24", "12"]
+    ]
+    t4 = {(r[0], r[2]): r for r in rows_of(reports / "table4_trace_generation.md")}
+    assert t4[("smol", "gsm8k")][6] == "1,689" and t4[("smol", "")][6] == "2,015"
+    assert len(rows_of(reports / "table_domain_gaps.md")) == len(expand(params)["runs"]) - 1
+    # Table 2 and the summary carry the ratio of means of the hub's traces
+    hub = json.loads((tmp_path / "metrics/summary.json").read_text())["compression"]["smol"]["concise"]
+    assert s["compression"]["smol"]["concise"] == hub and hub["n"] == 12
+    assert rows_of(reports / "table2_compression.md")[0][4] == f"{hub['ratio_of_means']:.3f}"
+    assert set(s["headline"]) == {"compressed_length", "training_token_fraction", "training_speedup",
+                                  "output_shortening"}  # fmt: skip
+    # Figure 2: lengths, not ratios -- every raw and compressed trace counted once per (teacher, series)
+    with open(tmp_path / "plots/report/compressed_length_hist.csv") as fh:
+        hist = list(csv.DictReader(fh))
+    per_series: dict[str, int] = {}
+    for row in hist:
+        per_series[row["series"]] = per_series.get(row["series"], 0) + int(row["count"])
+    assert per_series == {"raw": 12, "concise": 12, "terse": 12}
+    assert "Figure 1 analogue" in page and "Figure 2 analogue: distribution of reasoning lengths" in page

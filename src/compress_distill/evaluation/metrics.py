@@ -3,8 +3,10 @@
 Conventions, chosen so that every run produces a well-defined metrics file and ``dvc metrics diff`` never
 sees NaN (``write_metrics`` turns non-finite floats into null, and DVC drops null keys from its tables):
 
-- ``accuracy`` = share of records graded correct; ``stderr`` = binomial standard error sqrt(p (1 - p) / n).
-  An empty block (a group or dataset with no records) has ``n = 0`` and ``accuracy = stderr = None``.
+- ``accuracy`` = share of records graded correct; ``stderr`` = binomial standard error sqrt(p (1 - p) / n);
+  ``ci95`` = 1.96 x stderr, the half-width of the normal 95% interval: the paper's Table 7 prints this as
+  its "±" (Math 0.596 ± 0.023 at n = 1,753).  An empty block (a group or dataset with no records) has
+  ``n = 0`` and ``accuracy = stderr = ci95 = None``.
 - ``mean_completion_tokens`` averages over ALL records, truncated ones included (they cost the cap).
 - ``mean_completion_tokens_excl_truncated`` averages over records that stopped on their own; ``None`` when
   every record was truncated (there is no such record to average).
@@ -34,6 +36,9 @@ PAPER_GROUPS: tuple[str, ...] = (
     "OOD-Knowledge",
 )
 
+# z of a two-sided 95% normal interval: the paper's Table 7 "±" is Z95 x binomial standard error
+Z95 = 1.96
+
 # Columns of the predictions table the formulas read.
 EFFICIENCY_COLUMNS = ("correct", "completion_tokens", "truncated", "reasoning_chars", "reasoning_tokens")
 
@@ -52,13 +57,23 @@ def mean(values: Iterable[Any]) -> float | None:
     return float(arr.mean()) if arr.size else None
 
 
+def ci95(stderr: float | None) -> float | None:
+    """Half-width of the 95% normal interval (the paper's Table 7 "±") from a standard error."""
+    return None if stderr is None else Z95 * stderr
+
+
+def binomial_stderr(accuracy: float, n: int) -> float:
+    return math.sqrt(accuracy * (1.0 - accuracy) / n)
+
+
 def accuracy_block(correct: Sequence[bool]) -> dict[str, float | int | None]:
-    """``{"accuracy", "n", "stderr"}`` of one slice of records (binomial standard error)."""
+    """``{"accuracy", "n", "stderr", "ci95"}`` of one slice of records (binomial standard error)."""
     n = len(correct)
     if n == 0:
-        return {"accuracy": None, "n": 0, "stderr": None}
+        return {"accuracy": None, "n": 0, "stderr": None, "ci95": None}
     p = sum(bool(c) for c in correct) / n
-    return {"accuracy": p, "n": n, "stderr": math.sqrt(p * (1.0 - p) / n)}
+    se = binomial_stderr(p, n)
+    return {"accuracy": p, "n": n, "stderr": se, "ci95": ci95(se)}
 
 
 def acc_per_1k_tokens(accuracy: float | None, mean_completion_tokens: float | None) -> float | None:
@@ -215,6 +230,20 @@ def paired_bootstrap(
 
 
 # --------------------------------------------------------------------------------------------- traces
+def ratio_of_means(mean_chars: float | None, mean_raw_chars: float | None) -> float | None:
+    """Mean compressed chars / mean raw chars: how every ratio of the paper's Tables 2 and 5 is aggregated
+    (Qwen teacher, Llama-70B, GSM8k: 612 / 4,688 = 0.131).  The mean of per-trace ratios is larger, since
+    short traces compress less; it is reported beside it as ``mean_ratio``."""
+    if mean_chars is None or not mean_raw_chars:
+        return None
+    return mean_chars / mean_raw_chars
+
+
+def with_ratio_of_means(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A compress-metrics block (``mean_chars``, ``mean_raw_chars``, ``mean_ratio``) plus ``ratio_of_means``."""
+    return {**block, "ratio_of_means": ratio_of_means(block.get("mean_chars"), block.get("mean_raw_chars"))}
+
+
 def histogram(values: Iterable[float], bin_width: float = 0.05, upper: float = 1.0) -> list[tuple[str, int]]:
     """Fixed-width bins on [0, upper) plus one overflow bin ``>=upper`` (compressors can lengthen a trace).
 

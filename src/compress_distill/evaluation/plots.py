@@ -20,7 +20,12 @@ from compress_distill.schema import atomic_path
 ACCURACY_VS_TOKENS = "accuracy_vs_tokens.csv"
 COMPRESSION_HIST = "compression_ratio_hist.csv"
 LOSS_CURVES = "loss_curves.csv"
+LENGTHS_BY_DATASET = "lengths_by_dataset.csv"
+LENGTH_HIST = "compressed_length_hist.csv"
 RATIO_BIN_WIDTH = 0.05  # compression ratio (chars / raw chars) per histogram bin
+# Figure 2 bins, in tokens: log-spaced edges so raw (thousands) and compressed (hundreds) lengths share an
+# axis; the paper's reading point is 500 tokens ("all but the longest 10% ... shorter than 500")
+LENGTH_EDGES = (0, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000)
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
@@ -70,6 +75,64 @@ def compression_hist_rows(ratios: Mapping[tuple[str, str], Sequence[float]]) -> 
                     "range": label,
                 }
             )
+    return rows
+
+
+def lengths_by_dataset_rows(
+    generation: Sequence[Mapping[str, Any]], compression: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Figure 1: mean reasoning chars per (teacher, dataset) of the raw traces and of each compressor."""
+    rows = [
+        {
+            "teacher": r["teacher"],
+            "dataset": r["dataset"] or r["domain"],
+            "series": "raw",
+            "mean_chars": r["mean_chars"],
+        }
+        for r in generation
+    ]
+    rows += [
+        {
+            "teacher": r["teacher"],
+            "dataset": r["dataset"] or r["domain"],
+            "series": r["compressor"],
+            "mean_chars": r["mean_chars"],
+        }
+        for r in compression
+    ]
+    return rows
+
+
+def length_label(i: int) -> str:
+    """Zero-padded bin labels (``00050-00100``; last ``>=20000``) so they sort numerically as text."""
+    if i == len(LENGTH_EDGES) - 1:
+        return f">={LENGTH_EDGES[-1]:05d}"
+    return f"{LENGTH_EDGES[i]:05d}-{LENGTH_EDGES[i + 1]:05d}"
+
+
+def length_bin(tokens: float) -> int:
+    return next(
+        (i for i in range(len(LENGTH_EDGES) - 1) if tokens < LENGTH_EDGES[i + 1]), len(LENGTH_EDGES) - 1
+    )
+
+
+def length_hist_rows(lengths: Mapping[tuple[str, str], Sequence[float]]) -> list[dict[str, Any]]:
+    """Figure 2: trace counts per token-length bin for each (teacher, series), series = raw or a compressor."""
+    rows = []
+    for (teacher, series), values in lengths.items():
+        counts = [0] * len(LENGTH_EDGES)
+        for v in values:
+            counts[length_bin(v)] += 1
+        rows += [
+            {
+                "bin": f"{teacher}/{series} {length_label(i)}",
+                "count": c,
+                "teacher": teacher,
+                "series": series,
+                "range": length_label(i),
+            }
+            for i, c in enumerate(counts)
+        ]
     return rows
 
 
@@ -186,21 +249,65 @@ def svg_accuracy_vs_tokens(rows: Sequence[Mapping[str, Any]]) -> str:
     return _svg(fig)
 
 
-def svg_compression_hist(ratios: Mapping[tuple[str, str], Sequence[float]]) -> str:
-    if not ratios:
-        return _placeholder("No compressed traces found under the hub directory.")
+def svg_lengths_by_dataset(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Figure 1: per teacher, mean reasoning chars per dataset, raw against each compressor (log x)."""
+    if not rows:
+        return _placeholder("No trace datasets found under the hub directory.")
+    plt = _pyplot()
+    teachers = list(dict.fromkeys(r["teacher"] for r in rows))
+    series = list(dict.fromkeys(r["series"] for r in rows))
+    fig, axes = plt.subplots(1, len(teachers), figsize=(7.0, 0.6 + 0.32 * _n_datasets(rows)), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    height = 0.8 / max(len(series), 1)
+    for ax, teacher in zip(axes[0], teachers, strict=True):
+        mine = [r for r in rows if r["teacher"] == teacher]
+        datasets = list(dict.fromkeys(r["dataset"] for r in mine))
+        for k, name in enumerate(series):
+            values = {r["dataset"]: r["mean_chars"] for r in mine if r["series"] == name}
+            ys = [i + k * height for i, d in enumerate(datasets) if values.get(d)]
+            xs = [values[d] for d in datasets if values.get(d)]
+            ax.barh(ys, xs, height=height, color=cmap(k % 10), label=name)
+        ax.set_yticks([i + height * (len(series) - 1) / 2 for i in range(len(datasets))], datasets)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("mean reasoning chars (log)")
+        ax.set_title(f"teacher {teacher}")
+        ax.grid(alpha=0.3, axis="x")
+    axes[0][0].legend(fontsize=7)
+    return _svg(fig)
+
+
+def _n_datasets(rows: Sequence[Mapping[str, Any]]) -> int:
+    per: dict[str, set[str]] = {}
+    for r in rows:
+        per.setdefault(r["teacher"], set()).add(r["dataset"])
+    return max((len(v) for v in per.values()), default=1) * max(len({r["series"] for r in rows}), 1)
+
+
+def svg_length_hist(
+    lengths: Mapping[tuple[str, str], Sequence[float]], p90: Mapping[tuple[str, str], float]
+) -> str:
+    """Figure 2: distribution of reasoning lengths (tokens) of raw and compressed traces, with each p90."""
+    if not lengths:
+        return _placeholder("No trace datasets found under the hub directory.")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 3.8))
-    for (teacher, compressor), values in ratios.items():
-        counts = histogram(values, RATIO_BIN_WIDTH)
-        total = sum(c for _, c in counts) or 1
-        xs = [i * RATIO_BIN_WIDTH for i in range(len(counts))]
+    xs = [LENGTH_EDGES[1] / 2, *LENGTH_EDGES[1:]]  # log axis: the first bin (0-50) drawn from 25
+    for (teacher, series), values in lengths.items():
+        counts = [0] * len(LENGTH_EDGES)
+        for v in values:
+            counts[length_bin(v)] += 1
+        total = sum(counts) or 1
+        q = p90.get((teacher, series))
+        label = f"{teacher} / {series} (n={total}" + (f", p90 {q:,.0f})" if q is not None else ")")
         ax.step(
-            xs, [c / total for _, c in counts], where="post", label=f"{teacher} / {compressor} (n={total})"
+            xs, [c / total for c in counts], where="post", ls="--" if series == "raw" else "-", label=label
         )
-    ax.set_xlabel(f"compression ratio (chars vs raw), bins of {RATIO_BIN_WIDTH}; last bin: >= 1")
+    ax.axvline(500, color="gray", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"reasoning length (tokens, log); last bin: >= {LENGTH_EDGES[-1]:,}")
     ax.set_ylabel("share of traces")
-    ax.set_title("Compression-ratio distribution")
+    ax.set_title("Reasoning length before and after compression")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _svg(fig)

@@ -1,19 +1,24 @@
-"""Paper-shaped tables (Tables 2, 3, 6, 7, 8, 9, 10 plus vs-raw and cost) from per-run metrics.
+"""Paper-shaped tables (Tables 1-11, failure modes, headline ranges, per-domain gaps, vs-raw, cost).
 
-Every builder is pure: it takes the run grid with each run's eval/train metrics (``RunResult``) or the
-aggregated judge/compression statistics, and returns a ``Table`` that renders to Markdown (``reports/*.md``)
-and to HTML (``reports/index.html``).  A missing run or value prints as an em dash, never a crash: a partly
+Every builder is pure: it takes the run grid with each run's eval/train metrics (``RunResult``), stage metrics,
+or rows aggregated by ``evaluation.aggregate`` (``frame.to_dicts()``), and returns a ``Table`` that renders to
+Markdown (``reports/*.md``), CSV (``reports/*.csv``) and HTML (``reports/index.html``).  A missing run or value prints as an em dash, never a crash: a partly
 finished grid still gets a report.
 """
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from compress_distill.evaluation.metrics import order_groups
+from compress_distill.evaluation import aggregate
+from compress_distill.evaluation.aggregate import OVERALL
+from compress_distill.evaluation.metrics import ci95, order_groups
+from compress_distill.schema import FAILURE_MODES
 
 DASH = "—"
 
@@ -60,6 +65,14 @@ class Table:
         if not self.rows:
             lines.append("| " + " | ".join(["(no runs yet)"] + [""] * (len(self.columns) - 1)) + " |")
         return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """The table as CSV: header then rows (the note is Markdown/HTML only)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows(self.rows)
+        return buf.getvalue()
 
     def to_html(self) -> str:
         esc = html.escape
@@ -208,26 +221,34 @@ def training_table(runs: Sequence[RunResult], order: GridOrder) -> Table:
     )
 
 
+def plus_minus(block: Mapping[str, Any]) -> str:
+    """``accuracy ± 95% CI half-width`` as the paper's Table 7 prints it; older metrics without ``ci95`` get
+    1.96 x their ``stderr``."""
+    acc = block.get("accuracy")
+    if acc is None:
+        return DASH
+    half = block.get("ci95")
+    if half is None:
+        half = ci95(block.get("stderr"))
+    return f"{acc:.3f} ± {fmt(half)}"
+
+
 def group_accuracy_table(runs: Sequence[RunResult], order: GridOrder) -> Table:
-    """Table 7: per-group accuracy ± standard error, and overall."""
+    """Table 7: per-group accuracy ± 95% CI half-width (1.96 x binomial SE), and overall."""
     done = [r for r in runs if r.eval]
     groups = order_groups(g for r in done for g in (r.eval or {}).get("groups", {}))
     rows = []
     for r in sorted(done, key=lambda r: order.key(r, "tssm")):
-        cells = []
-        for g in groups:
-            b = (r.eval or {}).get("groups", {}).get(g) or {}
-            acc = b.get("accuracy")
-            cells.append(DASH if acc is None else f"{acc:.3f} ± {fmt(b.get('stderr'))}")
-        o = r.overall
-        overall = DASH if o.get("accuracy") is None else f"{o['accuracy']:.3f} ± {fmt(o.get('stderr'))}"
-        rows.append([r.teacher, r.student, source_label(r.source), r.method, *cells, overall])
+        blocks = (r.eval or {}).get("groups", {})
+        cells = [plus_minus(blocks.get(g) or {}) for g in groups]
+        rows.append([r.teacher, r.student, source_label(r.source), r.method, *cells, plus_minus(r.overall)])
     return Table(
         "table7_group_accuracy",
-        "Table 7 — Accuracy per evaluation group (± standard error)",
+        "Table 7 — Accuracy per evaluation group (± 95% CI)",
         ["Teacher", "Student", "Data", "Method", *groups, "Overall"],
         rows,
-        "Standard error is the binomial sqrt(p(1-p)/n); a group with no records prints as a dash.",
+        "± is the 95% confidence-interval half-width, 1.96 x the binomial standard error sqrt(p(1-p)/n), as "
+        "in the paper's Table 7; a group with no records prints as a dash.",
     )
 
 
@@ -374,35 +395,288 @@ def judge_table(teacher: str, stats: Mapping[str, Mapping[tuple[str, str], Mappi
     )
 
 
-def compression_table(stats: Sequence[Mapping[str, Any]]) -> Table:
-    """Table 2: mean compressed length (chars) and mean compression ratio per (teacher, compressor)."""
-    rows = [
+def _is_total(row: Mapping[str, Any]) -> bool:
+    return row.get("domain") == OVERALL
+
+
+def compression_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Table 2: per (teacher, compressor) mean compressed length and the ratio of means (the paper's ratio)."""
+    out = [
         [
-            s["teacher"],
-            s["compressor"],
-            f"{s['n']:,}",
-            fmt(s.get("mean_chars"), ",.0f"),
-            fmt(s.get("mean_ratio")),
+            r["teacher"],
+            r["compressor"],
+            f"{r['n']:,}",
+            fmt(r.get("mean_chars"), ",.0f"),
+            fmt(r.get("ratio_of_means")),
+            fmt(r.get("mean_ratio")),
         ]
-        for s in stats
+        for r in rows
+        if _is_total(r)
     ]
     return Table(
         "table2_compression",
         "Table 2 — Compression per teacher and compressor",
-        ["Teacher", "Compressor", "Traces", "Mean length (chars)", "Mean ratio"],
-        rows,
-        "Ratio = compressed reasoning chars / raw reasoning chars, averaged per trace.",
+        ["Teacher", "Compressor", "Traces", "Length (chars)", "Ratio (of means)", "Mean per-trace ratio"],
+        out,
+        "Ratio = mean compressed reasoning chars / mean raw reasoning chars (ratio of means, as every ratio in "
+        "the paper); the mean of per-trace ratios is shown for reference.",
+    )
+
+
+def compression_by_dataset_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Table 5: per (teacher, domain, dataset) and compressor: mean compressed chars, tokens, ratio of means."""
+    compressors = list(dict.fromkeys(r["compressor"] for r in rows))
+    cells: dict[tuple[str, str, str], dict[str, Mapping[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["teacher"], r["domain"], r["dataset"]), {})[r["compressor"]] = r
+    out = []
+    for (teacher, domain, dataset), per in cells.items():
+        row = [teacher, domain, dataset]
+        for c in compressors:
+            x = per.get(c)
+            row += (
+                [DASH] * 3
+                if x is None
+                else [
+                    fmt(x.get("mean_chars"), ",.0f"),
+                    fmt(x.get("mean_tokens"), ",.0f"),
+                    fmt(x.get("ratio_of_means")),
+                ]
+            )
+        out.append(row)
+    columns = ["Teacher", "Domain", "Dataset"]
+    for c in compressors:
+        columns += [f"{c} Avg. comp. (chars)", f"{c} Comp. tok", f"{c} Ratio"]
+    return Table(
+        "table5_compression_by_dataset",
+        "Table 5 — Compression per dataset",
+        columns,
+        out,
+        "Ratio = mean compressed chars / mean raw chars of the dataset (ratio of means); tokens in the "
+        "compressor's tokenizer. Overall rows span every dataset of the teacher.",
+    )
+
+
+def trace_generation_table(
+    rows: Sequence[Mapping[str, Any]], generate: Mapping[str, Mapping[str, Any]] | None = None
+) -> Table:
+    """Table 4: accepted raw traces per (teacher, domain, dataset), mean reasoning chars and tokens.
+
+    ``generate`` maps a teacher to its ``metrics/generate/T.json``; when present its per-dataset
+    ``mean_completion_tokens`` fills the paper's "Avg. Total (tok)" (the hub does not store completion
+    tokens; pulled traces have no generate metrics and print a dash).
+    """
+    out = []
+    for r in rows:
+        gen = (generate or {}).get(r["teacher"]) or {}
+        block = gen.get("overall", {}) if _is_total(r) else gen.get("datasets", {}).get(r["dataset"], {})
+        out.append(
+            [
+                r["teacher"],
+                r["domain"],
+                r["dataset"],
+                f"{r['n']:,}",
+                fmt(r.get("mean_chars"), ",.0f"),
+                fmt(r.get("mean_tokens"), ",.0f"),
+                fmt((block or {}).get("mean_completion_tokens"), ",.0f"),
+            ]
+        )
+    return Table(
+        "table4_trace_generation",
+        "Table 4 — Trace generation per dataset",
+        [
+            "Teacher",
+            "Domain",
+            "Dataset",
+            "Total",
+            "Avg. reason (chars)",
+            "Avg. reason (tok)",
+            "Avg. total (tok)",
+        ],
+        out,
+        "Total = verified-correct traces kept; reasoning tokens in the teacher's tokenizer; Avg. total = mean "
+        "completion tokens of the accepted attempt (from the generate metrics).",
+    )
+
+
+def datasets_table(prepare: Mapping[str, Any] | None, specs: Mapping[str, Any]) -> Table:
+    """Table 1: per dataset its domain, answer type, splits and question counts (``metrics/prepare.json``).
+
+    ``specs`` maps a dataset id to an object with ``domain``, ``answer_type``, ``train_splits`` and
+    ``eval_splits`` (``benchmarks.registry.SPECS``).
+    """
+    per = (prepare or {}).get("datasets", {})
+    out = []
+    for ds, counts in per.items():
+        spec = specs.get(ds)
+
+        def attr(name: str, spec: Any = spec) -> str:
+            v = getattr(spec, name, None)
+            return DASH if not v else ", ".join(v) if isinstance(v, tuple | list) else str(v)
+
+        out.append(
+            [
+                attr("domain"),
+                ds,
+                attr("answer_type"),
+                attr("train_splits"),
+                attr("eval_splits"),
+                f"{counts.get('train', 0):,}" if counts.get("train") else DASH,
+                f"{counts.get('eval', 0):,}" if counts.get("eval") else DASH,
+            ]
+        )
+    out.sort(key=lambda r: (r[0], r[1]))
+    return Table(
+        "table1_datasets",
+        "Table 1 — Datasets",
+        ["Domain", "Dataset", "Answer type", "Train split", "Eval split", "Train", "Eval"],
+        out,
+        "Question counts after de-duplication, train/eval overlap removal and caps (metrics/prepare.json); "
+        "a dash: the dataset has no such split.",
+    )
+
+
+def compute_table(runs: Sequence[RunResult], order: GridOrder) -> Table:
+    """Table 11: GPUs, wall-clock, GPU-hours and trainable tokens per training run, with the paper's totals."""
+    done = sorted((r for r in runs if r.train), key=lambda r: order.key(r, "tsms"))
+    out = []
+    for r in done:
+        t = r.train or {}
+        secs, toks = t.get("wall_clock_s"), t.get("trainable_tokens")
+        out.append(
+            [
+                r.teacher,
+                r.student,
+                r.method,
+                source_label(r.source),
+                fmt(t.get("gpus", t.get("world_size")), "d"),
+                fmt_hours(secs / 3600.0) if secs is not None else DASH,
+                fmt_hours(t.get("gpu_hours")),
+                fmt(toks / 1e6, ".3g") if toks is not None else DASH,
+            ]
+        )
+    totals = aggregate.compute_totals(aggregate.runs_frame(done))
+    for label, key in (
+        ("main grid", "main_grid"),
+        ("truncation ablation", "truncation_ablation"),
+        ("all", "all"),
+    ):
+        out.append(["total", label, "", "", "", "", fmt_hours(totals[key]), ""])
+    return Table(
+        "table11_compute",
+        "Table 11 — Compute per training run",
+        ["Teacher", "Student", "Method", "Data", "GPUs", "Time (h)", "GPU-h", "Trainable tokens (M)"],
+        out,
+        "GPU-h = wall-clock x GPUs of the job; the main grid is every run but the truncation ablation (the paper: "
+        "264.9 + 16.0 = 280.9 H100-h). CPU runs hold 0 GPUs.",
+    )
+
+
+def failure_mode_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Paper Appendix G.2: how often the judge tagged each failure mode, per (teacher, compressor)."""
+    out = []
+    for r in rows:
+        judged = r["judged"]
+
+        def share(count: int, judged: int = judged) -> str:
+            return f"{count:,} ({count / judged * 100:.1f}%)" if judged else DASH
+
+        out.append(
+            [
+                r["teacher"],
+                r["compressor"],
+                f"{judged:,}",
+                share(r["not_faithful"]),
+                *(share(r[m]) for m in FAILURE_MODES),
+            ]
+        )
+    return Table(
+        "table_failure_modes",
+        "Failure modes of compressed traces (judge, Appendix G.2)",
+        ["Teacher", "Compressor", "Judged", "Not faithful", *FAILURE_MODES],
+        out,
+        "Counts of traces the judge tagged with each mode (a trace may carry several), with the share of judged "
+        "traces; judge outputs that did not parse are excluded.",
+    )
+
+
+HEADLINES = (
+    # key, label, how a value prints, the paper's range
+    ("compressed_length", "Compressed length (% of raw chars, ratio of means)", "pct1", "8.6–21.0%"),
+    ("training_token_fraction", "Training tokens (% of raw)", "pct0", "12–30%"),
+    ("training_speedup", "Training speed-up (× raw wall-clock)", "x1", "2.0–7.6×"),
+    ("output_shortening", "Output shortening (× raw median reasoning tokens)", "x0", "3–19×"),
+)
+
+
+def headline_value(value: float | None, style: str) -> str:
+    if value is None:
+        return DASH
+    if style.startswith("pct"):
+        return f"{value * 100:.{style[3:]}f}%"
+    return f"{value:.{style[1:]}f}×"
+
+
+def headline_range(r: Mapping[str, Any], style: str) -> str:
+    if not r.get("n"):
+        return DASH
+    lo, hi = headline_value(r["min"], style), headline_value(r["max"], style)
+    return hi if lo == hi else f"{lo.rstrip('%×')}–{hi}"
+
+
+def headline_table(ranges: Mapping[str, Mapping[str, Any]]) -> Table:
+    """The abstract's ranges computed from this grid, beside the paper's."""
+    out = [
+        [label, headline_range(ranges.get(key, {}), style), str(ranges.get(key, {}).get("n", 0)), paper]
+        for key, label, style, paper in HEADLINES
+    ]
+    return Table(
+        "table_headline_ranges",
+        "Headline ranges",
+        ["Quantity", "This grid", "Pairs", "Paper"],
+        out,
+        "Over compressed runs with a raw run of the same teacher, student and method (training tokens, speed-up, "
+        "output shortening) and over (teacher, compressor) pairs (compressed length).",
+    )
+
+
+def domain_gap_table(rows: Sequence[Mapping[str, Any]], order: GridOrder) -> Table:
+    """§6.4: accuracy of each source minus the raw run's, per evaluation group, in points."""
+    groups = order_groups(r["group"] for r in rows)
+    cells: dict[tuple[str, str, str, str], dict[str, float]] = {}
+    for r in rows:
+        cells.setdefault((r["teacher"], r["student"], r["method"], r["source"]), {})[r["group"]] = r["gap"]
+
+    def key(k: tuple[str, str, str, str]) -> tuple[int, ...]:
+        return order.key(RunResult("", *k), "tssm")
+
+    out = [
+        [t, s, source_label(src), m, *(fmt(per.get(g), "+.1f") for g in groups)]
+        for (t, s, m, src), per in sorted(cells.items(), key=lambda kv: key(kv[0]))
+    ]
+    return Table(
+        "table_domain_gaps",
+        "Per-domain accuracy gap vs. raw (§6.4)",
+        ["Teacher", "Student", "Data", "Method", *groups],
+        out,
+        "Accuracy of the source minus accuracy of the raw run of the same teacher, student and method, in "
+        "points per evaluation group; negative = raw is better.",
     )
 
 
 def cost_table(ledger: Mapping[str, Any]) -> Table:
-    rows = [[stage, fmt(h, ".3f")] for stage, h in ledger["gpu_hours"].items()]
-    rows.append(["total", fmt(ledger["total_gpu_hours"], ".3f")])
-    return Table(
-        "table_cost",
-        "Cost ledger",
-        ["Stage", "GPU-hours"],
-        rows,
-        f"Energy {ledger['energy_kwh']:.3f} kWh at {ledger['watts_per_gpu_hour']:g} W per GPU-hour; "
-        f"{ledger['co2_kg']:.3f} kg CO2eq at {ledger['g_co2_per_kwh']:g} g/kWh. CPU-only stages count 0 GPU-hours.",
+    """Cost ledger: GPU-hours and CPU-hours per stage of the current plan; ignored metrics files in the note."""
+    gpu, cpu = ledger["gpu_hours"], ledger.get("cpu_hours", {})
+    stages = sorted(set(gpu) | set(cpu))
+    rows = [[stage, fmt(gpu.get(stage, 0.0), ".3f"), fmt(cpu.get(stage, 0.0), ".3f")] for stage in stages]
+    rows.append(
+        ["total", fmt(ledger["total_gpu_hours"], ".3f"), fmt(ledger.get("total_cpu_hours", 0.0), ".3f")]
     )
+    note = (
+        f"Energy {ledger['energy_kwh']:.3f} kWh at {ledger['watts_per_gpu_hour']:g} W per GPU-hour; "
+        f"{ledger['co2_kg']:.3f} kg CO2eq at {ledger['g_co2_per_kwh']:g} g/kWh. Stages of the current plan "
+        "only; CPU-hours are wall-clock hours of runs that held no GPU (machine-hours, not core-hours)."
+    )
+    if ledger.get("not_in_plan"):
+        note += " Ignored, not in the current plan: " + ", ".join(ledger["not_in_plan"]) + "."
+    return Table("table_cost", "Cost ledger", ["Stage", "GPU-hours", "CPU-hours"], rows, note)

@@ -1,16 +1,16 @@
-"""Read the built trace datasets (``data/hub/T/<config>/*.parquet``) for the report, defensively.
+"""Find the built trace datasets (``data/hub/T/<config>/*.parquet``) and sample the report's trace viewer.
 
 The report must work on a partial factory: a teacher without a judge pass, a hub folder pulled from an older
 revision, a config that was never built.  So every reader asks which configs and columns exist and degrades
 to "no data" instead of failing; only the columns it needs are read, and trace text is read only for the
 handful of traces sampled into the HTML viewer -- the paper's corpus (283k traces x 2 compressors) never sits
-in memory.
+in memory.  The statistics over these datasets (Tables 2, 4, 5, 10, failure modes) are ``evaluation.aggregate``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,85 +63,6 @@ def discover(hub_dir: Path, teachers: Iterable[str]) -> dict[str, dict[str, HubC
 
 def compressors_of(configs: Mapping[str, HubConfig]) -> list[str]:
     return [c.removeprefix("compressed-") for c in configs if c.startswith("compressed-")]
-
-
-# --------------------------------------------------------------------------------------------- stats
-def compression_stats(
-    hub: Mapping[str, Mapping[str, HubConfig]],
-) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[float]]]:
-    """Table 2 rows and the per-trace ratios behind Figure 2, per (teacher, compressor)."""
-    rows: list[dict[str, Any]] = []
-    ratios: dict[tuple[str, str], list[float]] = {}
-    for teacher, configs in hub.items():
-        for comp in compressors_of(configs):
-            t = configs[f"compressed-{comp}"].read(["compression_ratio", "reasoning_chars"])
-            vals = [
-                v
-                for v in (t["compression_ratio"].to_pylist() if "compression_ratio" in t.column_names else [])
-                if v is not None
-            ]
-            chars = t["reasoning_chars"].to_pylist() if "reasoning_chars" in t.column_names else []
-            chars = [c for c in chars if c is not None]
-            ratios[(teacher, comp)] = vals
-            rows.append(
-                {
-                    "teacher": teacher,
-                    "compressor": comp,
-                    "n": t.num_rows,
-                    "mean_chars": sum(chars) / len(chars) if chars else None,
-                    "mean_ratio": sum(vals) / len(vals) if vals else None,
-                }
-            )
-    return rows, ratios
-
-
-def _judged(t: pa.Table) -> list[dict[str, Any]]:
-    """Rows whose judge verdict parsed (parse_status ok, or no status column, and a verdict present)."""
-    rows = t.to_pylist()
-    return [r for r in rows if r.get("judge_verdict") and r.get("judge_parse_status", "ok") in ("ok", None)]
-
-
-def judge_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    n = len(rows)
-    if n == 0:
-        return {"n": 0, "faithfulness": None, "faithful": None, "aligned": None}
-    faith = [r["judge_faithfulness"] for r in rows if r.get("judge_faithfulness") is not None]
-    aligned = [bool(r["judge_answer_alignment"]) for r in rows if r.get("judge_answer_alignment") is not None]
-    return {
-        "n": n,
-        "faithfulness": sum(faith) / len(faith) if faith else None,
-        "faithful": sum(r["judge_verdict"] == "faithful" for r in rows) / n,
-        "aligned": sum(aligned) / len(aligned) if aligned else None,
-    }
-
-
-def judge_stats(configs: Mapping[str, HubConfig]) -> dict[str, dict[tuple[str, str], dict[str, Any]]]:
-    """Table 10 cells for one teacher: ``{compressor: {(domain, dataset): summary}}`` with an Overall row.
-
-    Compressed configs without judge columns (judge not run) are left out.
-    """
-    out: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
-    for comp in compressors_of(configs):
-        cfg = configs[f"compressed-{comp}"]
-        if "judge_verdict" not in cfg.columns:
-            continue
-        t = cfg.read(
-            [
-                "domain",
-                "dataset",
-                "judge_verdict",
-                "judge_faithfulness",
-                "judge_answer_alignment",
-                "judge_parse_status",
-            ]
-        )
-        rows = _judged(t)
-        cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for r in rows:
-            cells.setdefault((str(r.get("domain") or "?"), str(r.get("dataset") or "?")), []).append(r)
-        out[comp] = {k: judge_summary(v) for k, v in sorted(cells.items())}
-        out[comp][("Overall", "")] = judge_summary(rows)
-    return out
 
 
 # --------------------------------------------------------------------------------------------- viewer

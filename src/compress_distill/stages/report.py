@@ -2,13 +2,18 @@
 
 Reads every run's ``metrics/eval/RUN.json`` and ``metrics/train/RUN.json``, the predictions (for paired
 bootstrap intervals against the raw run on the same questions), the built trace datasets under
-``data/hub/T`` (compression and judge statistics, trace viewer), the dvclive loss curves and the
-``gpu_hours`` of every stage's metrics file (cost ledger).  Writes:
+``data/hub/T`` (compression, trace-generation and judge statistics, trace viewer), ``metrics/prepare.json``
+(Table 1), ``metrics/generate/T.json`` (Table 4's completion tokens), the dvclive loss curves and the GPU-
+and CPU-hours of every metrics file of the current plan (cost ledger).  Aggregations: ``evaluation.aggregate``.
+Writes:
 
-- ``metrics/summary.json``: flat per-run numbers, vs-raw comparisons, judge/compression stats, cost;
-- ``reports/table*.md`` (Tables 2, 3, 6, 7, 8, 9, 10, vs-raw, cost) and ``reports/tables.md`` (all of them);
-- ``reports/index.html``: one self-contained page with the tables, plots and the trace viewer;
-- ``plots/report/*.csv``: the data of ``dvc plots`` (accuracy vs tokens, compression-ratio histogram, loss).
+- ``metrics/summary.json``: flat per-run numbers, vs-raw comparisons, judge/compression stats, headline
+  ranges, cost;
+- ``reports/table*.md`` and ``reports/table*.csv`` (Tables 1-11, headline ranges, per-domain gaps, failure
+  modes, vs-raw, cost) and ``reports/tables.md`` (all of them);
+- ``reports/index.html``: one self-contained page with the tables, Figures 1-4 and the trace viewer;
+- ``plots/report/*.csv``: the data of ``dvc plots`` (accuracy vs tokens, compression-ratio and length
+  histograms, mean lengths per dataset, loss).
 
 Runs without metrics yet are reported as missing (``rejects.missing_eval_metrics``), never a crash, so a
 partly finished grid still gets a report.
@@ -21,12 +26,14 @@ import math
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import typer
 
+from compress_distill.benchmarks import registry
 from compress_distill.config import ConfigError, Params, ReportConfig, load_params
+from compress_distill.evaluation import aggregate, tables, traces
 from compress_distill.evaluation import html as html_report
 from compress_distill.evaluation import plots as plotting
-from compress_distill.evaluation import tables, traces
 from compress_distill.evaluation.metrics import (
     co2_kg,
     efficiency_gain,
@@ -44,6 +51,7 @@ OVERALL_KEYS = (
     "accuracy",
     "n",
     "stderr",
+    "ci95",
     "mean_completion_tokens",
     "mean_completion_tokens_excl_truncated",
     "truncation_rate",
@@ -129,47 +137,104 @@ def compare_with_raw(runs: list[RunResult], predictions_dir: Path, cfg: ReportCo
         r.vs_raw = v
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def gpu_hours_of(metrics: dict[str, Any]) -> float | None:
-    """A stage's GPU-hours: its top-level ``gpu_hours``, else the sum of its ``*_gpu_hours`` keys.
+    """A stage's GPU-hours: its top-level ``gpu_hours``, else its engine's ``llm_gpu_hours``, else the sum of
+    its top-level ``*_gpu_hours`` keys.
 
-    Engine-driven stages report the engine's counters as ``llm_gpu_hours`` (``BackendStats.as_metrics``);
-    a stage that reports both counts once, through ``gpu_hours``.
+    generate, compress and judge nest the engine's counters under ``engine`` (``BackendStats.as_metrics``);
+    train and evaluate report ``gpu_hours`` at the top.  A stage that reports both counts once.
     """
-
-    def number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    if number(metrics.get("gpu_hours")):
+    if _number(metrics.get("gpu_hours")):
         return float(metrics["gpu_hours"])
-    parts = [float(v) for k, v in metrics.items() if k.endswith("_gpu_hours") and number(v)]
+    engine = metrics.get("engine")
+    if isinstance(engine, dict) and _number(engine.get("llm_gpu_hours")):
+        return float(engine["llm_gpu_hours"])
+    parts = [float(v) for k, v in metrics.items() if k.endswith("_gpu_hours") and _number(v)]
     return sum(parts) if parts else None
 
 
-def cost_ledger(metrics_dir: Path, cfg: ReportConfig, skip: set[Path]) -> dict[str, Any]:
-    """GPU-hours per stage from the top-level ``gpu_hours`` of every metrics file, energy and CO2.
+def wall_hours_of(metrics: dict[str, Any]) -> float | None:
+    """A stage's wall-clock hours: top-level ``wall_clock_s``, else its engine's generation + load seconds."""
+    if _number(metrics.get("wall_clock_s")):
+        return float(metrics["wall_clock_s"]) / 3600.0
+    engine = metrics.get("engine")
+    if isinstance(engine, dict):
+        secs = [float(engine[k]) for k in ("llm_wall_clock_s", "llm_load_s") if _number(engine.get(k))]
+        if secs:
+            return sum(secs) / 3600.0
+    return None
 
-    The stage is the first folder under ``metrics/`` (``train``, ``eval``, ``generate``...) or the file stem
-    for top-level files; ``metrics/bench`` and the report's own summary are not pipeline stages.
+
+# plan.yaml family -> the metrics folder(s) its instances write ``<key>.json`` into (dvc.yaml's `metrics:`)
+PLAN_METRICS: dict[str, tuple[str, ...]] = {
+    "generate": ("generate",),
+    "compress": ("compress",),
+    "judge": ("judge",),
+    "truncate": ("truncate",),
+    "answer_only": ("answer_only",),
+    "build": ("build",),
+    "publish": ("publish",),
+    "pull": ("pull",),
+    "runs": ("train", "eval"),
+}
+SINGLE_METRICS = ("prepare.json",)  # stages without a fan-out, always planned
+NOT_STAGES = ("bench",)  # metrics/bench holds benchmarks, not pipeline stages
+
+
+def planned_metrics(params: Params, metrics_dir: Path) -> dict[Path, str]:
+    """Every metrics file the current plan writes -> its stage (the folder name, or the file stem)."""
+    plan = expand(params)
+    out = {metrics_dir / name: Path(name).stem for name in SINGLE_METRICS}
+    for family, folders in PLAN_METRICS.items():
+        for key in plan.get(family, {}):
+            for folder in folders:
+                out[metrics_dir / folder / f"{key}.json"] = folder
+    return out
+
+
+def cost_ledger(params: Params, metrics_dir: Path, cfg: ReportConfig, skip: set[Path]) -> dict[str, Any]:
+    """GPU-hours per stage of the current plan, CPU-hours of its runs that held no GPU, energy and CO2.
+
+    Only the metrics files of ``plan.expand(params)`` count; any other JSON under ``metrics/`` (a run of an
+    older plan, a renamed compressor) is listed in ``not_in_plan`` and ignored.  A stage instance that held no
+    GPU (0 GPU-hours) on a measured wall-clock is a CPU run: its hours go to ``cpu_hours`` -- hours of the CPU
+    machine, not core-hours.  ``metrics/bench`` and the report's own summary (``skip``) are not stages.
     """
-    per_stage: dict[str, float] = {}
-    for path in sorted(metrics_dir.rglob("*.json")):
-        rel = path.relative_to(metrics_dir)
-        if path.resolve() in skip or rel.parts[0] == "bench":
+    planned = planned_metrics(params, metrics_dir)
+    gpu: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for path, stage in sorted(planned.items()):
+        metrics = _read_json(path)
+        if metrics is None:
             continue
-        hours = gpu_hours_of(_read_json(path) or {})
-        if hours is None:
-            continue
-        stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        per_stage[stage] = per_stage.get(stage, 0.0) + hours
-    total = sum(per_stage.values())
+        hours = gpu_hours_of(metrics)
+        if hours:
+            gpu[stage] = gpu.get(stage, 0.0) + hours
+        elif (wall := wall_hours_of(metrics)) is not None:
+            cpu[stage] = cpu.get(stage, 0.0) + wall
+    wanted = {p.resolve() for p in planned} | skip
+    ignored = [
+        path.relative_to(metrics_dir).as_posix()
+        for path in sorted(metrics_dir.rglob("*.json"))
+        if path.resolve() not in wanted and path.relative_to(metrics_dir).parts[0] not in NOT_STAGES
+    ]
+    total = sum(gpu.values())
     kwh = energy_kwh(total, cfg.watts_per_gpu_hour)
     return {
-        "gpu_hours": dict(sorted(per_stage.items())),
+        "gpu_hours": dict(sorted(gpu.items())),
         "total_gpu_hours": total,
+        "cpu_hours": dict(sorted(cpu.items())),
+        "total_cpu_hours": sum(cpu.values()),
         "energy_kwh": kwh,
         "co2_kg": co2_kg(kwh, cfg.g_co2_per_kwh),
         "watts_per_gpu_hour": cfg.watts_per_gpu_hour,
         "g_co2_per_kwh": cfg.g_co2_per_kwh,
+        "not_in_plan": ignored,
+        "ignored_metrics_files": len(ignored),
     }
 
 
@@ -180,6 +245,7 @@ def summarise(
     judge: dict[str, dict[str, dict[tuple[str, str], dict[str, Any]]]],
     compression: list[dict[str, Any]],
     counter: RowCounter,
+    ranges: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """``metrics/summary.json``: nested objects of numbers only (DVC flattens them; it drops lists)."""
     per_run: dict[str, dict[str, Any]] = {}
@@ -206,16 +272,39 @@ def summarise(
     }
     comp_out: dict[str, dict[str, Any]] = {}
     for s in compression:
+        if s["domain"] != aggregate.OVERALL:
+            continue
         comp_out.setdefault(s["teacher"], {})[s["compressor"]] = {
             "n": s["n"],
             "mean_chars": s["mean_chars"],
+            "ratio_of_means": s["ratio_of_means"],
             "mean_ratio": s["mean_ratio"],
         }
-    cost = {k: ledger[k] for k in ("gpu_hours", "total_gpu_hours", "energy_kwh", "co2_kg")}
-    return {"runs": per_run, "judge": judge_out, "compression": comp_out, "cost": cost, **counter.as_dict()}
+    cost = {
+        k: ledger[k]
+        for k in (
+            "gpu_hours",
+            "total_gpu_hours",
+            "cpu_hours",
+            "total_cpu_hours",
+            "energy_kwh",
+            "co2_kg",
+            "ignored_metrics_files",
+        )
+    }
+    return {
+        "runs": per_run,
+        "judge": judge_out,
+        "compression": comp_out,
+        "headline": ranges or {},
+        "cost": cost,
+        **counter.as_dict(),
+    }
 
 
-def _headline(runs: list[RunResult], ledger: dict[str, Any], pairs: int) -> list[tuple[str, str]]:
+def _headline(
+    runs: list[RunResult], ledger: dict[str, Any], pairs: int, ranges: dict[str, dict[str, Any]]
+) -> list[tuple[str, str]]:
     done = [r for r in runs if r.eval and r.get("accuracy") is not None]
     items = [("runs evaluated", f"{len(done)} / {len(runs)}")]
     if done:
@@ -231,7 +320,13 @@ def _headline(runs: list[RunResult], ledger: dict[str, Any], pairs: int) -> list
             ("median retention of compressed runs vs raw", f"{sorted(rets)[len(rets) // 2] * 100:.1f}%")
         )
     items += [
+        (label, tables.headline_range(ranges[key], style))
+        for key, label, style, _ in tables.HEADLINES
+        if ranges.get(key, {}).get("n")
+    ]
+    items += [
         ("GPU-hours (all stages)", f"{ledger['total_gpu_hours']:.2f}"),
+        ("CPU-hours (runs without a GPU)", f"{ledger['total_cpu_hours']:.2f}"),
         ("energy", f"{ledger['energy_kwh']:.2f} kWh"),
         ("CO2eq", f"{ledger['co2_kg']:.2f} kg"),
         ("trace pairs in the viewer", str(pairs)),
@@ -263,13 +358,26 @@ def run(
         else:
             counter.reject("missing_eval_metrics")
     compare_with_raw(runs, predictions_dir, cfg)
-    ledger = cost_ledger(metrics_dir, cfg, skip={summary_path.resolve()})
+    ledger = cost_ledger(params, metrics_dir, cfg, skip={summary_path.resolve()})
 
     hub = traces.discover(hub_dir, g.teachers)
-    compression, ratios = traces.compression_stats(hub)
-    judge = {t: s for t, configs in hub.items() if (s := traces.judge_stats(configs))}
+    raw_traces, comp_traces = aggregate.hub_frames(hub)
+    compression_frame = aggregate.compression_by_dataset(comp_traces)
+    compression = compression_frame.to_dicts()
+    generation = aggregate.trace_generation(raw_traces).to_dicts()
+    lengths_frame = aggregate.compressed_lengths(raw_traces, comp_traces)
+    lengths = _series(lengths_frame, "series", "tokens")
+    p90 = {
+        (r["teacher"], r["series"]): r["quantile"]
+        for r in aggregate.length_quantiles(lengths_frame, 0.9).to_dicts()
+    }
+    ratios = _series(comp_traces.drop_nulls("compression_ratio"), "compressor", "compression_ratio")
+    judge = aggregate.judge_stats(comp_traces)
     pairs = traces.viewer_pairs(hub)
     curves = plotting.read_dvclive_curves(train_plots_dir, [r.run for r in runs])
+    ranges = aggregate.headline_ranges(aggregate.runs_frame(runs), compression_frame)
+    gaps = aggregate.group_gaps(runs).to_dicts()
+    generate_metrics = {t: _read_json(metrics_dir / "generate" / f"{t}.json") or {} for t in g.teachers}
 
     # ---- DVC plot data
     acc_rows = plotting.accuracy_vs_tokens_rows(runs)
@@ -283,28 +391,47 @@ def run(
         plotting.compression_hist_rows(ratios),
         ["bin", "count", "teacher", "compressor", "range"],
     )
+    length_rows = plotting.lengths_by_dataset_rows(generation, compression)
+    plotting.write_csv(
+        plots_dir / plotting.LENGTHS_BY_DATASET, length_rows, ["teacher", "dataset", "series", "mean_chars"]
+    )
+    plotting.write_csv(
+        plots_dir / plotting.LENGTH_HIST,
+        plotting.length_hist_rows(lengths),
+        ["bin", "count", "teacher", "series", "range"],
+    )
     plotting.write_csv(
         plots_dir / plotting.LOSS_CURVES, plotting.loss_rows(curves), ["run", "metric", "step", "loss"]
     )
 
     # ---- tables
     all_tables: list[Table] = [
+        tables.headline_table(ranges),
+        tables.datasets_table(_read_json(metrics_dir / "prepare.json"), registry.SPECS),
+        tables.compression_table(compression),
         tables.overall_accuracy_table(runs, order),
+        tables.trace_generation_table(generation, generate_metrics),
+        tables.compression_by_dataset_table(compression),
+        tables.training_table(runs, order),
         tables.group_accuracy_table(runs, order),
+        tables.domain_gap_table(gaps, order),
+        tables.truncation_ablation_table(runs, order),
         tables.efficiency_table(runs, order),
         tables.vs_raw_table(runs, order),
-        tables.truncation_ablation_table(runs, order),
-        tables.training_table(runs, order),
-        tables.compression_table(compression),
         *(tables.judge_table(t, s) for t, s in judge.items()),
+        tables.failure_mode_table(aggregate.failure_modes(comp_traces).to_dicts()),
+        tables.compute_table(runs, order),
     ]
     cost = tables.cost_table(ledger)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("table*.md"):  # e.g. a judge table of a teacher no longer in the grid
-        if stale.stem not in {t.key for t in [*all_tables, cost]}:
-            stale.unlink()
+    keep = {t.key for t in [*all_tables, cost]}
+    for pattern in ("table*.md", "table*.csv"):  # e.g. a judge table of a teacher no longer in the grid
+        for stale in out_dir.glob(pattern):
+            if stale.stem not in keep:
+                stale.unlink()
     for t in [*all_tables, cost]:
         _write_text(out_dir / f"{t.key}.md", t.to_markdown())
+        _write_text(out_dir / f"{t.key}.csv", t.to_csv())
     _write_text(
         out_dir / "tables.md",
         "# Compress-Distill tables\n\n" + "\n".join(t.to_markdown() for t in [*all_tables, cost]),
@@ -314,12 +441,17 @@ def run(
     by_run = {r.run: r for r in runs}
     figures = [
         html_report.figure(
-            plotting.svg_accuracy_vs_tokens(acc_rows),
-            "Figure 4 analogue: accuracy against median reasoning tokens per run.",
+            plotting.svg_lengths_by_dataset(length_rows),
+            "Figure 1 analogue: mean reasoning length per dataset, raw traces against each compressor.",
         ),
         html_report.figure(
-            plotting.svg_compression_hist(ratios),
-            "Figure 2 analogue: distribution of per-trace compression ratios.",
+            plotting.svg_length_hist(lengths, p90),
+            "Figure 2 analogue: distribution of reasoning lengths (tokens) of raw and compressed traces; "
+            "p90 per series in the legend, 500 tokens dotted.",
+        ),
+        html_report.figure(
+            plotting.svg_accuracy_vs_tokens(acc_rows),
+            "Figure 4 analogue: accuracy against median reasoning tokens per run.",
         ),
         html_report.figure(
             plotting.svg_loss_curves(curves, by_run), "Figure 3 analogue: training loss curves."
@@ -327,7 +459,7 @@ def run(
     ]
     page = html_report.render(
         subtitle=f"{len(runs)} planned runs · teachers {', '.join(g.teachers)} · students {', '.join(g.students)}",
-        headline=_headline(runs, ledger, len(pairs)),
+        headline=_headline(runs, ledger, len(pairs), ranges),
         tables=all_tables,
         figures=figures,
         cost=cost,
@@ -335,9 +467,17 @@ def run(
     )
     _write_text(out_dir / "index.html", page)
 
-    summary = summarise(runs, ledger, judge, compression, counter)
+    summary = summarise(runs, ledger, judge, compression, counter, ranges)
     write_metrics(summary_path, summary)
     return summary
+
+
+def _series(frame: pl.DataFrame, by: str, value: str) -> dict[tuple[str, str], list[float]]:
+    """``{(teacher, <by>): [value, ...]}`` in first-seen order: the per-trace values a histogram bins."""
+    return {
+        (str(k[0]), str(k[1])): part[value].to_list()
+        for k, part in frame.group_by(["teacher", by], maintain_order=True)
+    }
 
 
 def _write_text(path: Path, text: str) -> None:
