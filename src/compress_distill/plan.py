@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import re
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def expand(params: Params) -> dict[str, Any]:
     generating = params.traces.source == "generate"
     compressor_prompts = {c: params.compress.prompt_files(c) for c in params.compressors}
     width = max(map(len, compressor_prompts.values()), default=1)
+    used_prompts = sorted({params.generate.prompt, params.judge.prompt, *chain(*compressor_prompts.values())})
     plan: dict[str, Any] = {
         "generate": (
             {t: {"teacher": t, "prompts": [params.generate.prompt]} for t in teachers} if generating else {}
@@ -111,7 +113,13 @@ def expand(params: Params) -> dict[str, Any]:
             else {}
         ),
         "answer_only": {t: {"teacher": t} for t in teachers} if generating else {},
-        "build": {t: {"teacher": t} for t in teachers} if generating else {},
+        "build": (
+            # the dataset card records the hash of the prompt files (stages/card.py); those the stages use
+            # are deps (one named but unused may be absent: the card says so, DVC would refuse to run)
+            {t: {"teacher": t, "prompts": used_prompts} for t in teachers}
+            if generating
+            else {}
+        ),
         "publish": {t: {"teacher": t} for t in teachers} if generating and params.publish.enabled else {},
         "pull": (
             {}
@@ -216,7 +224,7 @@ def import_closure(module: str, src: Path) -> list[str]:
 
 
 # plan families whose items list the prompt files each stage instance reads
-PROMPT_FAMILIES = ("generate", "compress", "judge")
+PROMPT_FAMILIES = ("generate", "compress", "judge", "build")
 
 
 def stage_deps(stage_file: str, plan: dict[str, Any], src: Path) -> list[str]:
@@ -225,7 +233,7 @@ def stage_deps(stage_file: str, plan: dict[str, Any], src: Path) -> list[str]:
     stage = Path(stage_file).stem
     prompts: list[str] = []
     if stage in PROMPT_FAMILIES:
-        # a family without instances (hub mode) keeps one line, so switching modes leaves dvc.yaml alone
+        # a family without instances (hub mode) keeps one line; DVC never resolves it
         width = max((len(item["prompts"]) for item in plan[stage].values()), default=1)
         prompts = [f"${{item.prompts[{i}]}}" for i in range(width)]
     module = ".".join([PACKAGE, *Path(stage_file).with_suffix("").parts])
