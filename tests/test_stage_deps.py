@@ -88,7 +88,7 @@ def _all_stages(repo: Path) -> set[str]:
     from dvc.repo import Repo
 
     with Repo(str(repo)) as dvc:
-        return {stage.addressing for stage in dvc.index.stages}
+        return {stage.name for stage in dvc.index.stages}
 
 
 def _families(stages: set[str]) -> set[str]:
