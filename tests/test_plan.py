@@ -111,7 +111,8 @@ def test_import_closure_follows_every_kind_of_import(tmp_path: Path) -> None:
 
 def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
-    data["compress"]["domain_prompts"] = {"math": "prompts/compress/math.md", "medicine": "prompts/compress/med.md"}
+    domains = {"math": "prompts/compress/math.md", "medicine": "prompts/compress/med.md"}
+    data["compress"]["domain_prompts"] = domains
     plan = expand(parse_params(data))
     # terse has its own prompt (it overrides the domain ones); concise uses the generic or a domain prompt.
     # dvc.yaml indexes one count per family, so the shorter list repeats its last file
@@ -126,7 +127,8 @@ def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
         "prompts/compress/math.md", "prompts/compress/med.md",
     }
     text = render_dvc_yaml((REPO / "dvc.yaml").read_text(), plan, REPO / "src")
-    compress = text[text.index("imports of stages/compress.py") : text.index("params:", text.index("imports of stages/compress.py"))]
+    start = text.index("imports of stages/compress.py")
+    compress = text[start : text.index("params:", start)]
     assert [line.strip() for line in compress.splitlines() if "item.prompts" in line] == [
         "- ${item.prompts[0]}", "- ${item.prompts[1]}", "- ${item.prompts[2]}"
     ]

@@ -40,11 +40,12 @@ IMPORTERS: dict[str, set[str]] = {
 
 
 def _sh(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env |= {f"GIT_{who}_{what}": "t" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL")}
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{tail}")
     return proc.stdout
 
 
@@ -54,8 +55,8 @@ def committed_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dvc.repo import Repo
 
     repo = tmp_path_factory.mktemp("deps") / "repo"
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for rel in tracked.split():
         if rel.startswith(("tests/", "bench/")) or not (REPO / rel).exists():
             continue
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -133,5 +134,5 @@ def test_generic_prompt_edit_spares_compressors_with_their_own(committed_repo: P
 
 
 def test_dvc_leaves_tracked_files_alone(committed_repo: Path) -> None:
-    # `dvc commit` saved every output (Output.save -> Output.ignore, as in `dvc repro`): nothing tracked changed
+    # `dvc commit` saved every output (Output.save -> Output.ignore, as `dvc repro` does): no tracked change
     assert _sh(["git", "status", "--porcelain", "--untracked-files=no"], committed_repo) == ""

@@ -190,7 +190,10 @@ class ShoutBackend(CachedBackend):
 
 
 def test_source_fingerprint_ignores_comments_docstrings_and_layout() -> None:
-    base = '"""Module doc."""\nimport os\n\n\nclass A:\n    """Doc."""\n\n    def f(self, x):\n        """Doc."""\n        return x + 1  # one\n'
+    base = (
+        '"""Module doc."""\nimport os\n\n\nclass A:\n    """Doc."""\n\n'
+        '    def f(self, x):\n        """Doc."""\n        return x + 1  # one\n'
+    )
     same = (
         '"""Another module doc, longer."""\n# a new comment\nimport os\n\nclass A:\n    """New doc."""\n'
         "    def f( self, x ):\n        '''Other doc.'''\n\n        return (x + 1)\n"
@@ -199,7 +202,8 @@ def test_source_fingerprint_ignores_comments_docstrings_and_layout() -> None:
     assert source_fingerprint(base) != source_fingerprint(base.replace("x + 1", "x + 2"))
     assert source_fingerprint(base) != source_fingerprint(base + "\n\ndef g():\n    return 1\n")
     # a string that is not the first statement is code, not a docstring
-    assert source_fingerprint(base) != source_fingerprint(base.replace("return x + 1", "'s'\n        return x + 1"))
+    not_a_docstring = base.replace("return x + 1", "'s'\n        return x + 1")
+    assert source_fingerprint(base) != source_fingerprint(not_a_docstring)
 
 
 def test_backend_identity_covers_its_module_and_the_reasoning_split(smol_dir: str, tmp_path: Path) -> None:
@@ -208,11 +212,14 @@ def test_backend_identity_covers_its_module_and_the_reasoning_split(smol_dir: st
     backend = make_backend({"backend": "hf", "model": smol_dir, "device": "cpu"}, cache_dir=tmp_path)
     assert backend.code_modules() == ("compress_distill.llm.hf", "compress_distill.reasoning")
     assert json.loads(backend.engine_key)["code"] == code_fingerprint(backend.code_modules())
-    assert json.loads((backend.cache.dir / "engine.json").read_text())["code"] == backend.code_id  # type: ignore[union-attr]
+    assert backend.cache is not None
+    assert json.loads((backend.cache.dir / "engine.json").read_text())["code"] == backend.code_id
     backend.close()
 
 
-def test_comment_edit_replays_and_behaviour_edit_regenerates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_comment_edit_replays_and_behaviour_edit_regenerates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine_file = tmp_path / "mods" / "shout_engine.py"
     engine_file.parent.mkdir()
     engine_file.write_text(_ENGINE_SOURCE)

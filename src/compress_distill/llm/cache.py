@@ -83,7 +83,7 @@ def code_fingerprint(modules: Iterable[str]) -> str:
     for name in sorted(set(modules)):
         path = getattr(importlib.import_module(name), "__file__", None)
         if path is None:
-            raise ValueError(f"module {name} has no source file to fingerprint; define backends in a .py file")
+            raise ValueError(f"module {name} has no source file to fingerprint; define backends in .py files")
         parts.append(f"{name}={source_fingerprint(Path(path).read_text(encoding='utf-8'))}")
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
 
