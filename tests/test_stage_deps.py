@@ -27,6 +27,9 @@ PKG = "src/compress_distill"
 # must make stale exactly the instances of these families.
 IMPORTERS: dict[str, set[str]] = {
     "answers.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
+    "reasoning.py": {
+        "generate", "compress", "truncate", "answer_only", "judge", "build", "train", "evaluate", "report",
+    },
     "llm/hf.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
     "llm/cache.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
     "schema.py": {

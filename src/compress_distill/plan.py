@@ -208,7 +208,7 @@ def import_closure(module: str, src: Path) -> list[str]:
     or read, sorted."""
     modules = package_modules(src)
     if module not in modules:
-        raise KeyError(f"no module {module} under {src}; check the stage name in dvc.yaml")
+        raise ValueError(f"no module {module} under {src}; a stage must be named like its module in stages/")
     seen: set[str] = set()
     files: set[Path] = set()
     todo = [module]
