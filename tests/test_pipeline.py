@@ -102,7 +102,7 @@ def test_prompt_edit_reruns_only_dependent_stages(demo_repo: Path) -> None:
     try:
         out = _sh(["dvc", "status", "--json"], demo_repo, stdout_only=True)
         changed = set(json.loads(out))
-        assert {"compress@smol-terse", "compress@smol-concise"} <= changed
+        assert "compress@smol-terse" in changed and "compress@smol-concise" not in changed  # its own prompt
         assert not {s for s in changed if s.startswith(("generate", "prepare", "train", "evaluate"))}
     finally:
         prompt.write_text(original)

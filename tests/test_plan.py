@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from compress_distill.config import load_params, parse_params
-from compress_distill.plan import expand, render
+from compress_distill.plan import CODE_MARKER, expand, import_closure, render, render_dvc_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,3 +50,85 @@ def test_hub_mode_replaces_trace_stages() -> None:
         assert plan[family] == {}
     assert plan["pull"] == {"smol": {"repo_id": "org/smol-traces", "revision": "v1"}}
     assert len(plan["runs"]) == 5
+
+
+# ------------------------------------------------------------------------------------ generated deps
+def test_committed_dvc_yaml_deps_match_code_and_params() -> None:
+    text = (REPO / "dvc.yaml").read_text()
+    expected = render_dvc_yaml(text, expand(load_params(REPO / "params.yaml")), REPO / "src")
+    assert text == expected, "run `compress-distill plan` and commit dvc.yaml"
+
+
+def test_every_stage_has_a_generated_deps_block() -> None:
+    text = (REPO / "dvc.yaml").read_text()
+    stages = yaml.safe_load(text)["stages"]
+    marked = {line.split(CODE_MARKER)[1].strip() for line in text.splitlines() if CODE_MARKER in line}
+    assert marked == {f"stages/{name}.py" for name in stages}
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    src = root / "src"
+    for rel, text in files.items():
+        path = src / "compress_distill" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return src
+
+
+def test_import_closure_follows_every_kind_of_import(tmp_path: Path) -> None:
+    src = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "stages/__init__.py": "",
+            "stages/s.py": (
+                "from __future__ import annotations\nimport json\nfrom compress_distill import plain\n"
+                "from . import sibling\nfrom ..sub.deep import thing\n\n"
+                "def later():\n    import compress_distill.lazy\n"
+            ),
+            "stages/sibling.py": "",
+            "stages/other.py": "",  # imported by nobody
+            "plain.py": "",
+            "lazy.py": "from compress_distill.sub import helper\n",
+            "sub/__init__.py": "from compress_distill.sub.registry import REGISTRY\n",
+            "sub/registry.py": "REGISTRY = {}\n",
+            "sub/deep.py": "def thing():\n    return 'template.html'\n",
+            "sub/helper.py": "",
+            "sub/template.html": "<p>read by deep.py</p>",
+            "sub/unused.html": "",
+        },
+    )
+    got = import_closure("compress_distill.stages.s", src)
+    base = "src/compress_distill/"
+    assert got == sorted(
+        base + p
+        for p in [
+            "__init__.py", "stages/__init__.py", "stages/s.py", "stages/sibling.py", "plain.py", "lazy.py",
+            "sub/__init__.py", "sub/registry.py", "sub/deep.py", "sub/helper.py", "sub/template.html",
+        ]
+    )
+
+
+def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    domains = {"math": "prompts/compress/math.md", "medicine": "prompts/compress/med.md"}
+    data["compress"]["domain_prompts"] = domains
+    plan = expand(parse_params(data))
+    # terse has its own prompt (it overrides the domain ones); concise uses the generic or a domain prompt.
+    # dvc.yaml indexes one count per family, so the shorter list repeats its last file
+    assert plan["compress"]["smol-terse"]["prompts"] == ["prompts/compress/terse.md"] * 3
+    assert plan["compress"]["smol-concise"]["prompts"] == [
+        "prompts/compress/generic.md", "prompts/compress/math.md", "prompts/compress/med.md"
+    ]
+    assert plan["generate"]["smol"]["prompts"] == ["prompts/teacher.md"]
+    assert plan["judge"]["smol-terse"]["prompts"] == ["prompts/judge.md"]
+    assert set(plan["build"]["smol"]["prompts"]) == {
+        "prompts/teacher.md", "prompts/judge.md", "prompts/compress/generic.md", "prompts/compress/terse.md",
+        "prompts/compress/math.md", "prompts/compress/med.md",
+    }
+    text = render_dvc_yaml((REPO / "dvc.yaml").read_text(), plan, REPO / "src")
+    start = text.index("imports of stages/compress.py")
+    compress = text[start : text.index("params:", start)]
+    assert [line.strip() for line in compress.splitlines() if "item.prompts" in line] == [
+        "- ${item.prompts[0]}", "- ${item.prompts[1]}", "- ${item.prompts[2]}"
+    ]

@@ -196,6 +196,15 @@ class CompressConfig(Section):
     # keep only rows whose compressed reasoning still reaches the canonical answer (beyond the paper)
     require_answer_preserved: bool = False
 
+    def prompt_for(self, compressor: str, domain: str) -> str:
+        """Precedence: per-compressor prompt, then per-domain prompt, then the generic one."""
+        return self.prompts.get(compressor) or self.domain_prompts.get(domain) or self.prompt
+
+    def prompt_files(self, compressor: str) -> list[str]:
+        """Every file ``prompt_for`` can pick for ``compressor``, whatever the domain: its DVC deps."""
+        unlisted = self.prompts.get(compressor) or self.prompt  # a domain without its own prompt
+        return sorted({unlisted, *(self.prompt_for(compressor, d) for d in self.domain_prompts)})
+
 
 class TruncateConfig(Section):
     # compressor whose tokenizer and trace lengths define the token budget (the most aggressive one)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from compress_distill.llm.cache import RequestCache
+from compress_distill.config import BackendConfig
+from compress_distill.llm.cache import RequestCache, code_fingerprint, source_fingerprint
 from compress_distill.llm.types import ChatRequest, Completion
 
 
@@ -158,3 +159,148 @@ def test_concurrent_reader_sees_only_complete_entries(tmp_path: Path) -> None:
     reader.refresh()
     assert all(reader.get(_key(i)) is not None for i in range(n))
     assert reader.corrupt_lines == 0
+
+
+# ------------------------------------------------------------------------------------------ code identity
+_ENGINE_SOURCE = '''"""A toy engine: shouts the prompt back (tests of the cache's code identity)."""
+
+from typing import Any
+
+from compress_distill.llm.base import CachedBackend
+from compress_distill.llm.types import Completion
+
+RUNS = []
+
+
+class ShoutBackend(CachedBackend):
+    name = "shout"
+
+    def engine_id(self) -> dict[str, Any]:
+        return {"backend": "shout", "model": self.model}
+
+    def _load(self) -> None:
+        pass
+
+    def _run(self, requests, emit) -> None:
+        RUNS.append(len(requests))
+        for i, req in enumerate(requests):
+            text = req.messages[-1]["content"].upper()
+            emit(i, Completion(text, "", "stop", prompt_tokens=1, completion_tokens=1, model=self.model))
+'''
+
+
+def test_source_fingerprint_ignores_comments_docstrings_and_layout() -> None:
+    base = (
+        '"""Module doc."""\nimport os\n\n\nclass A:\n    """Doc."""\n\n'
+        '    def f(self, x):\n        """Doc."""\n        return x + 1  # one\n'
+    )
+    same = (
+        '"""Another module doc, longer."""\n# a new comment\nimport os\n\nclass A:\n    """New doc."""\n'
+        "    def f( self, x ):\n        '''Other doc.'''\n\n        return (x + 1)\n"
+    )
+    assert source_fingerprint(base) == source_fingerprint(same)
+    assert source_fingerprint(base) != source_fingerprint(base.replace("x + 1", "x + 2"))
+    assert source_fingerprint(base) != source_fingerprint(base + "\n\ndef g():\n    return 1\n")
+    # a string that is not the first statement is code, not a docstring
+    not_a_docstring = base.replace("return x + 1", "'s'\n        return x + 1")
+    assert source_fingerprint(base) != source_fingerprint(not_a_docstring)
+
+
+def test_backend_identity_covers_its_module_and_the_reasoning_split(smol_dir: str, tmp_path: Path) -> None:
+    from compress_distill.llm import make_backend
+
+    backend = make_backend({"backend": "hf", "model": smol_dir, "device": "cpu"}, cache_dir=tmp_path)
+    assert backend.code_modules() == ("compress_distill.llm.hf", "compress_distill.reasoning")
+    assert json.loads(backend.engine_key)["code"] == code_fingerprint(backend.code_modules())
+    assert backend.cache is not None
+    assert json.loads((backend.cache.dir / "engine.json").read_text())["code"] == backend.code_id
+    backend.close()
+
+
+def test_comment_edit_replays_and_behaviour_edit_regenerates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine_file = tmp_path / "mods" / "shout_engine.py"
+    engine_file.parent.mkdir()
+    engine_file.write_text(_ENGINE_SOURCE)
+    monkeypatch.syspath_prepend(str(engine_file.parent))
+    import importlib
+
+    module = importlib.import_module("shout_engine")
+    cfg = BackendConfig(backend="hf", model="org/toy")  # never loaded: the toy engine has no weights
+    request = [ChatRequest([{"role": "user", "content": "hello"}])]
+
+    def generate() -> tuple[str, int]:
+        with module.ShoutBackend(cfg, cache_dir=tmp_path / "cache") as backend:
+            (done,) = backend.generate(request)
+            return done.text, backend.stats.generated
+
+    assert generate() == ("HELLO", 1)
+    # comments and docstrings only: served from the cache, the engine gets no request
+    engine_file.write_text(
+        _ENGINE_SOURCE.replace('"""A toy engine', '# why: a comment\n"""A toy engine, reworded')
+        .replace("        RUNS.append", "        # counted per call\n        RUNS.append")
+    )
+    assert generate() == ("HELLO", 0)
+    assert module.RUNS == [1]
+    # a behaviour edit: a new cache namespace, so the new code generates
+    engine_file.write_text(_ENGINE_SOURCE.replace(".upper()", ".upper() + '!'"))
+    module = importlib.reload(module)
+    assert generate() == ("HELLO!", 1)
+    assert module.RUNS == [1]
+
+
+_HF_GENERATE = """
+import json, sys
+from compress_distill.llm import ChatRequest, make_backend
+
+cfg = {"backend": "hf", "model": sys.argv[1], "device": "cpu", "dtype": "float32"}
+with make_backend(cfg, cache_dir=sys.argv[2]) as backend:
+    (done,) = backend.generate([ChatRequest([{"role": "user", "content": "What is 2+2?"}], max_tokens=4)])
+    print(json.dumps({"text": done.text, "generated": backend.stats.generated, "loaded": backend._loaded}))
+"""
+
+# appended to llm/hf.py: a behaviour change in what the backend emits
+_HF_BEHAVIOUR_EDIT = """
+
+_plain_run = HFBackend._run
+
+
+def _marked_run(self, requests, emit):
+    import dataclasses
+
+    _plain_run(self, requests, lambda i, c: emit(i, dataclasses.replace(c, text=c.text + " [edited]")))
+
+
+HFBackend._run = _marked_run
+"""
+
+
+@pytest.mark.slow
+def test_hf_backend_edits_real_model(smol_dir: str, tmp_path: Path) -> None:
+    """The finding: a behaviour edit of llm/hf.py replayed the old completions; a comment edit must not."""
+    import os
+    import shutil
+
+    src = tmp_path / "src"
+    package = Path(__file__).resolve().parents[2] / "src" / "compress_distill"
+    shutil.copytree(package, src / "compress_distill", ignore=shutil.ignore_patterns("__pycache__"))
+    hf = src / "compress_distill" / "llm" / "hf.py"
+    original = hf.read_text()
+    env = {**os.environ, "PYTHONPATH": str(src)}
+
+    def generate() -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-c", _HF_GENERATE, smol_dir, str(tmp_path / "cache")],
+            env=env, capture_output=True, text=True, timeout=600, check=True,
+        ).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    first = generate()
+    assert first["generated"] == 1
+    hf.write_text("# a comment added by a test\n" + original.replace('"""', '"""Reworded. ', 1))
+    again = generate()
+    assert again == {**first, "generated": 0, "loaded": False}  # served from the cache, model never loaded
+    hf.write_text(original + _HF_BEHAVIOUR_EDIT)
+    edited = generate()
+    assert edited["generated"] == 1 and edited["text"] == f"{first['text']} [edited]"

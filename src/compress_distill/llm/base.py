@@ -3,7 +3,9 @@
 An engine subclass implements three things:
 
 - ``engine_id()``  a JSON-able dict of everything besides the request that changes the output (backend,
-  weights fingerprint, dtype, chat-template kwargs ...); it namespaces the cache;
+  weights fingerprint, dtype, chat-template kwargs ...); it namespaces the cache, together with the
+  fingerprint of the code that shapes completions (``code_modules``: the subclass's module and
+  ``OUTPUT_MODULES``), so editing that code's behaviour -- not its comments -- regenerates;
 - ``_load()``      load the model / start servers (called once, lazily: a fully cached re-run loads nothing);
 - ``_run(requests, emit)``  generate every request and call ``emit(i, completion)`` once per index as soon
   as that completion is final, so the base writes it to the durable cache straight away.
@@ -28,12 +30,15 @@ from typing import Any, Self
 
 from compress_distill.config import BackendConfig
 from compress_distill.llm.accounting import BackendStats, Progress
-from compress_distill.llm.cache import RequestCache
+from compress_distill.llm.cache import RequestCache, code_fingerprint
 from compress_distill.llm.types import ChatRequest, Completion
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[int, Completion], None]
+
+# Modules besides a backend's own whose code shapes the completions it returns: the reasoning/final split.
+OUTPUT_MODULES: tuple[str, ...] = ("compress_distill.reasoning",)
 
 
 class BackendError(RuntimeError):
@@ -53,6 +58,7 @@ class CachedBackend:
         self._use_cache = use_cache
         self._cache: RequestCache | None = None
         self._engine_key: str | None = None
+        self._code_id: str | None = None
         self._loaded = False
         self._closed = False
 
@@ -69,11 +75,23 @@ class CachedBackend:
     def _unload(self) -> None:
         """Release the model / stop servers; called once by ``close``."""
 
+    def code_modules(self) -> tuple[str, ...]:
+        """Modules whose code shapes this engine's completions (part of its cache identity)."""
+        return (type(self).__module__, *OUTPUT_MODULES)
+
     # ------------------------------------------------------------------------------------ public API
+    @property
+    def code_id(self) -> str:
+        """Fingerprint of ``code_modules`` (see ``llm.cache.code_fingerprint``)."""
+        if self._code_id is None:
+            self._code_id = code_fingerprint(self.code_modules())
+        return self._code_id
+
     @property
     def engine_key(self) -> str:
         if self._engine_key is None:
-            self._engine_key = json.dumps(self.engine_id(), sort_keys=True, separators=(",", ":"))
+            identity = {**self.engine_id(), "code": self.code_id}
+            self._engine_key = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return self._engine_key
 
     @property
@@ -84,6 +102,7 @@ class CachedBackend:
                 "backend": self.name,
                 "model": self.model,
                 "engine_key_sha256": hashlib.sha256(self.engine_key.encode()).hexdigest(),
+                "code": self.code_id,
             }
             self._cache = RequestCache(self._cache_root, self.engine_key, info)
         return self._cache

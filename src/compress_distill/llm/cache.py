@@ -25,10 +25,19 @@ Only an index (key -> segment, offset, length) is kept in memory, so caches with
 need not fit in RAM; a hit is a slice of a read-only ``mmap`` of its segment plus one ``json.loads``.
 ``bench/backends.py`` measures ~145k ``get``/s and ~60k fully cached ``backend.generate`` requests/s per
 CPU-second (3 KB completions; hashing each request is the other half), and ~0.3 s to index 50k entries.
+
+Code identity: the engine id includes ``code_fingerprint`` of the modules that shape a completion (the
+backend's own module and the reasoning split, see ``CachedBackend.code_modules``), so a behaviour change
+there regenerates instead of replaying completions the old code made.  The fingerprint hashes each module's
+syntax tree without docstrings: comments, docstrings and formatting never invalidate the cache (a Python
+upgrade that changes ``ast.dump``'s format does, once).
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import importlib
 import json
 import logging
 import mmap
@@ -36,6 +45,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Self
@@ -50,12 +60,38 @@ _SCAN_CHUNK = 64 << 20  # bytes read at a time when indexing a segment (bounded 
 _COMPLETION_FIELDS = frozenset(f.name for f in fields(Completion))
 
 
+def source_fingerprint(source: str) -> str:
+    """SHA-256 (hex) of the code in ``source``, blind to comments, docstrings and formatting.
+
+    ``ast.dump`` holds no comments and (by default) no positions; docstrings -- the first string statement
+    of a module, class or function body -- are dropped before dumping.
+    """
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                if isinstance(first.value.value, str):
+                    node.body = node.body[1:]
+    return hashlib.sha256(ast.dump(tree).encode("utf-8")).hexdigest()
+
+
+def code_fingerprint(modules: Iterable[str]) -> str:
+    """16 hex digits identifying the code of ``modules`` (dotted names, imported if need be), read from
+    their source files now: an edited file counts even before the process re-imports it."""
+    parts: list[str] = []
+    for name in sorted(set(modules)):
+        path = getattr(importlib.import_module(name), "__file__", None)
+        if path is None:
+            raise ValueError(f"module {name} has no source file to fingerprint; define backends in .py files")
+        parts.append(f"{name}={source_fingerprint(Path(path).read_text(encoding='utf-8'))}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
 class RequestCache:
     """Append-only completion store for one engine (see the module docstring)."""
 
     def __init__(self, root: str | Path, engine_id: str, engine_info: dict[str, Any] | None = None) -> None:
-        import hashlib
-
         self.root = Path(root)
         self.engine_id = engine_id
         self.dir = self.root / hashlib.sha256(engine_id.encode("utf-8")).hexdigest()[:24]

@@ -64,8 +64,7 @@ CHUNK_ROWS = 4_096
 
 def prompt_path(params: Params, compressor: str, domain: str) -> str:
     """Precedence: per-compressor prompt, then per-domain prompt, then the generic one."""
-    c = params.compress
-    return c.prompts.get(compressor) or c.domain_prompts.get(domain) or c.prompt
+    return params.compress.prompt_for(compressor, domain)
 
 
 def answer_preserved(compressed: str, answer: str, answer_type: str) -> bool:

@@ -1,0 +1,141 @@
+"""Generated DVC deps, checked with real DVC on a temporary git copy of the repository.
+
+Each stage must depend on exactly the package modules its module imports (transitively) and the prompt files
+it reads, so that `dvc status` marks the stages a code or prompt edit affects and no others; and DVC must
+leave tracked files alone (it appends to `.gitignore` any cached output that git does not ignore yet).
+
+No stage runs: every output gets a placeholder and `dvc commit -f` records the pipeline as up to date (it
+saves outputs through the same ``Output.save`` -> ``Output.ignore`` path as `dvc repro`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PKG = "src/compress_distill"
+
+# Stage families (dvc.yaml stage names) that import each module, read off the code by hand: a module edit
+# must make stale exactly the instances of these families.
+IMPORTERS: dict[str, set[str]] = {
+    "answers.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
+    "reasoning.py": {
+        "generate", "compress", "truncate", "answer_only", "judge", "build", "train", "evaluate", "report",
+    },
+    "llm/hf.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
+    "llm/cache.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
+    "schema.py": {
+        "prepare", "generate", "compress", "truncate", "answer_only", "judge", "build", "train", "evaluate",
+        "report",
+    },
+    "stages/traces_common.py": {"generate", "compress", "truncate", "answer_only", "judge", "build"},
+    "stages/card.py": {"build"},
+    "training/trainer.py": {"train"},
+}
+
+
+def _sh(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env |= {f"GIT_{who}_{what}": "t" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL")}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{tail}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def committed_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git copy of the tracked files with every stage recorded as up to date in dvc.lock."""
+    from dvc.repo import Repo
+
+    repo = tmp_path_factory.mktemp("deps") / "repo"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for rel in tracked.split():
+        if rel.startswith(("tests/", "bench/")) or not (REPO / rel).exists():
+            continue
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, repo / rel)
+    _sh(["git", "init", "-q"], repo)
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "copy"], repo)
+    with Repo(str(repo)) as dvc:
+        for stage in dvc.index.stages:
+            for entry in [*stage.deps, *stage.outs]:
+                path = Path(entry.fs_path)
+                if hasattr(entry, "params") or path.exists():
+                    continue
+                if path.suffix:  # a file output (parquet, json)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text("{}\n")
+                else:  # a folder output
+                    path.mkdir(parents=True, exist_ok=True)
+                    (path / "placeholder").write_text("x\n")
+    _sh(["dvc", "commit", "-f", "-q"], repo)
+    assert _stale(repo) == set(), "placeholders should leave every stage up to date"
+    return repo
+
+
+def _stale(repo: Path) -> set[str]:
+    return set(json.loads(_sh(["dvc", "status", "--json"], repo)))
+
+
+def _all_stages(repo: Path) -> set[str]:
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        return {stage.name for stage in dvc.index.stages}
+
+
+def _families(stages: set[str]) -> set[str]:
+    return {s.split("@")[0] for s in stages}
+
+
+@pytest.mark.parametrize("module", sorted(IMPORTERS))
+def test_module_edit_makes_exactly_its_importers_stale(committed_repo: Path, module: str) -> None:
+    path = committed_repo / PKG / module
+    original = path.read_text()
+    path.write_text(original + "\n\ndef _added_by_a_test() -> int:\n    return 1\n")
+    try:
+        stale = _stale(committed_repo)
+    finally:
+        path.write_text(original)
+    # every instance of those families (the fan-out shares the code), and nothing else
+    assert stale == {s for s in _all_stages(committed_repo) if s.split("@")[0] in IMPORTERS[module]}
+    assert _families(stale) == IMPORTERS[module]
+
+
+def test_prompt_edit_makes_only_its_compressor_stale(committed_repo: Path) -> None:
+    prompt = committed_repo / "prompts" / "compress" / "terse.md"
+    original = prompt.read_text()
+    prompt.write_text(original + "\nBe brief.\n")
+    try:
+        stale = _stale(committed_repo)
+    finally:
+        prompt.write_text(original)
+    # build@smol too: its dataset card records every prompt file's hash
+    assert stale == {"compress@smol-terse", "build@smol"}
+
+
+def test_generic_prompt_edit_spares_compressors_with_their_own(committed_repo: Path) -> None:
+    prompt = committed_repo / "prompts" / "compress" / "generic.md"
+    original = prompt.read_text()
+    prompt.write_text(original + "\nBe brief.\n")
+    try:
+        stale = _stale(committed_repo)
+    finally:
+        prompt.write_text(original)
+    assert stale == {"compress@smol-concise", "build@smol"}
+
+
+def test_dvc_leaves_tracked_files_alone(committed_repo: Path) -> None:
+    # `dvc commit` saved every output (Output.save -> Output.ignore, as `dvc repro` does): no tracked change
+    assert _sh(["git", "status", "--porcelain", "--untracked-files=no"], committed_repo) == ""
