@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from compress_distill.errors import UserError, looks_like_credential, redact
+
 # Dataset ids of the question registry (compress_distill.benchmarks.registry must define exactly these;
 # a test keeps the two in sync).  Kept here because config may import nothing else of the package.
 DATASET_IDS: tuple[str, ...] = (
@@ -50,7 +52,7 @@ SOURCES = ("raw", "compressed", "truncated", "answer-only")
 METHODS = ("lora", "full")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params problem, phrased as what to change."""
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from compress_distill.errors import UserError
+
 # --------------------------------------------------------------------------------------------- tables
 QUESTIONS = pa.schema(
     [
@@ -139,7 +141,7 @@ VERDICTS = ("faithful", "partially_faithful", "unfaithful")
 ANSWER_TYPES = ("numeric", "letter", "boolean", "latex", "text")
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A table on disk does not have the columns a stage needs."""
 
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.config import ConfigError, Params, load_params
+from compress_distill.config import Params, load_params
 from compress_distill.metrics import RowCounter, write_metrics
 from compress_distill.schema import QUESTIONS, REJECTS, write_rows
 
@@ -165,17 +165,7 @@ def main(
     rejects: Annotated[Path | None, typer.Option(help="optional Parquet of rejected records")] = None,
 ) -> None:
     """Load the benchmark questions (Hub or mirror) into data/questions/{train,eval}.parquet."""
-    from compress_distill.benchmarks.common import BenchmarkError
-
-    try:
-        p = load_params(params)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="--params") from None
-    try:
-        m = run(p, out_dir, metrics, rejects_path=rejects)
-    except BenchmarkError as err:
-        typer.echo(f"prepare failed: {err}", err=True)
-        raise typer.Exit(1) from None
+    m = run(load_params(params), out_dir, metrics, rejects_path=rejects)
     typer.echo(
         f"prepare: {m['train']} train / {m['eval']} eval questions from {len(m['datasets'])} dataset(s); "
         f"rejects {m['rejects']}"

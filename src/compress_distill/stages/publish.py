@@ -20,7 +20,7 @@ import typer
 
 from compress_distill.config import ConfigError, Params, load_params
 from compress_distill.metrics import write_metrics
-from compress_distill.stages.traces_common import cli_errors, count_rows, pick
+from compress_distill.stages.traces_common import count_rows, pick
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,7 @@ def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Publish the built dataset folder to the Hugging Face Hub under publish.tag (opt-in)."""
-    with cli_errors():
-        r = run(load_params(params), teacher, folder, receipt)
+    r = run(load_params(params), teacher, folder, receipt)
     typer.echo(
         f"publish@{teacher}: {r['dataset_url']} commit {r['commit']}"
         + (f" tag {r['tag']}" if r["tag"] else "")

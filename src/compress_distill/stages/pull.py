@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.metrics import write_metrics
-from compress_distill.stages.traces_common import cli_errors, swap_dir
+from compress_distill.stages.traces_common import swap_dir
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,7 @@ def main(
     revision: Annotated[str, typer.Option(help="tag, branch or commit to download")] = "main",
 ) -> None:
     """Download a published trace revision from the Hub into data/hub/T and verify every config loads."""
-    with cli_errors():
-        r = run(repo_id, revision, out_dir, metrics)
+    r = run(repo_id, revision, out_dir, metrics)
     typer.echo(
         f"pull: {repo_id}@{revision} -> {out_dir}: " + ", ".join(f"{c} {n}" for c, n in r["configs"].items())
     )
