@@ -18,6 +18,7 @@ the openai backend's and the Hub stages' error messages.  This module imports no
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import math
@@ -26,7 +27,7 @@ import re
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -47,10 +48,11 @@ class UserError(Exception):
 # ("hf_***") so a message still says which credential was involved.
 _SHAPED = re.compile(r"\b(sk-|hf_|gsk_|ghp_|gho_|github_pat_|xox[abpr]-)[A-Za-z0-9_\-]{8,}")
 _BEARER = re.compile(r"\b((?i:bearer|token)\s+)[^\s'\",;]+")
-# Long opaque strings of mixed case and digits: keys with a prefix this list does not know.  '/' and '.' are
-# not part of a candidate so paths and model ids (``org/Model-7B``) are left alone.
-_OPAQUE = re.compile(r"[A-Za-z0-9_\-+=]{32,}")
+# Long opaque strings of mixed case and digits: keys with a prefix this list does not know.  '/', '.' and '-' are
+# not part of a candidate so paths and model ids (``org/Model-7B-FP8``) are left alone.
+_OPAQUE = re.compile(r"[A-Za-z0-9_+=]{32,}")
 _OPAQUE_MIN_BITS_PER_CHAR = 4.0  # random base62 of length 32+ scores ~4.6-5.0; words and hex digests < 4
+_OPAQUE_UPPER_SHARE = (0.25, 0.75)  # share of upper-case letters; random base62 has 0.5
 # Environment variables whose values are secrets wherever they appear (HF_TOKEN, OPENAI_API_KEY ...).
 _SECRET_ENV_NAME = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
 _SECRET_MIN_CHARS = 8  # shorter values ("1", "true") would blank out ordinary words
@@ -63,10 +65,12 @@ def _bits_per_char(text: str) -> float:
 
 
 def _is_opaque(token: str) -> bool:
+    letters = [c for c in token if c.isalpha()]
+    upper = sum(c.isupper() for c in letters) / max(1, len(letters))
     return (
-        any(c.isupper() for c in token)
-        and any(c.islower() for c in token)
-        and any(c.isdigit() for c in token)
+        any(c.isdigit() for c in token)
+        # random keys are about half upper case; CamelCase words and identifiers are mostly lower or upper
+        and _OPAQUE_UPPER_SHARE[0] <= upper <= _OPAQUE_UPPER_SHARE[1]
         and _bits_per_char(token) >= _OPAQUE_MIN_BITS_PER_CHAR
     )
 
@@ -250,7 +254,7 @@ def _chain(err: BaseException) -> list[BaseException]:
     current: BaseException | None = err
     while current is not None and current not in out:
         out.append(current)
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        current = current.__cause__  # explicit ``raise ... from``: an implicit context may be unrelated
     return out
 
 
@@ -267,10 +271,19 @@ def describe(err: BaseException, options: Mapping[str, Any] | None = None) -> st
 
 def _classify(err: BaseException, options: Mapping[str, Any]) -> str | None:
     msg = _one_line(str(err))
+    if isinstance(err, UserError):
+        return msg + _where_option(msg, options)
+    for link in _chain(err):
+        network = _network_errors()
+        link_msg = _one_line(str(link))
+        if isinstance(link, network) or (isinstance(link, OSError) and _MODEL_MISSING.search(link_msg)):
+            where = _where_in_params(link_msg, options)
+            return (
+                f"{type(link).__name__}: {link_msg}{where}; check the model id or local path, the network "
+                "(HF_ENDPOINT, proxies), the login (`hf auth login` or HF_TOKEN) and HF_HUB_OFFLINE"
+            )
     if isinstance(err, FileNotFoundError | NotADirectoryError) and not err.filename:
         # raised by the package with its own fix-it message ("X does not exist; run the stage ...")
-        return msg + _where_option(msg, options)
-    if isinstance(err, UserError):
         return msg + _where_option(msg, options)
     if isinstance(err, FileNotFoundError | NotADirectoryError):
         option = _option_for(err.filename, options)
@@ -299,16 +312,29 @@ def _classify(err: BaseException, options: Mapping[str, Any]) -> str | None:
         )
     if isinstance(err, ValueError) and _CHAT_TEMPLATE.search(msg) and "tokenizer" in msg:
         return f"{msg}; set student.chat_template to a Jinja template file in params"
-    for link in _chain(err):
-        network = _network_errors()
-        link_msg = _one_line(str(link))
-        if isinstance(link, network) or (isinstance(link, OSError) and _MODEL_MISSING.search(link_msg)):
-            where = _where_in_params(link_msg, options)
-            return (
-                f"{type(link).__name__}: {link_msg}{where}; check the model id or local path, the network "
-                "(HF_ENDPOINT, proxies), the login (`hf auth login` or HF_TOKEN) and HF_HUB_OFFLINE"
-            )
     return None
+
+
+class HubError(UserError, ConnectionError):
+    """A Hub or network call failed; the message is redacted and says what to check."""
+
+
+def is_network_error(err: BaseException) -> bool:
+    return any(isinstance(link, _network_errors()) for link in _chain(err))
+
+
+@contextlib.contextmanager
+def hub_errors(what: str, fix: str) -> Iterator[None]:
+    """Inside the block, a Hub or network failure becomes one redacted ``HubError``: ``what`` failed, the
+    server's reason, and ``fix``.  The original is dropped (``from None``): its text may carry a credential
+    that a server echoed back, and ``--debug`` would print it."""
+    try:
+        yield
+    except Exception as err:
+        if not is_network_error(err):
+            raise
+        reason = redact(f"{type(err).__name__}: {_one_line(str(err))}")
+        raise HubError(f"{what} failed: {reason}; {fix}") from None
 
 
 # --------------------------------------------------------------------------------------------- the guard
@@ -318,7 +344,7 @@ def report(err: BaseException, options: Mapping[str, Any] | None = None) -> int 
     if line is None:
         return None
     if debug_enabled():
-        traceback.print_exception(err, file=sys.stderr)
+        print(redact("".join(traceback.format_exception(err))), file=sys.stderr, end="")
     print(f"error: {line}", file=sys.stderr, flush=True)
     return EXIT_USER_ERROR
 
