@@ -188,7 +188,8 @@ def validate(table: pa.Table, schema: pa.Schema, source: str = "table") -> pa.Ta
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise SchemaError(
-                    f"{source}: column {field.name!r} has type {got}, expected {field.type}"
+                    f"{source}: column {field.name!r} has type {got}, expected {field.type}; re-run the stage "
+                    "that writes it (dvc repro) or fix the tool that made the file"
                 ) from err
         elif pa.types.is_null(got):
             table = table.set_column(

@@ -61,13 +61,13 @@ def run(
 
         download = snapshot_download
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     with hub_errors(
         f"downloading revision {revision!r} of the Hub dataset {repo_id}",
         "check traces.repo_ids and traces.revision in params, the network (HF_ENDPOINT, proxies), the login "
         "(`hf auth login` or HF_TOKEN) for a private repo, and that HF_HUB_OFFLINE is unset",
     ):
         snapshot = Path(download(repo_id=repo_id, repo_type="dataset", revision=revision))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
     try:
         # the cache's snapshot is symlinks into its blob store: copy the files themselves
