@@ -20,13 +20,17 @@ def fake_token(prefix: str = "hf_") -> str:
 
 class _EchoHandler(BaseHTTPRequestHandler):
     status = 401
+    pad = 0  # characters of filler before the echo, to place the credential where a message cuts text
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
         auth = self.headers.get("Authorization", "")
-        body = json.dumps({"error": f"invalid credentials: {auth!s}", "detail": {"authorization": auth}})
+        bare = auth.split()[-1] if auth else ""
+        body = json.dumps(
+            {"error": "." * self.pad + f"invalid credentials: {auth}", "detail": {"token": bare}}
+        )
         payload = body.encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
@@ -44,9 +48,10 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def echo_server(status: int = 401) -> Iterator[str]:
-    """Yield the base URL of a server answering ``status`` to everything, with the credential echoed."""
-    handler = type("Handler", (_EchoHandler,), {"status": status})
+def echo_server(status: int = 401, pad: int = 0) -> Iterator[str]:
+    """Yield the base URL of a server answering ``status`` to everything, with the credential echoed (as the
+    whole header and as the bare token) after ``pad`` filler characters."""
+    handler = type("Handler", (_EchoHandler,), {"status": status, "pad": pad})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {
         **os.environ,
-        "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "PYTHONPATH": str(REPO / "src"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         **(env or {}),
