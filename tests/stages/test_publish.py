@@ -8,10 +8,12 @@ from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
-from huggingface_hub import CommitInfo, GitRefInfo, GitRefs, HfApi, RepoUrl
+from echo_server import echo_server
+from huggingface_hub import CommitInfo, GitRefInfo, GitRefs, HfApi, RepoUrl, constants
 from trace_stage_helpers import make_params, make_traces
 
 from compress_distill.config import ConfigError
+from compress_distill.errors import HubError, describe
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, publish
 
@@ -102,3 +104,26 @@ def test_autospec_rejects_a_wrong_call() -> None:
     api = fake_api()
     with pytest.raises(TypeError):
         api.upload_folder(repo_id=REPO_ID, folder=".", repo_type="dataset")
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_a_server_echoing_the_token_never_gets_it_printed(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str], status: int,
+) -> None:
+    """The real HfApi against a loopback server that quotes the Authorization header in its error (as some
+    proxies do): the error says what failed and what to check, and holds no part of the token."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    caplog.set_level(logging.DEBUG)
+    with echo_server(status) as url:
+        api = HfApi(endpoint=url, token=TOKEN)
+        with pytest.raises(HubError) as info:
+            publish.run(pub_params(), "smol", folder, tmp_path / "r.json", api=api)
+    message = str(info.value)
+    assert REPO_ID in message and str(status) in message and "publish.repo_id" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # the raw error is not chained
+    line = describe(info.value) or ""
+    out, err = capsys.readouterr()
+    for text in (message, line, caplog.text, out, err):
+        assert TOKEN not in text and "FAKEtoken" not in text
+    assert not (tmp_path / "r.json").exists()

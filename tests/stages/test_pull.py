@@ -3,14 +3,18 @@ by loading every config, swapped into place; a broken revision leaves the destin
 
 from __future__ import annotations
 
+import functools
+import logging
 import shutil
 from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
-from huggingface_hub import snapshot_download
+from echo_server import echo_server, fake_token
+from huggingface_hub import constants, snapshot_download
 from trace_stage_helpers import make_params, make_traces
 
+from compress_distill.errors import HubError
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, pull
 
@@ -76,3 +80,21 @@ def test_a_broken_revision_is_rejected_and_the_old_folder_kept(published: Path, 
         pull.run(REPO_ID, "v2", out, tmp_path / "m.json", download=fake_download(broken, tmp_path / "hf-cache"))
     assert (out / "keep.txt").exists() and not (tmp_path / "m.json").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["smol"]
+
+
+def test_a_server_echoing_the_token_never_gets_it_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real snapshot_download against a loopback server that quotes the Authorization header back."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    caplog.set_level(logging.DEBUG)
+    token = fake_token()
+    out = tmp_path / "hub" / "smol"
+    with echo_server(401) as url:
+        download = functools.partial(snapshot_download, endpoint=url, token=token, cache_dir=tmp_path / "hf")
+        with pytest.raises(HubError) as info:
+            pull.run(REPO_ID, "v1", out, tmp_path / "m.json", download=download)
+    message = str(info.value)
+    assert REPO_ID in message and "401" in message and "traces.revision" in message
+    assert token not in message + caplog.text and "FAKEtoken" not in message + caplog.text
+    assert not out.parent.exists() and not (tmp_path / "m.json").exists()
