@@ -30,6 +30,7 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
         "PYTHONPATH": str(REPO / "src"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar is not an error line
         **(env or {}),
     }
     full_env.pop("COMPRESS_DISTILL_DEBUG", None)
@@ -149,25 +150,21 @@ def test_missing_model_directory(tmp_path: Path) -> None:
     missing = str(tmp_path / "models" / "no-such-model")
     params = write_params(tmp_path, **{"teachers.smol.model": missing})
     one_line_error(generate(tmp_path, params, questions(tmp_path / "q.parquet")),
-                   "no-such-model", "teachers.smol.model", "check the model id or local path")
+                   "no-such-model", "does not exist", "teachers.smol.model", "fix the path")
 
 
 @pytest.mark.slow
 def test_broken_chat_template(tmp_path: Path, smol_dir: str) -> None:
-    """A model folder whose tokenizer_config.json carries a chat template Jinja cannot parse."""
-    import json
-
+    """A model folder whose chat template (``chat_template.jinja``) Jinja cannot parse."""
     model = tmp_path / "model"
     model.mkdir()
     for f in Path(smol_dir).iterdir():
-        if f.name != "tokenizer_config.json":
+        if f.name != "chat_template.jinja":
             (model / f.name).symlink_to(f)
-    config = json.loads((Path(smol_dir) / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config["chat_template"] = "{% for m in messages %}{{ m['content'] }"  # unclosed expression
-    (model / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (model / "chat_template.jinja").write_text("{% for m in messages %}\n{{ m['content'] }", encoding="utf-8")
     params = write_params(tmp_path, **{"teachers.smol.model": str(model)})
     one_line_error(generate(tmp_path, params, questions(tmp_path / "q.parquet")),
-                   "template", "line", "fix the template")
+                   "template", "line 2", "fix the template")
 
 
 # --------------------------------------------------------------------------------------------- network

@@ -238,14 +238,24 @@ def _params_keys(value: str, options: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _where_in_params(message: str, options: Mapping[str, Any]) -> str:
-    """" (params key a.b.c in params.yaml)" for the first quoted value of ``message`` found in params."""
+def _params_value(message: str, options: Mapping[str, Any]) -> tuple[str, str]:
+    """The first quoted value of ``message`` that params holds, and " (params key a.b.c in params.yaml)"."""
     for quoted in re.findall(r"'([^'\s]+)'|\"([^\"\s]+)\"", message):
         value = quoted[0] or quoted[1]
         keys = _params_keys(value, options)
         if keys:
-            return f" (params key {', '.join(keys)} in {options['params']})"
-    return ""
+            return value, f" (params key {', '.join(keys)} in {options['params']})"
+    return "", ""
+
+
+def _where_in_params(message: str, options: Mapping[str, Any]) -> str:
+    return _params_value(message, options)[1]
+
+
+def _is_local_path(value: str) -> bool:
+    """A model value meant as a folder: absolute/relative-looking, or inside a folder that exists here
+    (``models/RUN``); ``org/name`` is a Hub id unless ``org/`` is a local folder."""
+    return value.startswith(("/", "./", "../", "~")) or Path(value).parent.is_dir() and "/" in value
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -277,7 +287,13 @@ def _classify(err: BaseException, options: Mapping[str, Any]) -> str | None:
         network = _network_errors()
         link_msg = _one_line(str(link))
         if isinstance(link, network) or (isinstance(link, OSError) and _MODEL_MISSING.search(link_msg)):
-            where = _where_in_params(link_msg, options)
+            value, where = _params_value(link_msg, options)
+            where = where or _where_option(link_msg, options)
+            if value and _is_local_path(value) and not Path(value).expanduser().exists():
+                return (
+                    f"model directory {value} does not exist{where}; fix the path, or produce the model first "
+                    "(e.g. dvc repro train@RUN)"
+                )
             return (
                 f"{type(link).__name__}: {link_msg}{where}; check the model id or local path, the network "
                 "(HF_ENDPOINT, proxies), the login (`hf auth login` or HF_TOKEN) and HF_HUB_OFFLINE"
@@ -307,8 +323,8 @@ def _classify(err: BaseException, options: Mapping[str, Any]) -> str | None:
         if getattr(err, "filename", None) or getattr(err, "lineno", None):
             where = f" ({getattr(err, 'filename', None) or 'template'} line {getattr(err, 'lineno', '?')})"
         return (
-            f"chat/prompt template error{where}: {msg}; fix the template (student.chat_template or the "
-            "model's tokenizer_config.json)"
+            f"chat template error{where}: {msg}; fix the template (the file named by student.chat_template in "
+            "params, or the model folder's chat_template.jinja / tokenizer_config.json)"
         )
     if isinstance(err, ValueError) and _CHAT_TEMPLATE.search(msg) and "tokenizer" in msg:
         return f"{msg}; set student.chat_template to a Jinja template file in params"
