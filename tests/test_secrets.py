@@ -15,7 +15,7 @@ import yaml
 from echo_server import echo_server, fake_token
 
 from compress_distill.config import ConfigError, backend_config, parse_params
-from compress_distill.errors import looks_like_credential, redact
+from compress_distill.errors import looks_like_credential, redact, redact_logs
 from compress_distill.llm import ChatRequest, make_backend
 from compress_distill.llm.base import BackendError
 
@@ -61,6 +61,16 @@ def test_bearer_and_known_values_are_redacted(monkeypatch: pytest.MonkeyPatch) -
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert not looks_like_credential(text)
     assert redact(text) == text
+
+
+def test_log_messages_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """The CLI routes every log record through redact (a library logging a request header, say)."""
+    redact_logs()
+    redact_logs()  # idempotent
+    token = fake_token("hf_")
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("some.library").info("sending headers %s", {"authorization": f"Bearer {token}"})
+    assert "sending headers" in caplog.text and token not in caplog.text and "FAKE" not in caplog.text
 
 
 # --------------------------------------------------------------------------------------------- params

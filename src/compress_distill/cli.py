@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from compress_distill.config import ConfigError, load_params
-from compress_distill.errors import DEBUG_ENV, guard, set_debug
+from compress_distill.errors import DEBUG_ENV, guard, redact_logs, set_debug
 
 app = typer.Typer(
     help="Compress-Distill: dataset factory and distillation benchmark for compressed reasoning traces.",
@@ -48,6 +48,7 @@ def _global_options(
     ] = False,
 ) -> None:
     set_debug(debug)
+    redact_logs()
 
 
 for _name, _module in STAGES.items():

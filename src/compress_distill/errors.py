@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import math
 import os
 import re
@@ -97,6 +98,27 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     text = _SHAPED.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
     return _OPAQUE.sub(lambda m: MASK if _is_opaque(m.group(0)) else m.group(0), text)
+
+
+def redact_logs() -> None:
+    """Pass every log message (ours and the libraries') through ``redact``; the CLI installs this once."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return record  # a malformed call: logging reports it when the record is emitted
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return record
+
+    factory.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 # --------------------------------------------------------------------------------------------- debug flag

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -116,9 +115,10 @@ def test_cli_main(tmp_path: Path) -> None:
     cfg = yaml.safe_load((REPO / "params.yaml").read_text())
     cfg["prepare"]["demo"] = {"n_train": 4, "n_eval": 4}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
-    app = typer.Typer()
-    app.command()(prepare.main)
+    from compress_distill.cli import app  # the registered command, under the CLI's error policy
+
     args = [
+        "prepare",
         "--params",
         str(tmp_path / "params.yaml"),
         "--out-dir",
@@ -135,4 +135,4 @@ def test_cli_main(tmp_path: Path) -> None:
     cfg["prepare"]["hub_mirror"] = str(tmp_path / "no-mirror")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1 and "openai/gsm8k does not exist" in result.output
+    assert result.exit_code == 2 and "openai/gsm8k does not exist" in result.output

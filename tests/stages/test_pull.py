@@ -17,6 +17,7 @@ from trace_stage_helpers import make_params, make_traces
 from compress_distill.errors import HubError
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, pull
+from compress_distill.stages.traces_common import StageError
 
 REPO_ID = "my-org/compress-distill-traces"
 
@@ -74,9 +75,7 @@ def test_a_broken_revision_is_rejected_and_the_old_folder_kept(published: Path, 
     out = tmp_path / "hub" / "smol"
     out.mkdir(parents=True)
     (out / "keep.txt").write_text("previous pull")
-    from datasets.exceptions import NonMatchingSplitsSizesError
-
-    with pytest.raises(NonMatchingSplitsSizesError):
+    with pytest.raises(StageError, match="NonMatchingSplitsSizesError.*unchanged.*traces.revision"):
         pull.run(REPO_ID, "v2", out, tmp_path / "m.json", download=fake_download(broken, tmp_path / "hf-cache"))
     assert (out / "keep.txt").exists() and not (tmp_path / "m.json").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["smol"]

@@ -24,7 +24,7 @@ import typer
 
 from compress_distill.errors import hub_errors
 from compress_distill.metrics import write_metrics
-from compress_distill.stages.traces_common import swap_dir
+from compress_distill.stages.traces_common import StageError, swap_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def run(
         "(`hf auth login` or HF_TOKEN) for a private repo, and that HF_HUB_OFFLINE is unset",
     ):
         snapshot = Path(download(repo_id=repo_id, repo_type="dataset", revision=revision))
+    from datasets.exceptions import DatasetsError
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
     try:
@@ -74,6 +76,11 @@ def run(
         shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)
         rows = verify(staging)
         swap_dir(staging, out_dir)
+    except DatasetsError as err:
+        raise StageError(
+            f"revision {revision!r} of {repo_id} does not load ({type(err).__name__}: {err}); the destination "
+            f"{out_dir} is unchanged -- publish a fixed revision, or set traces.revision to a good one"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only still there when verification failed
     total = sum(rows.values())
