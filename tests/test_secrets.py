@@ -85,7 +85,9 @@ def test_a_key_in_api_key_env_is_refused_without_being_repeated(prefix: str) -> 
     assert "teachers.smol.api_key_env" in message and "NAME of an environment variable" in message
     assert key not in message and "FAKE" not in message and "Zq7" not in message
     with pytest.raises(ConfigError) as info:
-        backend_config({"backend": "openai", "model": "org/m", "base_urls": ["http://x/v1"], "api_key_env": key})
+        backend_config(
+            {"backend": "openai", "model": "org/m", "base_urls": ["http://x/v1"], "api_key_env": key}
+        )
     assert key not in str(info.value)
 
 
@@ -104,9 +106,25 @@ def test_cli_never_prints_a_key_given_as_api_key_env(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(data), encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "compress_distill.cli", "generate", "--params", str(params), "--teacher", "smol",
-         "--out-dir", str(tmp_path / "o"), "--metrics", str(tmp_path / "m.json")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "compress_distill.cli",
+            "generate",
+            "--params",
+            str(params),
+            "--teacher",
+            "smol",
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+        ],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 2 and "teachers.smol.api_key_env" in proc.stderr
@@ -126,9 +144,15 @@ def test_openai_backend_errors_never_carry_the_key(
     caplog.set_level(logging.DEBUG)
     with echo_server(status, pad=pad) as url:
         backend = make_backend(
-            {"backend": "openai", "model": "org/m", "base_urls": [f"{url}/v1"], "max_retries": 1,
-             "api_key_env": "COMPRESS_DISTILL_TEST_LLM_KEY"},
-            cache_dir=tmp_path, use_cache=False,
+            {
+                "backend": "openai",
+                "model": "org/m",
+                "base_urls": [f"{url}/v1"],
+                "max_retries": 1,
+                "api_key_env": "COMPRESS_DISTILL_TEST_LLM_KEY",
+            },
+            cache_dir=tmp_path,
+            use_cache=False,
         )
         backend.backoff_base_s = 0.01  # type: ignore[attr-defined]
         with pytest.raises(BackendError) as info:

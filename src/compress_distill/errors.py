@@ -55,7 +55,9 @@ _OPAQUE = re.compile(r"[A-Za-z0-9_+=]{32,}")
 _OPAQUE_MIN_BITS_PER_CHAR = 4.0  # random base62 of length 32+ scores ~4.6-5.0; words and hex digests < 4
 _OPAQUE_UPPER_SHARE = (0.25, 0.75)  # share of upper-case letters; random base62 has 0.5
 # Environment variables whose values are secrets wherever they appear (HF_TOKEN, OPENAI_API_KEY ...).
-_SECRET_ENV_NAME = re.compile(r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
+_SECRET_ENV_NAME = re.compile(
+    r"(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE
+)
 _SECRET_MIN_CHARS = 8  # shorter values ("1", "true") would blank out ordinary words
 MASK = "***"
 
@@ -143,8 +145,13 @@ def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
 
 def _network_errors() -> tuple[type[BaseException], ...]:
     return (
-        *_loaded("huggingface_hub.errors", "HfHubHTTPError", "OfflineModeIsEnabled", "HFValidationError",
-                 "LocalEntryNotFoundError"),
+        *_loaded(
+            "huggingface_hub.errors",
+            "HfHubHTTPError",
+            "OfflineModeIsEnabled",
+            "HFValidationError",
+            "LocalEntryNotFoundError",
+        ),
         *_loaded("httpx", "HTTPError"),
         *_loaded("requests.exceptions", "RequestException"),
         *_loaded("datasets.exceptions", "DatasetNotFoundError"),
@@ -157,9 +164,9 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 _MODEL_MISSING = re.compile(
     r"is not a local folder|not a valid model identifier|couldn't connect to|offline mode|"
     r"Repo id must|does not appear to have a file named|Incorrect path_or_model_id|We couldn't connect",
-    re.I,
+    re.IGNORECASE,
 )
-_CHAT_TEMPLATE = re.compile(r"chat.template", re.I)
+_CHAT_TEMPLATE = re.compile(r"chat.template", re.IGNORECASE)
 
 
 def _one_line(text: str) -> str:
@@ -194,7 +201,7 @@ def _option_for(path: str | Path | None, options: Mapping[str, Any]) -> str | No
 
 
 def _where_option(msg: str, options: Mapping[str, Any]) -> str:
-    """" (option --questions)" when ``msg`` mentions the value of a path option (and not the option)."""
+    """The suffix " (option --questions)" when ``msg`` mentions the value of a path option (and not the option)."""
     by_length = sorted(_path_options(options).items(), key=lambda kv: -len(str(kv[1])))
     for name, value in by_length:
         if str(value) in msg and _option(name) not in msg:
@@ -233,6 +240,17 @@ def _parquet_problem(options: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _text_problem(options: Mapping[str, Any]) -> str | None:
+    """The params file, if it is the input that is not UTF-8."""
+    params = options.get("params")
+    if isinstance(params, Path) and params.is_file():
+        try:
+            params.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            return f"{params} (option --params) is not valid UTF-8 (byte {err.start}: {err.reason}); save it as UTF-8"
+    return None
+
+
 def _params_keys(value: str, options: Mapping[str, Any]) -> list[str]:
     """Key paths in the command's params file whose value is ``value`` (``teachers.smol.model``)."""
     params = options.get("params")
@@ -261,7 +279,7 @@ def _params_keys(value: str, options: Mapping[str, Any]) -> list[str]:
 
 
 def _params_value(message: str, options: Mapping[str, Any]) -> tuple[str, str]:
-    """The first quoted value of ``message`` that params holds, and " (params key a.b.c in params.yaml)"."""
+    """The first quoted value of ``message`` that params holds, and the suffix " (params key a.b.c in ...)"."""
     for quoted in re.findall(r"'([^'\s]+)'|\"([^\"\s]+)\"", message):
         value = quoted[0] or quoted[1]
         keys = _params_keys(value, options)
@@ -333,7 +351,7 @@ def _classify(err: BaseException, options: Mapping[str, Any]) -> str | None:
         return f"{msg}; free disk space (or point the outputs elsewhere) and re-run"
     arrow = _loaded("pyarrow.lib", "ArrowException")
     if isinstance(err, UnicodeError) or (arrow and isinstance(err, arrow)):
-        problem = _parquet_problem(options)
+        problem = _parquet_problem(options) or _text_problem(options)
         if problem is not None:
             return problem
         if arrow and isinstance(err, arrow) and "Parquet" in msg:
@@ -376,28 +394,30 @@ def hub_errors(what: str, fix: str) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------- the guard
-def report(err: BaseException, options: Mapping[str, Any] | None = None) -> int | None:
-    """Print the policy's line for ``err`` on stderr and return the exit code, or ``None`` for a bug."""
+EXIT_BUG = 1  # what Python itself exits with on an uncaught exception
+
+
+def report(err: BaseException, options: Mapping[str, Any] | None = None) -> int:
+    """Print what the policy shows for ``err`` on stderr and return the exit code: one line and 2 for an
+    expected failure (its traceback before it with ``--debug``), the traceback and 1 for a bug.  Tracebacks
+    are redacted too: a bug's message may quote a server's answer."""
     line = describe(err, options)
+    if line is None or debug_enabled():
+        print(redact("".join(traceback.format_exception(err))), file=sys.stderr, end="", flush=True)
     if line is None:
-        return None
-    if debug_enabled():
-        print(redact("".join(traceback.format_exception(err))), file=sys.stderr, end="")
+        return EXIT_BUG
     print(f"error: {line}", file=sys.stderr, flush=True)
     return EXIT_USER_ERROR
 
 
 def guard(fn: Callable[P, R]) -> Callable[P, R]:
-    """``fn`` under the policy: an expected failure exits 2 with one line; a bug propagates (traceback)."""
+    """``fn`` under the policy (see ``report``); it exits instead of raising."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except Exception as err:
-            code = report(err, kwargs)
-            if code is None:
-                raise
-            raise SystemExit(code) from None
+        except Exception as err:  # noqa: BLE001 - every failure is classified; a bug still gets its traceback
+            raise SystemExit(report(err, kwargs)) from None
 
     return wrapper

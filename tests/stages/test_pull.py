@@ -60,7 +60,13 @@ def test_pull_downloads_verifies_and_swaps_in(published: Path, tmp_path: Path) -
     m = pull.run(REPO_ID, "v1", out, tmp_path / "m.json", download=download)
     download.assert_called_once_with(repo_id=REPO_ID, repo_type="dataset", revision="v1")
     assert m == read_metrics(tmp_path / "m.json")
-    assert m["configs"] == {"raw": 5, "compressed-concise": 4, "compressed-terse": 3, "truncated": 3, "answer-only": 5}
+    assert m["configs"] == {
+        "raw": 5,
+        "compressed-concise": 4,
+        "compressed-terse": 3,
+        "truncated": 3,
+        "answer-only": 5,
+    }
     assert m["rows_in"] == m["rows_out"] == 20 and m["revision"] == "v1" and m["commit"] == SHA
     assert (out / "README.md").exists() and not (out / "stale.txt").exists()
     assert not any(p.is_symlink() for p in out.rglob("*"))  # real files, not links into the HF cache
@@ -76,7 +82,9 @@ def test_a_broken_revision_is_rejected_and_the_old_folder_kept(published: Path, 
     out.mkdir(parents=True)
     (out / "keep.txt").write_text("previous pull")
     with pytest.raises(StageError, match="NonMatchingSplitsSizesError.*unchanged.*traces.revision"):
-        pull.run(REPO_ID, "v2", out, tmp_path / "m.json", download=fake_download(broken, tmp_path / "hf-cache"))
+        pull.run(
+            REPO_ID, "v2", out, tmp_path / "m.json", download=fake_download(broken, tmp_path / "hf-cache")
+        )
     assert (out / "keep.txt").exists() and not (tmp_path / "m.json").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["smol"]
 

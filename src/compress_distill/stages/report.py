@@ -362,7 +362,16 @@ def main(
     ),
 ) -> None:
     """Build the report: summary metrics, paper tables, DVC plot data and reports/index.html."""
-    s = run(load_params(params), metrics_dir, predictions_dir, hub_dir, out_dir, plots_dir, summary, train_plots_dir)
+    s = run(
+        load_params(params),
+        metrics_dir,
+        predictions_dir,
+        hub_dir,
+        out_dir,
+        plots_dir,
+        summary,
+        train_plots_dir,
+    )
     typer.echo(
         f"report: {s['rows_out']}/{s['rows_in']} runs with metrics; {out_dir / 'index.html'}, {summary}"
     )
