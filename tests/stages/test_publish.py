@@ -13,7 +13,7 @@ from huggingface_hub import CommitInfo, GitRefInfo, GitRefs, HfApi, RepoUrl, con
 from trace_stage_helpers import make_params, make_traces
 
 from compress_distill.config import ConfigError
-from compress_distill.errors import HubError, describe
+from compress_distill.errors import HubError, describe, redact_logs
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, publish
 
@@ -138,6 +138,7 @@ def test_a_server_echoing_the_token_never_gets_it_printed(
     """The real HfApi against a loopback server that quotes the Authorization header in its error (as some
     proxies do): the error says what failed and what to check, and holds no part of the token."""
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    redact_logs()  # as the CLI does: httpcore's DEBUG log quotes the echoing response headers
     caplog.set_level(logging.DEBUG)
     with echo_server(status) as url:
         api = HfApi(endpoint=url, token=TOKEN)

@@ -14,7 +14,7 @@ from echo_server import echo_server, fake_token
 from huggingface_hub import constants, snapshot_download
 from trace_stage_helpers import make_params, make_traces
 
-from compress_distill.errors import HubError
+from compress_distill.errors import HubError, redact_logs
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, pull
 from compress_distill.stages.traces_common import StageError
@@ -94,6 +94,7 @@ def test_a_server_echoing_the_token_never_gets_it_printed(
 ) -> None:
     """The real snapshot_download against a loopback server that quotes the Authorization header back."""
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    redact_logs()  # as the CLI does: httpcore's DEBUG log quotes the echoing response headers
     caplog.set_level(logging.DEBUG)
     token = fake_token()
     out = tmp_path / "hub" / "smol"
