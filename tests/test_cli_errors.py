@@ -256,6 +256,25 @@ def pull(tmp: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_llm_endpoint_unreachable(tmp_path: Path) -> None:
+    """An openai-backend teacher whose endpoint refuses connections: the failed requests are named, the
+    finished ones cached, and the fix is to re-run."""
+    params = write_params(
+        tmp_path,
+        **{
+            "teachers.smol.backend": "openai",
+            "teachers.smol.base_urls": [f"http://127.0.0.1:{_closed_port()}/v1"],
+            "teachers.smol.max_retries": 0,
+        },
+    )
+    one_line_error(
+        generate(tmp_path, params, questions(tmp_path / "q.parquet")),
+        "request(s) failed",
+        "connection problem with http://127.0.0.1:",
+        "re-run",
+    )
+
+
 def test_hub_unreachable(tmp_path: Path) -> None:
     env = {
         "HF_HUB_OFFLINE": "0",

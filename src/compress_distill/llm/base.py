@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from compress_distill.config import BackendConfig
+from compress_distill.errors import UserError
 from compress_distill.llm.accounting import BackendStats, Progress
 from compress_distill.llm.cache import RequestCache
 from compress_distill.llm.types import ChatRequest, Completion
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 Emit = Callable[[int, Completion], None]
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """The engine could not complete a batch (the completions it did finish are cached)."""
 
 
