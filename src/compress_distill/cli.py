@@ -1,7 +1,9 @@
 """``compress-distill``: one subcommand per DVC stage, plus ``plan`` and ``profile``.
 
 Each stage module owns a thin ``main`` (Typer-annotated) over its pure ``run``; this file only wires
-them.  Stage modules import heavy libraries (torch, transformers) inside functions, so ``--help`` is fast.
+them, and applies the error policy of ``compress_distill.errors`` to every command once: an expected
+failure ends in one line and exit code 2, a bug in a traceback; ``--debug`` shows tracebacks of both.
+Stage modules import heavy libraries (torch, transformers) inside functions, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated
 import typer
 
 from compress_distill.config import ConfigError, load_params
+from compress_distill.errors import DEBUG_ENV, guard, redact_logs, set_debug
 
 app = typer.Typer(
     help="Compress-Distill: dataset factory and distillation benchmark for compressed reasoning traces.",
@@ -37,12 +40,26 @@ STAGES: dict[str, str] = {
     "report": "report",
 }
 
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar=DEBUG_ENV, help="show the traceback of expected errors too")
+    ] = False,
+) -> None:
+    set_debug(debug)
+    redact_logs()
+
+
 for _name, _module in STAGES.items():
     _mod = importlib.import_module(f"compress_distill.stages.{_module}")
-    app.command(_name, help=(_mod.__doc__ or "").strip().splitlines()[0] if _mod.__doc__ else None)(_mod.main)
+    app.command(_name, help=(_mod.__doc__ or "").strip().splitlines()[0] if _mod.__doc__ else None)(
+        guard(_mod.main)
+    )
 
 
 @app.command("plan")
+@guard
 def plan_cmd(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="plan file loaded by dvc.yaml")] = Path("plan.yaml"),
@@ -50,16 +67,14 @@ def plan_cmd(
     """Expand params into plan.yaml: the stage fan-out and the run grid read by dvc.yaml."""
     from compress_distill.plan import expand, write_plan
 
-    try:
-        p = load_params(params)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
+    p = load_params(params)
     write_plan(p, out)
     runs = expand(p)["runs"]
     typer.echo(f"wrote {out}: {len(runs)} runs")
 
 
 @app.command("profile")
+@guard
 def profile_cmd(
     name: Annotated[str, typer.Argument(help="profile in configs/: e.g. 'paper'")],
     params: Annotated[Path, typer.Option(help="params file to replace")] = Path("params.yaml"),
@@ -70,11 +85,8 @@ def profile_cmd(
     src = Path("configs") / f"{name}.yaml"
     if not src.exists():
         choices = sorted(p.stem for p in Path("configs").glob("*.yaml"))
-        raise typer.BadParameter(f"no profile {src}; available: {', '.join(choices)}")
-    try:
-        p = load_params(src)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
+        raise ConfigError(f"no profile {src}; available: {', '.join(choices)}")
+    p = load_params(src)
     shutil.copyfile(src, params)
     write_plan(p, params.parent / "plan.yaml")
     typer.echo(f"params.yaml <- {src}; plan.yaml regenerated")

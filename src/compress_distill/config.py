@@ -9,11 +9,14 @@ whole file is validated on every load so a broken profile is caught by the first
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compress_distill.errors import UserError, looks_like_credential, redact
 
 # Dataset ids of the question registry (compress_distill.benchmarks.registry must define exactly these;
 # a test keeps the two in sync).  Kept here because config may import nothing else of the package.
@@ -46,11 +49,12 @@ DATASET_IDS: tuple[str, ...] = (
 MODEL_ALIASES: tuple[str, ...] = ("smollm2-135m-instruct",)
 
 BACKENDS = ("hf", "vllm", "openai")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a POSIX environment variable name
 SOURCES = ("raw", "compressed", "truncated", "answer-only")
 METHODS = ("lora", "full")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A params problem, phrased as what to change."""
 
 
@@ -111,11 +115,14 @@ class BackendConfig(Section):
     @field_validator("api_key_env")
     @classmethod
     def _key_env_is_a_name(cls, v: str | None) -> str | None:
-        # Guard against the commonest leak: pasting the key itself where its variable name belongs.
-        if v is not None and (v.startswith(("sk-", "hf_")) or not v.replace("_", "").isalnum()):
+        # Guard against the commonest leak: pasting the key itself where its variable name belongs.  The
+        # message never repeats the value (see _format_errors), and a value shaped like a credential that
+        # would pass as a name (gsk_..., long mixed-case strings) is refused too.
+        if v is not None and (not _ENV_NAME.fullmatch(v) or looks_like_credential(v)):
             raise ValueError(
                 "api_key_env takes the NAME of an environment variable (e.g. OPENAI_API_KEY), "
-                "never the key itself; remove the key from params and export it instead"
+                "never the key itself; remove the key from params (and revoke it if this file was shared), "
+                "then export it under a name and put that name here"
             )
         return v
 
@@ -394,12 +401,19 @@ def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | No
             lines.append(f"  - {key}: required key is missing")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(
-                f"  - {key}: {msg} (got {e.get('input')!r})"
-                if "input" in e and not isinstance(e.get("input"), dict)
-                else f"  - {key}: {msg}"
-            )
+            shown = _shown_input(e)
+            lines.append(f"  - {key}: {msg} (got {shown})" if shown else f"  - {key}: {msg}")
     return "\n".join(lines)
+
+
+def _shown_input(error: Any) -> str | None:
+    """The offending value as the message quotes it: never a dict, never anything shaped like a secret."""
+    if "input" not in error or isinstance(error["input"], dict):
+        return None
+    shown = repr(error["input"])
+    if error["loc"] and error["loc"][-1] == "api_key_env":
+        return None  # whatever was put there may be the key itself
+    return redact(shown)
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -17,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from compress_distill.errors import UserError
+
 # --------------------------------------------------------------------------------------------- tables
 QUESTIONS = pa.schema(
     [
@@ -139,7 +141,7 @@ VERDICTS = ("faithful", "partially_faithful", "unfaithful")
 ANSWER_TYPES = ("numeric", "letter", "boolean", "latex", "text")
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A table on disk does not have the columns a stage needs."""
 
 
@@ -186,7 +188,8 @@ def validate(table: pa.Table, schema: pa.Schema, source: str = "table") -> pa.Ta
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise SchemaError(
-                    f"{source}: column {field.name!r} has type {got}, expected {field.type}"
+                    f"{source}: column {field.name!r} has type {got}, expected {field.type}; re-run the stage "
+                    "that writes it (dvc repro) or fix the tool that made the file"
                 ) from err
         elif pa.types.is_null(got):
             table = table.set_column(

@@ -7,7 +7,6 @@ from unittest.mock import create_autospec
 
 import httpx2
 import pytest
-import typer
 import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.errors import GatedRepoError
@@ -136,9 +135,10 @@ def test_cli_main(tmp_path: Path) -> None:
     cfg = yaml.safe_load((REPO / "params.yaml").read_text())
     cfg["prepare"]["demo"] = {"n_train": 4, "n_eval": 4}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
-    app = typer.Typer()
-    app.command()(prepare.main)
+    from compress_distill.cli import app  # the registered command, under the CLI's error policy
+
     args = [
+        "prepare",
         "--params",
         str(tmp_path / "params.yaml"),
         "--out-dir",
@@ -180,12 +180,12 @@ def test_gated_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, mon
         raise AssertionError("a dataset was loaded before the pre-flight finished")
 
     monkeypatch.setattr(registry, "load", no_download)
-    app = typer.Typer()
-    app.command()(prepare.main)
-    result = CliRunner().invoke(app, _paper_like(tmp_path, ["gsm8k", "gpqa_diamond", "medqa"]))
+    from compress_distill.cli import app  # the registered command, under the CLI's error policy
+
+    result = CliRunner().invoke(app, ["prepare", *_paper_like(tmp_path, ["gsm8k", "gpqa_diamond", "medqa"])])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("prepare failed: dataset 'gpqa_diamond' is gated")
+    assert len(lines) == 1 and lines[0].startswith("error: dataset 'gpqa_diamond' is gated")
     assert "https://huggingface.co/datasets/Idavidrein/gpqa" in lines[0]
     assert "HF_TOKEN" in lines[0] and "hf auth login" in lines[0]
     assert not (tmp_path / "q").exists() and not (tmp_path / "m.json").exists()
@@ -230,9 +230,9 @@ def test_check_sources_without_network_says_so(tmp_path: Path, monkeypatch: pyte
     # the suite runs with HF_HUB_OFFLINE; lift it and point a real client at a refused local port instead
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(sources, "hub_api", lambda: HfApi(endpoint="http://127.0.0.1:9"))
-    app = typer.Typer()
-    app.command()(prepare.main)
-    result = CliRunner().invoke(app, [*_paper_like(tmp_path, ["gsm8k"]), "--check-sources"])
+    from compress_distill.cli import app
+
+    result = CliRunner().invoke(app, ["prepare", *_paper_like(tmp_path, ["gsm8k"]), "--check-sources"])
     assert result.exit_code == 2 and "no pin was checked" in result.output
     assert not (tmp_path / "q").exists()
 

@@ -8,10 +8,12 @@ from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
-from huggingface_hub import CommitInfo, GitRefInfo, GitRefs, HfApi, RepoUrl
+from echo_server import echo_server
+from huggingface_hub import CommitInfo, GitRefInfo, GitRefs, HfApi, RepoUrl, constants
 from trace_stage_helpers import make_params, make_traces
 
 from compress_distill.config import ConfigError
+from compress_distill.errors import HubError, describe, redact_logs
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, publish
 
@@ -34,8 +36,11 @@ def fake_api(tags: list[GitRefInfo] | None = None):  # type: ignore[no-untyped-d
     api = create_autospec(HfApi, instance=True)
     api.create_repo.return_value = RepoUrl(f"https://huggingface.co/datasets/{REPO_ID}")
     api.upload_folder.return_value = CommitInfo(
-        commit_url=f"https://huggingface.co/datasets/{REPO_ID}/commit/{OID}", commit_message="m",
-        commit_description="", oid=OID)
+        commit_url=f"https://huggingface.co/datasets/{REPO_ID}/commit/{OID}",
+        commit_message="m",
+        commit_description="",
+        oid=OID,
+    )
     api.list_repo_refs.return_value = GitRefs(branches=[], converts=[], tags=tags or [])
     return api
 
@@ -44,25 +49,42 @@ def pub_params(**kw):  # type: ignore[no-untyped-def]
     return make_params(**{"publish.enabled": True, "publish.repo_id": REPO_ID, "publish.tag": "v1", **kw})
 
 
-def test_calls_and_receipt(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                           caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+def test_calls_and_receipt(
+    folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
     api = fake_api()
-    r = publish.run(pub_params(**{"publish.private": True}), "smol", folder, tmp_path / "receipt.json", api=api)
+    r = publish.run(
+        pub_params(**{"publish.private": True}), "smol", folder, tmp_path / "receipt.json", api=api
+    )
     api.create_repo.assert_called_once_with(REPO_ID, repo_type="dataset", private=True, exist_ok=True)
     api.upload_folder.assert_called_once()
     kwargs = api.upload_folder.call_args.kwargs
     assert kwargs["repo_id"] == REPO_ID and kwargs["repo_type"] == "dataset"
     assert Path(kwargs["folder_path"]) == folder and kwargs["delete_patterns"] == ["*.parquet", "*.png"]
-    api.create_tag.assert_called_once_with(REPO_ID, tag="v1", revision=OID, repo_type="dataset",
-                                           tag_message="compress-distill traces of teacher smol")
+    api.create_tag.assert_called_once_with(
+        REPO_ID,
+        tag="v1",
+        revision=OID,
+        repo_type="dataset",
+        tag_message="compress-distill traces of teacher smol",
+    )
     for call in api.mock_calls:  # the token is huggingface_hub's business: never passed by us
         assert "token" not in call.kwargs
     receipt = read_metrics(tmp_path / "receipt.json")
     assert receipt == r
-    assert receipt["commit"] == OID and receipt["tag_url"] == f"https://huggingface.co/datasets/{REPO_ID}/tree/v1"
-    assert receipt["dataset_url"] == f"https://huggingface.co/datasets/{REPO_ID}" and receipt["revision"] == "v1"
+    assert (
+        receipt["commit"] == OID
+        and receipt["tag_url"] == f"https://huggingface.co/datasets/{REPO_ID}/tree/v1"
+    )
+    assert (
+        receipt["dataset_url"] == f"https://huggingface.co/datasets/{REPO_ID}" and receipt["revision"] == "v1"
+    )
     assert receipt["configs"]["raw"] == 5 and receipt["rows_in"] == receipt["rows_out"] == 20
     out, err = capsys.readouterr()
     blob = (tmp_path / "receipt.json").read_text() + caplog.text + out + err + json.dumps(r)
@@ -102,3 +124,31 @@ def test_autospec_rejects_a_wrong_call() -> None:
     api = fake_api()
     with pytest.raises(TypeError):
         api.upload_folder(repo_id=REPO_ID, folder=".", repo_type="dataset")
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_a_server_echoing_the_token_never_gets_it_printed(
+    folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+) -> None:
+    """The real HfApi against a loopback server that quotes the Authorization header in its error (as some
+    proxies do): the error says what failed and what to check, and holds no part of the token."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    redact_logs()  # as the CLI does: httpcore's DEBUG log quotes the echoing response headers
+    caplog.set_level(logging.DEBUG)
+    with echo_server(status) as url:
+        api = HfApi(endpoint=url, token=TOKEN)
+        with pytest.raises(HubError) as info:
+            publish.run(pub_params(), "smol", folder, tmp_path / "r.json", api=api)
+    message = str(info.value)
+    assert REPO_ID in message and str(status) in message and "publish.repo_id" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # the raw error is not chained
+    line = describe(info.value) or ""
+    out, err = capsys.readouterr()
+    for text in (message, line, caplog.text, out, err):
+        assert TOKEN not in text and "FAKEtoken" not in text
+    assert not (tmp_path / "r.json").exists()

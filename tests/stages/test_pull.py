@@ -3,16 +3,21 @@ by loading every config, swapped into place; a broken revision leaves the destin
 
 from __future__ import annotations
 
+import functools
+import logging
 import shutil
 from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
-from huggingface_hub import snapshot_download
+from echo_server import echo_server, fake_token
+from huggingface_hub import constants, snapshot_download
 from trace_stage_helpers import make_params, make_traces
 
+from compress_distill.errors import HubError, redact_logs
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, pull
+from compress_distill.stages.traces_common import StageError
 
 REPO_ID = "my-org/compress-distill-traces"
 
@@ -55,7 +60,13 @@ def test_pull_downloads_verifies_and_swaps_in(published: Path, tmp_path: Path) -
     m = pull.run(REPO_ID, "v1", out, tmp_path / "m.json", download=download)
     download.assert_called_once_with(repo_id=REPO_ID, repo_type="dataset", revision="v1")
     assert m == read_metrics(tmp_path / "m.json")
-    assert m["configs"] == {"raw": 5, "compressed-concise": 4, "compressed-terse": 3, "truncated": 3, "answer-only": 5}
+    assert m["configs"] == {
+        "raw": 5,
+        "compressed-concise": 4,
+        "compressed-terse": 3,
+        "truncated": 3,
+        "answer-only": 5,
+    }
     assert m["rows_in"] == m["rows_out"] == 20 and m["revision"] == "v1" and m["commit"] == SHA
     assert (out / "README.md").exists() and not (out / "stale.txt").exists()
     assert not any(p.is_symlink() for p in out.rglob("*"))  # real files, not links into the HF cache
@@ -70,9 +81,28 @@ def test_a_broken_revision_is_rejected_and_the_old_folder_kept(published: Path, 
     out = tmp_path / "hub" / "smol"
     out.mkdir(parents=True)
     (out / "keep.txt").write_text("previous pull")
-    from datasets.exceptions import NonMatchingSplitsSizesError
-
-    with pytest.raises(NonMatchingSplitsSizesError):
-        pull.run(REPO_ID, "v2", out, tmp_path / "m.json", download=fake_download(broken, tmp_path / "hf-cache"))
+    with pytest.raises(StageError, match="NonMatchingSplitsSizesError.*unchanged.*traces.revision"):
+        pull.run(
+            REPO_ID, "v2", out, tmp_path / "m.json", download=fake_download(broken, tmp_path / "hf-cache")
+        )
     assert (out / "keep.txt").exists() and not (tmp_path / "m.json").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["smol"]
+
+
+def test_a_server_echoing_the_token_never_gets_it_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real snapshot_download against a loopback server that quotes the Authorization header back."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    redact_logs()  # as the CLI does: httpcore's DEBUG log quotes the echoing response headers
+    caplog.set_level(logging.DEBUG)
+    token = fake_token()
+    out = tmp_path / "hub" / "smol"
+    with echo_server(401) as url:
+        download = functools.partial(snapshot_download, endpoint=url, token=token, cache_dir=tmp_path / "hf")
+        with pytest.raises(HubError) as info:
+            pull.run(REPO_ID, "v1", out, tmp_path / "m.json", download=download)
+    message = str(info.value)
+    assert REPO_ID in message and "401" in message and "traces.revision" in message
+    assert token not in message + caplog.text and "FAKEtoken" not in message + caplog.text
+    assert not out.parent.exists() and not (tmp_path / "m.json").exists()

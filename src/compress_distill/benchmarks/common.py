@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from compress_distill.errors import UserError
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # Fixed seed of the option shuffles (GPQA, TruthfulQA MC1).  It is a constant, not a param, so a question id
@@ -26,7 +28,7 @@ EvalGroup = Literal["Math", "Science", "Medicine", "Commonsense", "OOD-Reasoning
 AnswerType = Literal["numeric", "letter", "boolean", "latex", "text"]
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UserError, ValueError):
     """A source cannot be loaded at all (missing column, unreachable repo); phrased as what to fix."""
 
 

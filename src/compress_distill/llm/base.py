@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from compress_distill.config import BackendConfig
+from compress_distill.errors import UserError
 from compress_distill.llm.accounting import BackendStats, Progress
 from compress_distill.llm.cache import RequestCache, code_fingerprint
 from compress_distill.llm.types import ChatRequest, Completion
@@ -41,7 +42,7 @@ Emit = Callable[[int, Completion], None]
 OUTPUT_MODULES: tuple[str, ...] = ("compress_distill.reasoning",)
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """The engine could not complete a batch (the completions it did finish are cached)."""
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from compress_distill.config import BackendConfig
+from compress_distill.errors import redact
 from compress_distill.llm.base import BackendError, CachedBackend, Emit
 from compress_distill.llm.types import ChatRequest, Completion
 from compress_distill.reasoning import split_reasoning
@@ -175,7 +176,7 @@ class OpenAIBackend(CachedBackend):
         return key
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact(text, [self._api_key])
 
     def engine_id(self) -> dict[str, Any]:
         # base_urls are left out on purpose: adding replicas must not invalidate finished work.  The launch
@@ -302,7 +303,7 @@ class OpenAIBackend(CachedBackend):
                     log.info("%s rejects response_format json_schema; using json_object+schema there", url)
                     self._schema_style[url] = "json_object"
                     continue
-                snippet = self._redact(text[:_BODY_SNIPPET])
+                snippet = self._redact(text)[:_BODY_SNIPPET]  # redacted first: a cut may split a key
                 if resp.status_code not in RETRY_STATUS:
                     raise BackendError(f"{url} answered HTTP {resp.status_code} (not retryable): {snippet}")
                 last_error = f"HTTP {resp.status_code}: {snippet}"

@@ -23,7 +23,6 @@ from compress_distill.schema import TRACES, iter_batches
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
-    cli_errors,
     parquet_sink,
     pick,
     split_overall,
@@ -115,6 +114,5 @@ def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Answer-only ablation: drop the think block, keep the final response."""
-    with cli_errors():
-        r = run(load_params(params), teacher, raw, out, metrics)
+    r = run(load_params(params), teacher, raw, out, metrics)
     typer.echo(f"answer_only@{teacher}: {r['rows_out']}/{r['rows_in']} rows; rejects {r['rejects']}")

@@ -36,7 +36,6 @@ from compress_distill.schema import JUDGEMENTS, TRACES, iter_batches, read_table
 from compress_distill.stages.traces_common import (
     ROW_GROUP_ROWS,
     StageError,
-    cli_errors,
     count_rows,
     pick,
     rejects_path,
@@ -295,6 +294,5 @@ def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Build the Hub-ready dataset folder: one config per source, Parquet shards, dataset card."""
-    with cli_errors():
-        r = run(load_params(params), teacher, traces_dir, judgements_dir, out_dir, metrics)
+    r = run(load_params(params), teacher, traces_dir, judgements_dir, out_dir, metrics)
     typer.echo(f"build@{teacher}: " + ", ".join(f"{c} {v['rows']} rows" for c, v in r["configs"].items()))

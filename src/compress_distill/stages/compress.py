@@ -35,7 +35,6 @@ from compress_distill.schema import TRACES, iter_batches
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
-    cli_errors,
     count_tokens,
     engine,
     engine_stats,
@@ -239,8 +238,7 @@ def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Compress raw traces with one compressor (teacher's final response re-attached unchanged)."""
-    with cli_errors():
-        r = run(load_params(params), teacher, compressor, raw, out, metrics)
+    r = run(load_params(params), teacher, compressor, raw, out, metrics)
     typer.echo(
         f"compress@{teacher}-{compressor}: {r['rows_out']}/{r['rows_in']} kept, ratio of means "
         f"{r['overall'].get('ratio_of_means') or 0.0:.3f}; rejects {r['rejects']}"

@@ -268,11 +268,7 @@ def main(
     """Evaluate a trained student on the eval split: predictions and accuracy/efficiency metrics."""
     if not run_name:
         raise typer.BadParameter("--run is required (a run id from plan.yaml)")
-    try:
-        p = load_params(params)
-        m = run(p, run_name, model_dir, questions, out, metrics)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
+    m = run(load_params(params), run_name, model_dir, questions, out, metrics)
     o = m["overall"]
     acc = "n/a" if o["accuracy"] is None else f"{o['accuracy']:.3f}"
     typer.echo(

@@ -46,7 +46,6 @@ from compress_distill.schema import ANSWER_TYPES, ATTEMPTS, QUESTIONS, TRACES, r
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
-    cli_errors,
     count_tokens,
     engine,
     engine_stats,
@@ -307,8 +306,7 @@ def main(
     questions: Annotated[Path, typer.Option(help="questions table")] = Path("data/questions/train.parquet"),
 ) -> None:
     """Rejection-sample teacher traces (every attempt kept; first verified trace per question accepted)."""
-    with cli_errors():
-        r = run(load_params(params), teacher, questions, out_dir, metrics)
+    r = run(load_params(params), teacher, questions, out_dir, metrics)
     typer.echo(
         f"generate@{teacher}: {r['rows_out']}/{r['rows_in']} questions accepted in {r['rounds_run']} round(s); "
         f"rejects {r['rejects']}"

@@ -42,7 +42,6 @@ from compress_distill.schema import (
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
-    cli_errors,
     engine,
     engine_stats,
     parquet_sink,
@@ -239,8 +238,7 @@ def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Judge compressed traces against raw ones under a JSON schema (paper Appendix G)."""
-    with cli_errors():
-        r = run(load_params(params), teacher, compressor, raw, compressed, out, metrics)
+    r = run(load_params(params), teacher, compressor, raw, compressed, out, metrics)
     typer.echo(
         f"judge@{teacher}-{compressor}: {r['rows_out']}/{r['rows_in']} verdicts parsed; "
         f"parse status {r['parse_status']}; rejects {r['rejects']}"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from compress_distill.config import ConfigError, Params, load_params
+from compress_distill.config import Params, load_params
 from compress_distill.metrics import RowCounter, write_metrics
 from compress_distill.schema import QUESTIONS, REJECTS, write_rows
 
@@ -191,27 +191,17 @@ def main(
 ) -> None:
     """Load the benchmark questions (Hub or mirror) into data/questions/{train,eval}.parquet."""
     from compress_distill.benchmarks import sources
-    from compress_distill.benchmarks.common import BenchmarkError
-    from compress_distill.stages.traces_common import StageError
 
-    try:
-        p = load_params(params)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="--params") from None
-    try:
-        if check_sources:
-            for check in sources.check_pins(p.prepare.datasets, p.prepare.revisions):
-                typer.echo(check.line())
-            return
-        if mirror_commands is not None:
-            for line in sources.mirror_commands(p.prepare.datasets, p.prepare.revisions, mirror_commands):
-                typer.echo(line)
-            return
-        m = run(p, out_dir, metrics, rejects_path=rejects)
-    except (BenchmarkError, StageError, ConfigError) as err:
-        # expected, user-fixable: one line, exit 2, no traceback
-        typer.echo(f"prepare failed: {err}", err=True)
-        raise typer.Exit(2) from None
+    p = load_params(params)
+    if check_sources:
+        for check in sources.check_pins(p.prepare.datasets, p.prepare.revisions):
+            typer.echo(check.line())
+        return
+    if mirror_commands is not None:
+        for line in sources.mirror_commands(p.prepare.datasets, p.prepare.revisions, mirror_commands):
+            typer.echo(line)
+        return
+    m = run(p, out_dir, metrics, rejects_path=rejects)
     typer.echo(
         f"prepare: {m['train']} train / {m['eval']} eval questions from {len(m['datasets'])} dataset(s); "
         f"rejects {m['rejects']}"

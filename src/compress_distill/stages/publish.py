@@ -19,10 +19,16 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import ConfigError, Params, load_params
+from compress_distill.errors import hub_errors
 from compress_distill.metrics import write_metrics
-from compress_distill.stages.traces_common import cli_errors, count_rows, pick
+from compress_distill.stages.traces_common import count_rows, pick
 
 log = logging.getLogger(__name__)
+
+HUB_FIX = (
+    "check publish.repo_id in params, the network (HF_ENDPOINT, proxies) and the login (`hf auth login` or "
+    "HF_TOKEN with write access)"
+)
 
 # remote files owned by the build: anything matching and not re-uploaded by this commit is deleted
 STALE_PATTERNS = ["*.parquet", "*.png"]
@@ -57,33 +63,34 @@ def run(
 
         api = HfApi()
 
-    repo_url = api.create_repo(pub.repo_id, repo_type="dataset", private=pub.private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=pub.repo_id,
-        repo_type="dataset",
-        folder_path=str(folder),
-        commit_message=f"compress-distill build@{teacher}" + (f" ({pub.tag})" if pub.tag else ""),
-        delete_patterns=STALE_PATTERNS,
-    )
-    dataset_url = str(repo_url).rstrip("/")
-    tag_url = None
-    if pub.tag:
-        refs = api.list_repo_refs(pub.repo_id, repo_type="dataset")
-        existing = {t.name: t.target_commit for t in refs.tags}
-        if pub.tag not in existing:
-            api.create_tag(
-                pub.repo_id,
-                tag=pub.tag,
-                revision=commit.oid,
-                repo_type="dataset",
-                tag_message=f"compress-distill traces of teacher {teacher}",
-            )
-        elif existing[pub.tag] != commit.oid:
-            raise ConfigError(
-                f"tag {pub.tag!r} already exists on {pub.repo_id} at commit {existing[pub.tag]}, not at the new "
-                f"commit {commit.oid}; tags are immutable versions -- set a new publish.tag"
-            )
-        tag_url = f"{dataset_url}/tree/{pub.tag}"
+    with hub_errors(f"publishing {folder} to the Hub dataset {pub.repo_id}", HUB_FIX):
+        repo_url = api.create_repo(pub.repo_id, repo_type="dataset", private=pub.private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=pub.repo_id,
+            repo_type="dataset",
+            folder_path=str(folder),
+            commit_message=f"compress-distill build@{teacher}" + (f" ({pub.tag})" if pub.tag else ""),
+            delete_patterns=STALE_PATTERNS,
+        )
+        dataset_url = str(repo_url).rstrip("/")
+        tag_url = None
+        if pub.tag:
+            refs = api.list_repo_refs(pub.repo_id, repo_type="dataset")
+            existing = {t.name: t.target_commit for t in refs.tags}
+            if pub.tag not in existing:
+                api.create_tag(
+                    pub.repo_id,
+                    tag=pub.tag,
+                    revision=commit.oid,
+                    repo_type="dataset",
+                    tag_message=f"compress-distill traces of teacher {teacher}",
+                )
+            elif existing[pub.tag] != commit.oid:
+                raise ConfigError(
+                    f"tag {pub.tag!r} already exists on {pub.repo_id} at commit {existing[pub.tag]}, not at the "
+                    f"new commit {commit.oid}; tags are immutable versions -- set a new publish.tag"
+                )
+            tag_url = f"{dataset_url}/tree/{pub.tag}"
     total = sum(rows.values())
     result = {
         "rows_in": total,
@@ -111,8 +118,7 @@ def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Publish the built dataset folder to the Hugging Face Hub under publish.tag (opt-in)."""
-    with cli_errors():
-        r = run(load_params(params), teacher, folder, receipt)
+    r = run(load_params(params), teacher, folder, receipt)
     typer.echo(
         f"publish@{teacher}: {r['dataset_url']} commit {r['commit']}"
         + (f" tag {r['tag']}" if r["tag"] else "")

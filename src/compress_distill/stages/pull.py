@@ -22,8 +22,9 @@ from typing import Annotated, Any
 
 import typer
 
+from compress_distill.errors import hub_errors
 from compress_distill.metrics import write_metrics
-from compress_distill.stages.traces_common import cli_errors, swap_dir
+from compress_distill.stages.traces_common import StageError, swap_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,26 @@ def run(
 
         download = snapshot_download
     out_dir = Path(out_dir)
+    with hub_errors(
+        f"downloading revision {revision!r} of the Hub dataset {repo_id}",
+        "check traces.repo_ids and traces.revision in params, the network (HF_ENDPOINT, proxies), the login "
+        "(`hf auth login` or HF_TOKEN) for a private repo, and that HF_HUB_OFFLINE is unset",
+    ):
+        snapshot = Path(download(repo_id=repo_id, repo_type="dataset", revision=revision))
+    from datasets.exceptions import DatasetsError
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    snapshot = Path(download(repo_id=repo_id, repo_type="dataset", revision=revision))
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
     try:
         # the cache's snapshot is symlinks into its blob store: copy the files themselves
         shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)
         rows = verify(staging)
         swap_dir(staging, out_dir)
+    except DatasetsError as err:
+        raise StageError(
+            f"revision {revision!r} of {repo_id} does not load ({type(err).__name__}: {err}); the destination "
+            f"{out_dir} is unchanged -- publish a fixed revision, or set traces.revision to a good one"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only still there when verification failed
     total = sum(rows.values())
@@ -93,8 +106,7 @@ def main(
     revision: Annotated[str, typer.Option(help="tag, branch or commit to download")] = "main",
 ) -> None:
     """Download a published trace revision from the Hub into data/hub/T and verify every config loads."""
-    with cli_errors():
-        r = run(repo_id, revision, out_dir, metrics)
+    r = run(repo_id, revision, out_dir, metrics)
     typer.echo(
         f"pull: {repo_id}@{revision} -> {out_dir}: " + ", ".join(f"{c} {n}" for c, n in r["configs"].items())
     )

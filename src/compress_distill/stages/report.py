@@ -30,7 +30,7 @@ import polars as pl
 import typer
 
 from compress_distill.benchmarks import registry
-from compress_distill.config import ConfigError, Params, ReportConfig, load_params
+from compress_distill.config import Params, ReportConfig, load_params
 from compress_distill.evaluation import aggregate, tables, traces
 from compress_distill.evaluation import html as html_report
 from compress_distill.evaluation import plots as plotting
@@ -502,11 +502,16 @@ def main(
     ),
 ) -> None:
     """Build the report: summary metrics, paper tables, DVC plot data and reports/index.html."""
-    try:
-        p = load_params(params)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
-    s = run(p, metrics_dir, predictions_dir, hub_dir, out_dir, plots_dir, summary, train_plots_dir)
+    s = run(
+        load_params(params),
+        metrics_dir,
+        predictions_dir,
+        hub_dir,
+        out_dir,
+        plots_dir,
+        summary,
+        train_plots_dir,
+    )
     typer.echo(
         f"report: {s['rows_out']}/{s['rows_in']} runs with metrics; {out_dir / 'index.html'}, {summary}"
     )

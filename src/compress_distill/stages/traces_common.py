@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from compress_distill.config import BackendConfig, ConfigError, SamplingConfig
+from compress_distill.errors import UserError
 from compress_distill.metrics import RowCounter
-from compress_distill.schema import REJECTS, TRACES, SchemaError, atomic_path, to_table, validate
+from compress_distill.schema import REJECTS, TRACES, atomic_path, to_table, validate
 
 # Rejected rows keep this much of the offending text (chars): enough to see what went wrong, small enough
 # that a corpus of runaway 1 MB generations does not turn the rejects file into a second copy of it.
@@ -35,23 +36,8 @@ ROW_GROUP_ROWS = 8_192
 
 
 # --------------------------------------------------------------------------------------------- params
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """An input a stage cannot work with (e.g. an upstream stage accepted no rows); the message says why."""
-
-
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """For a Typer ``main``: user-fixable problems (params, a missing input, a table with the wrong
-    columns) become a one-paragraph error with the fix, not a traceback."""
-    import click
-    import typer
-
-    try:
-        yield
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
-    except (FileNotFoundError, SchemaError, StageError) as err:
-        raise click.ClickException(str(err)) from None
 
 
 def pick(mapping: Mapping[str, Any], key: str, what: str) -> Any:

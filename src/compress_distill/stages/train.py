@@ -157,10 +157,7 @@ def main(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from accelerate import PartialState
 
-    try:
-        result = run(params, run_id, data, out_dir, metrics, live_dir, checkpoint_dir)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
+    result = run(params, run_id, data, out_dir, metrics, live_dir, checkpoint_dir)
     if PartialState().is_main_process:
         typer.echo(
             f"{run_id}: {result['steps']} steps, final loss {result['final_loss']:.4f}, "

@@ -34,7 +34,6 @@ from compress_distill.schema import TRACES, iter_batches, read_table
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
-    cli_errors,
     count_tokens,
     load_tokenizer,
     parquet_sink,
@@ -210,6 +209,5 @@ def main(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Cut raw traces to the token length of the most aggressive compressor's traces (length-matched)."""
-    with cli_errors():
-        r = run(load_params(params), teacher, raw, compressed, out, metrics)
+    r = run(load_params(params), teacher, raw, compressed, out, metrics)
     typer.echo(f"truncate@{teacher}: {r['rows_out']}/{r['rows_in']} rows; rejects {r['rejects']}")

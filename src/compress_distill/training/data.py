@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from compress_distill.errors import UserError
 from compress_distill.metrics import RowCounter
 from compress_distill.reasoning import join_reasoning
 from compress_distill.schema import TRACES, read_table
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 COLUMNS = ["id", "question", "reasoning", "response"]
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """The student's chat template cannot produce assistant-only targets."""
 
 
