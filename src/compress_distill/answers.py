@@ -35,19 +35,20 @@ Number rules (documented decisions; tests pin each one):
 - A response that runs on into a new "\nQuestion:" (few-shot imitation) is cut there when an answer marker
   precedes it, so "#### 18 ... Question: ... #### 10" gives 18.
 - Number words ("eighteen") are not read.
-- Expressions: a marked candidate (steps 1-3) that is, as a whole, an arithmetic expression is graded by its
-  value, not by its first number: "\\boxed{2^{10}}" -> 1024, "\\boxed{\\frac{\\sqrt{8}}{2}}" -> 1.4142135623731,
-  "\\boxed{3\\cdot 4}" -> 12, "the answer is 2^5" -> 32 (grammar in ``_Expression``: + - * / ^ ** \\cdot \\times
-  \\div, \\frac, \\sqrt / \\sqrt[n], n!, brackets, and a product written by juxtaposition only before \\sqrt,
-  \\frac or "(" or after "!" / ")").  Exact values stay exact; an irrational root is a float printed to 15
-  significant digits, as a repeating decimal is.  In ``####`` and answer statements (prose) a hyphen between
-  numbers is a range or a date ("10-12", "2023-2024"), never a minus, so those are read as before; inside
-  ``\\boxed{}`` (math mode) it is a minus.  "1 1/2" and "1\\frac{1}{2}" stay mixed numbers.  Anything outside
-  the grammar (a symbol such as \\pi, units, a thousands comma) or past its bounds (nesting over
-  ``MAX_EXPR_DEPTH``, an exact value over ``MAX_VALUE_BITS`` bits, ``n!`` over ``MAX_FACTORIAL``, a root
-  index over ``MAX_ROOT``, a non-real root, division by zero) is read by the rules above: "\\boxed{2\\pi}" is 2,
-  "\\boxed{10^{10^{10}}}" is 10.  The fallbacks (``last_number``) never evaluate: prose is full of sums.
-  ``is_correct`` compares canonical numbers; it does not evaluate an expression handed to it as a prediction.
+- Expressions: a marked candidate (steps 1-3) that is, as a whole, an arithmetic expression is graded by
+  its value, not by its first number: "\\boxed{2^{10}}" -> 1024, "\\boxed{\\frac{\\sqrt{8}}{2}}" ->
+  1.4142135623731, "\\boxed{3\\cdot 4}" -> 12, "the answer is 2^5" -> 32 (grammar in ``_Expression``:
+  + - * / ^ ** \\cdot \\times \\div, \\frac, \\sqrt / \\sqrt[n], n!, brackets, and a product written by
+  juxtaposition only before \\sqrt, \\frac or "(" or after "!" / ")").  Exact values stay exact; an
+  irrational root is a float printed to 15 significant digits, as a repeating decimal is.  In ``####`` and
+  answer statements (prose) a hyphen between numbers is a range or a date ("10-12", "2023-2024"), never a
+  minus, so those are read as before; inside ``\\boxed{}`` (math mode) it is a minus.  "1 1/2" and
+  "1\\frac{1}{2}" stay mixed numbers.  Anything outside the grammar (a symbol such as \\pi, units, a
+  thousands comma) or past its bounds (nesting over ``MAX_EXPR_DEPTH``, an exact value over
+  ``MAX_VALUE_BITS`` bits, ``n!`` over ``MAX_FACTORIAL``, a root index over ``MAX_ROOT``, a non-real root,
+  division by zero) is read by the rules above: "\\boxed{2\\pi}" is 2, "\\boxed{10^{10^{10}}}" is 10.  The
+  fallbacks (``last_number``) never evaluate: prose is full of sums.  ``is_correct`` compares canonical
+  numbers; it does not evaluate an expression handed to it as a prediction.
 
 Strings that are not valid text: a final response containing lone surrogates is treated as having no answer
 (it came from bytes that were not UTF-8 and cannot be stored in the Parquet tables anyway).
@@ -629,7 +630,8 @@ def _power(base: Number, exp: Number) -> Number:
             raise _NotAnExpression
         return _bounded(base**e)
     if isinstance(exp, Fraction) and exp.denominator <= MAX_ROOT and abs(exp.numerator) <= MAX_ROOT:
-        return _power(_root(base, Fraction(exp.denominator)), Fraction(exp.numerator))  # 8^{2/3} = (8^{1/3})^2
+        root = _root(base, Fraction(exp.denominator))  # 8^{2/3} = (8^{1/3})^2
+        return _power(root, Fraction(exp.numerator))
     if base <= 0 or abs(float(exp) * math.log2(base)) > MAX_LOG2:
         raise _NotAnExpression
     return _bounded(float(base) ** float(exp))
