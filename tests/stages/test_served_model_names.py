@@ -123,14 +123,20 @@ def _compress(tmp_path: Path, server: _ChatServer, **engine: Any) -> dict[str, A
     return compress.run(params, "smol", "concise", raw, out, metrics, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.parametrize("where", ["hub", "local"])
 def test_a_tokenizer_that_does_not_load_fails_before_any_request(
-    tmp_path: Path, chat_server: _ChatServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, chat_server: _ChatServer, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """Used to crash in count_tokens after every compression had been paid for."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the id is not in the local cache: fail fast, no network
+    if where == "hub":  # a hosted API's "org/model" name that is no Hub repo
+        model = "no-such-org/served-compressor"
+    else:  # a local directory that holds no tokenizer
+        (tmp_path / "served").mkdir()
+        model = str(tmp_path / "served")
     with pytest.raises(ConfigError, match=r"compressors\.concise\.tokenizer") as err:
-        _compress(tmp_path, chat_server, model="no-such-org/served-compressor")
-    assert "'no-such-org/served-compressor'" in str(err.value)
+        _compress(tmp_path, chat_server, model=model)
+    assert repr(model) in str(err.value)
     assert chat_server.bodies == []
     assert not (tmp_path / "c.parquet").exists()
 
