@@ -162,6 +162,8 @@ NUMERIC_EXPRESSIONS = [
     ("#### 2^{10}", "1024", "hash"),
     # prose: a hyphen between numbers is a range or a date, read as before (its first number)
     ("The answer is 10-12.", "10", "answer_is"),
+    ("The answer is 18 (6 + 12).", "18", "answer_is"),  # a parenthetical, not 18 * 18
+    ("#### 18 (6+12)", "18", "hash"),
     ("#### 2023-2024", "2023", "hash"),
     # not an expression: the existing number rules apply unchanged
     ("\\boxed{1\\frac{1}{2}}", "1.5", "boxed"),  # a mixed number, not 1 * 1/2

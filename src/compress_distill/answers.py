@@ -39,10 +39,11 @@ Number rules (documented decisions; tests pin each one):
   its value, not by its first number: "\\boxed{2^{10}}" -> 1024, "\\boxed{\\frac{\\sqrt{8}}{2}}" ->
   1.4142135623731, "\\boxed{3\\cdot 4}" -> 12, "the answer is 2^5" -> 32 (grammar in ``_Expression``:
   + - * / ^ ** \\cdot \\times \\div, \\frac, \\sqrt / \\sqrt[n], n!, brackets, and a product written by
-  juxtaposition only before \\sqrt, \\frac or "(" or after "!" / ")").  Exact values stay exact; an
-  irrational root is a float printed to 15 significant digits, as a repeating decimal is.  In ``####`` and
-  answer statements (prose) a hyphen between numbers is a range or a date ("10-12", "2023-2024"), never a
-  minus, so those are read as before; inside ``\\boxed{}`` (math mode) it is a minus.  "1 1/2" and
+  juxtaposition only before \\sqrt or \\frac, after "!" or ")", and before "(" in math mode).  Exact values
+  stay exact; an irrational root is a float printed to 15 significant digits, as a repeating decimal is.
+  In ``####`` and answer statements (prose) a hyphen between numbers is a range or a date ("10-12",
+  "2023-2024"), never a minus, and "18 (6 + 12)" is 18 with a remark, so those are read as before; inside
+  ``\\boxed{}`` (math mode) a hyphen is a minus and "2(3+4)" is 14.  "1 1/2" and
   "1\\frac{1}{2}" stay mixed numbers.  Anything outside the grammar (a symbol such as \\pi, units, a
   thousands comma) or past its bounds (nesting over ``MAX_EXPR_DEPTH``, an exact value over
   ``MAX_VALUE_BITS`` bits, ``n!`` over ``MAX_FACTORIAL``, a root index over ``MAX_ROOT``, a non-real root,
@@ -416,7 +417,7 @@ _EXPR_TOKEN = re.compile(
 )
 _EXPR_MUL = {"*", "\\cdot", "\\times", "×", "·"}
 _EXPR_DIV = {"/", "\\div", "÷"}
-_EXPR_IMPLICIT = {"\\sqrt", "\\frac", "\\dfrac", "\\tfrac", "("}  # "3\sqrt{2}", "2(3+4)": a product
+_EXPR_IMPLICIT = {"\\sqrt", "\\frac", "\\dfrac", "\\tfrac"}  # "3\sqrt{2}" is a product; "(": _implicit_product
 _EXPR_MARKUP = " \t$*_"  # markup around "the answer is **2^5**."
 MAX_EXPR_DEPTH = 32  # nested groups; deeper is not an answer (and would exhaust the recursion limit)
 MAX_VALUE_BITS = 256  # |numerator| and denominator of every exact intermediate value (~77 digits)
@@ -503,8 +504,8 @@ class _Expression:
             prev = self.tokens[self.i - 1][1]
             if op in _EXPR_MUL or op in _EXPR_DIV:
                 self.i += 1
-            elif not (op in _EXPR_IMPLICIT or (prev in ("!", ")") and op is not None and op[0].isdigit())):
-                return v  # "1 1/2" (number then number) is a mixed number, not a product
+            elif not self._implicit_product(prev, op):
+                return v
             w = self._signed()
             if op in _EXPR_DIV:
                 if w == 0:
@@ -512,6 +513,18 @@ class _Expression:
                 v = _bounded(v / w)
             else:
                 v = _bounded(v * w)
+
+    def _implicit_product(self, prev: str, op: str | None) -> bool:
+        """Whether ``prev op`` is a product written without a sign ("3\\sqrt{2}", "2(3+4)", "3!\\,7!").
+
+        Never between two numbers ("1 1/2" is a mixed number), and in prose never before "(": "the answer
+        is 18 (6 + 12)" gives 18, not 324.
+        """
+        if op is None:
+            return False
+        if op == "(":
+            return not self.prose
+        return op in _EXPR_IMPLICIT or (prev in ("!", ")") and op[0].isdigit())
 
     def _signed(self) -> Number:
         if self._peek() in ("-", "+"):
