@@ -417,7 +417,7 @@ _EXPR_TOKEN = re.compile(
 )
 _EXPR_MUL = {"*", "\\cdot", "\\times", "×", "·"}
 _EXPR_DIV = {"/", "\\div", "÷"}
-_EXPR_IMPLICIT = {"\\sqrt", "\\frac", "\\dfrac", "\\tfrac"}  # "3\sqrt{2}" is a product; "(": _implicit_product
+_EXPR_IMPLICIT = {"\\sqrt", "\\frac", "\\dfrac", "\\tfrac"}  # "3\sqrt{2}" = 3*sqrt(2); "(": _implicit_product
 _EXPR_MARKUP = " \t$*_"  # markup around "the answer is **2^5**."
 MAX_EXPR_DEPTH = 32  # nested groups; deeper is not an answer (and would exhaust the recursion limit)
 MAX_VALUE_BITS = 256  # |numerator| and denominator of every exact intermediate value (~77 digits)
