@@ -127,6 +127,84 @@ def test_numeric_extraction(text: str, value: str | None, rule: str | None) -> N
         assert found == Extraction(value, rule)
 
 
+# a marked answer written as an arithmetic expression is graded by its value, not by its first number
+NUMERIC_EXPRESSIONS = [
+    ("\\boxed{2^{10}}", "1024", "boxed"),
+    ("\\boxed{2^10}", "1024", "boxed"),  # plain-text reading: the whole digit run is the exponent
+    ("\\boxed{10^{3}}", "1000", "boxed"),
+    ("\\boxed{2^{-2}}", "0.25", "boxed"),
+    ("\\boxed{-2^{2}}", "-4", "boxed"),  # the power binds tighter than the sign
+    ("\\boxed{(-2)^{3}}", "-8", "boxed"),
+    ("\\boxed{2^{3^{2}}}", "512", "boxed"),  # right-associative
+    ("\\boxed{\\frac{\\sqrt{8}}{2}}", "1.4142135623731", "boxed"),
+    ("\\boxed{\\frac{\\sqrt{16}}{2}}", "2", "boxed"),
+    ("\\boxed{\\sqrt{2}}", "1.4142135623731", "boxed"),
+    ("\\boxed{3\\sqrt{4}}", "6", "boxed"),
+    ("\\boxed{\\sqrt[3]{27}}", "3", "boxed"),
+    ("\\boxed{8^{1/3}}", "2", "boxed"),
+    ("\\boxed{3\\cdot 4}", "12", "boxed"),
+    ("\\boxed{3 \\times 4}", "12", "boxed"),
+    ("\\boxed{3 * 4}", "12", "boxed"),
+    ("\\boxed{12 \\div 4}", "3", "boxed"),
+    ("\\boxed{5+3}", "8", "boxed"),
+    ("\\boxed{5-3}", "2", "boxed"),  # math mode: a minus
+    ("\\boxed{2(3+4)}", "14", "boxed"),
+    ("\\boxed{\\left(\\frac{1}{2}\\right)^{2}}", "0.25", "boxed"),
+    ("\\boxed{\\frac{1}{2}+\\frac{1}{3}}", "0.833333333333333", "boxed"),
+    ("\\boxed{\\frac{2^{3}}{4}}", "2", "boxed"),
+    ("\\boxed{5!}", "120", "boxed"),
+    ("\\boxed{\\frac{10!}{3!\\,7!}}", "120", "boxed"),
+    ("\\boxed{x = 2^{3}}", "8", "boxed"),  # right-hand side first, then its value
+    ("\\boxed{12 \\cdot 5 = 60}", "60", "boxed"),
+    ("$\\boxed{2^{5}}$ apples", "32", "boxed"),
+    ("The answer is 2^5.", "32", "answer_is"),
+    ("The answer is $3 \\times 4$.", "12", "answer_is"),
+    ("#### 2^{10}", "1024", "hash"),
+    # prose: a hyphen between numbers is a range or a date, read as before (its first number)
+    ("The answer is 10-12.", "10", "answer_is"),
+    ("The answer is 18 (6 + 12).", "18", "answer_is"),  # a parenthetical, not 18 * 18
+    ("#### 18 (6+12)", "18", "hash"),
+    ("#### 2023-2024", "2023", "hash"),
+    # not an expression: the existing number rules apply unchanged
+    ("\\boxed{1\\frac{1}{2}}", "1.5", "boxed"),  # a mixed number, not 1 * 1/2
+    ("\\boxed{12 \\text{ cm}^2}", "12", "boxed"),
+    ("\\boxed{2\\pi}", "2", "boxed"),  # a symbol: not evaluated
+    ("\\boxed{1,000 + 5}", "1000", "boxed"),  # a thousands comma is not in the grammar
+    # bounded: a power tower or huge factorial is not computed, the first number is read as before
+    ("\\boxed{10^{10^{10}}}", "10", "boxed"),
+    ("\\boxed{2^{99999}}", "2", "boxed"),
+    ("\\boxed{1000!}", "1000", "boxed"),
+    ("\\boxed{" + "(" * 200 + "1" + ")" * 200 + "}", "1", "boxed"),
+    ("\\boxed{\\sqrt{-4}}", "-4", "boxed"),  # not a real number: not evaluated
+    ("\\boxed{\\frac{1}{0}}", None, None),
+]
+
+
+@pytest.mark.parametrize(("text", "value", "rule"), NUMERIC_EXPRESSIONS)
+def test_numeric_expression_is_graded_by_value(text: str, value: str | None, rule: str | None) -> None:
+    t0 = time.perf_counter()
+    found = extract_answer(text, "numeric")
+    assert time.perf_counter() - t0 < 1.0
+    assert found == (Extraction(value, rule) if value is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("text", "gold", "correct"),
+    [
+        ("\\boxed{2^{10}}", "1024", True),
+        ("\\boxed{2^{10}}", "2", False),
+        ("\\boxed{\\frac{\\sqrt{8}}{2}}", "1.41421356", True),
+        ("\\boxed{\\frac{\\sqrt{8}}{2}}", "8", False),
+        ("\\boxed{3\\cdot 4}", "12", True),
+        ("\\boxed{3\\cdot 4}", "3", False),
+        ("\\boxed{3\\sqrt{2}}", "4.242640687", True),
+        ("The answer is $2^{-1} + 0.25$.", "0.75", True),
+    ],
+)
+def test_numeric_expression_grade(text: str, gold: str, correct: bool) -> None:
+    assert grade(text, gold, "numeric").correct is correct
+
+
 NUMERIC_EQ = [
     ("18", "18", True),
     ("18.0", "18", True),

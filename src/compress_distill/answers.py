@@ -35,6 +35,21 @@ Number rules (documented decisions; tests pin each one):
 - A response that runs on into a new "\nQuestion:" (few-shot imitation) is cut there when an answer marker
   precedes it, so "#### 18 ... Question: ... #### 10" gives 18.
 - Number words ("eighteen") are not read.
+- Expressions: a marked candidate (steps 1-3) that is, as a whole, an arithmetic expression is graded by
+  its value, not by its first number: "\\boxed{2^{10}}" -> 1024, "\\boxed{\\frac{\\sqrt{8}}{2}}" ->
+  1.4142135623731, "\\boxed{3\\cdot 4}" -> 12, "the answer is 2^5" -> 32 (grammar in ``_Expression``:
+  + - * / ^ ** \\cdot \\times \\div, \\frac, \\sqrt / \\sqrt[n], n!, brackets, and a product written by
+  juxtaposition only before \\sqrt or \\frac, after "!" or ")", and before "(" in math mode).  Exact values
+  stay exact; an irrational root is a float printed to 15 significant digits, as a repeating decimal is.
+  In ``####`` and answer statements (prose) a hyphen between numbers is a range or a date ("10-12",
+  "2023-2024"), never a minus, and "18 (6 + 12)" is 18 with a remark, so those are read as before; inside
+  ``\\boxed{}`` (math mode) a hyphen is a minus and "2(3+4)" is 14.  "1 1/2" and
+  "1\\frac{1}{2}" stay mixed numbers.  Anything outside the grammar (a symbol such as \\pi, units, a
+  thousands comma) or past its bounds (nesting over ``MAX_EXPR_DEPTH``, an exact value over
+  ``MAX_VALUE_BITS`` bits, ``n!`` over ``MAX_FACTORIAL``, a root index over ``MAX_ROOT``, a non-real root,
+  division by zero) is read by the rules above: "\\boxed{2\\pi}" is 2, "\\boxed{10^{10^{10}}}" is 10.  The
+  fallbacks (``last_number``) never evaluate: prose is full of sums.  ``is_correct`` compares canonical
+  numbers; it does not evaluate an expression handed to it as a prediction.
 
 Strings that are not valid text: a final response containing lone surrogates is treated as having no answer
 (it came from bytes that were not UTF-8 and cannot be stored in the Parquet tables anyway).
@@ -51,6 +66,7 @@ reached for ``latex`` answers, never on the numeric/letter/boolean hot path.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -389,17 +405,277 @@ def _numbers(s: str, first: bool) -> str | None:
     return None
 
 
-def _numeric_candidate(c: str) -> str | None:
+# ---------------------------------------------------------------------------------------------------------
+# arithmetic expressions in a marked answer: "\boxed{2^{10}}", "\frac{\sqrt{8}}{2}", "3 \cdot 4"
+# ---------------------------------------------------------------------------------------------------------
+
+_EXPR_HINT = re.compile(r"[\^*+×·÷!(]|\\(?:cdot|times|div|sqrt|[dt]?frac)|\d\s*-\s*[\d(\\]")
+_EXPR_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+(?:\.\d+)?|\.\d+)"
+    r"|\\(?P<cmd>cdot|times|div|sqrt|[dt]?frac)(?![a-zA-Z])"
+    r"|(?P<op>\*\*|[-+*/^(){}\[\]!×·÷]))"
+)
+_EXPR_MUL = {"*", "\\cdot", "\\times", "×", "·"}
+_EXPR_DIV = {"/", "\\div", "÷"}
+_EXPR_IMPLICIT = {"\\sqrt", "\\frac", "\\dfrac", "\\tfrac"}  # "3\sqrt{2}" = 3*sqrt(2); "(": _implicit_product
+_EXPR_MARKUP = " \t$*_"  # markup around "the answer is **2^5**."
+MAX_EXPR_DEPTH = 32  # nested groups; deeper is not an answer (and would exhaust the recursion limit)
+MAX_VALUE_BITS = 256  # |numerator| and denominator of every exact intermediate value (~77 digits)
+MAX_FACTORIAL = 60  # n! for n <= 60 only (60! has 82 digits; the value bound then applies)
+MAX_ROOT = 12  # \sqrt[n]{x} and x^{p/q} for n, q <= 12
+MAX_LOG2 = 1_000  # |log2| of an inexact (float) value: far inside float range, so nothing overflows
+
+Number = Fraction | float  # exact while every step is exact; a float once a root is irrational
+
+
+class _NotAnExpression(Exception):
+    """The candidate is outside the grammar or its bounds: it is read by the number rules instead."""
+
+
+class _Expression:
+    """Recursive-descent evaluator of one arithmetic expression (module docstring, "Expressions").
+
+    Grammar (``^``/``**`` right-associative and binding tighter than a sign)::
+
+        expr    := term (("+" | "-") term)*
+        term    := signed (("*" | "\\cdot" | "\\times" | "/" | "\\div" | implicit) signed)*
+        signed  := ("-" | "+") signed | power
+        power   := postfix (("^" | "**") signed)?
+        postfix := atom "!"*
+        atom    := number | "(" expr ")" | "{" expr "}" | "[" expr "]"
+                 | "\\sqrt" ("[" expr "]")? arg | "\\frac" arg arg
+        arg     := "{" expr "}" | number
+    """
+
+    def __init__(self, s: str, prose: bool) -> None:
+        self.tokens = self._tokenize(s)
+        self.i = 0
+        self.depth = 0
+        self.prose = prose
+
+    @staticmethod
+    def _tokenize(s: str) -> list[tuple[str, str]]:
+        tokens: list[tuple[str, str]] = []
+        pos = 0
+        while pos < len(s):
+            m = _EXPR_TOKEN.match(s, pos)
+            if m is None:
+                if s[pos:].isspace():
+                    break
+                raise _NotAnExpression
+            kind = m.lastgroup or "op"
+            tokens.append((kind, m.group(kind) if kind != "cmd" else "\\" + m.group(kind)))
+            pos = m.end()
+        return tokens
+
+    def value(self) -> Number:
+        v = self._expr()
+        if self.i != len(self.tokens):
+            raise _NotAnExpression
+        return v
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.i][1] if self.i < len(self.tokens) else None
+
+    def _take(self) -> tuple[str, str]:
+        if self.i >= len(self.tokens):
+            raise _NotAnExpression
+        self.i += 1
+        return self.tokens[self.i - 1]
+
+    def _expect(self, op: str) -> None:
+        if self._take()[1] != op:
+            raise _NotAnExpression
+
+    def _expr(self) -> Number:
+        v = self._term()
+        while self._peek() in ("+", "-"):
+            op = self._take()[1]
+            if op == "-" and self.prose:  # "10-12", "2023-2024": a range or a date in prose
+                raise _NotAnExpression
+            w = self._term()
+            v = _bounded(v + w if op == "+" else v - w)
+        return v
+
+    def _term(self) -> Number:
+        v = self._signed()
+        while True:
+            op = self._peek()
+            prev = self.tokens[self.i - 1][1]
+            if op in _EXPR_MUL or op in _EXPR_DIV:
+                self.i += 1
+            elif not self._implicit_product(prev, op):
+                return v
+            w = self._signed()
+            if op in _EXPR_DIV:
+                if w == 0:
+                    raise _NotAnExpression
+                v = _bounded(v / w)
+            else:
+                v = _bounded(v * w)
+
+    def _implicit_product(self, prev: str, op: str | None) -> bool:
+        """Whether ``prev op`` is a product written without a sign ("3\\sqrt{2}", "2(3+4)", "3!\\,7!").
+
+        Never between two numbers ("1 1/2" is a mixed number), and in prose never before "(": "the answer
+        is 18 (6 + 12)" gives 18, not 324.
+        """
+        if op is None:
+            return False
+        if op == "(":
+            return not self.prose
+        return op in _EXPR_IMPLICIT or (prev in ("!", ")") and op[0].isdigit())
+
+    def _signed(self) -> Number:
+        if self._peek() in ("-", "+"):
+            sign = self._take()[1]
+            v = self._nested(self._signed)
+            return -v if sign == "-" else v
+        return self._power()
+
+    def _power(self) -> Number:
+        base = self._postfix()
+        if self._peek() in ("^", "**"):
+            self.i += 1
+            return _power(base, self._nested(self._signed))
+        return base
+
+    def _postfix(self) -> Number:
+        v = self._atom()
+        while self._peek() == "!":
+            self.i += 1
+            if not (isinstance(v, Fraction) and v.denominator == 1 and 0 <= v <= MAX_FACTORIAL):
+                raise _NotAnExpression
+            v = _bounded(Fraction(math.factorial(int(v))))
+        return v
+
+    def _nested(self, parse: Callable[[], Number]) -> Number:
+        """``parse()`` one level deeper: groups, signs and exponents nest, and nesting is bounded."""
+        self.depth += 1
+        if self.depth > MAX_EXPR_DEPTH:
+            raise _NotAnExpression
+        v = parse()
+        self.depth -= 1
+        return v
+
+    def _group(self, close: str) -> Number:
+        v = self._nested(self._expr)
+        self._expect(close)
+        return v
+
+    def _atom(self) -> Number:
+        kind, tok = self._take()
+        if kind == "num":
+            return Fraction(tok)
+        if tok in ("(", "{", "["):
+            return self._group({"(": ")", "{": "}", "[": "]"}[tok])
+        if tok == "\\sqrt":
+            n = Fraction(2)
+            if self._peek() == "[":
+                self.i += 1
+                n = self._group("]")
+            return _root(self._arg(), n)
+        if tok in ("\\frac", "\\dfrac", "\\tfrac"):
+            num, den = self._arg(), self._arg()
+            if den == 0:
+                raise _NotAnExpression
+            return _bounded(num / den)
+        raise _NotAnExpression
+
+    def _arg(self) -> Number:
+        kind, tok = self._take()
+        if kind == "num":
+            return Fraction(tok)
+        if tok == "{":
+            return self._group("}")
+        raise _NotAnExpression
+
+
+def _bounded(v: Number) -> Number:
+    if isinstance(v, Fraction):
+        if v.numerator.bit_length() > MAX_VALUE_BITS or v.denominator.bit_length() > MAX_VALUE_BITS:
+            raise _NotAnExpression
+    elif v != 0 and (not math.isfinite(v) or abs(math.log2(abs(v))) > MAX_LOG2):
+        raise _NotAnExpression
+    return v
+
+
+def _int_root(n: int, k: int) -> int | None:
+    """The exact integer k-th root of ``n`` >= 0, or None."""
+    r = round(n ** (1.0 / k)) if n.bit_length() < 1000 else None
+    if r is None:
+        return None
+    for c in (r - 1, r, r + 1):
+        if c >= 0 and c**k == n:
+            return c
+    return None
+
+
+def _root(x: Number, n: Number) -> Number:
+    """The real ``n``-th root of ``x``: exact when both parts are perfect powers, else a float."""
+    if not (isinstance(n, Fraction) and n.denominator == 1 and 2 <= n <= MAX_ROOT):
+        raise _NotAnExpression
+    k = int(n)
+    if x < 0:
+        if k % 2 == 0:  # not a real number
+            raise _NotAnExpression
+        return -_root(-x, n)
+    if isinstance(x, Fraction):
+        num, den = _int_root(x.numerator, k), _int_root(x.denominator, k)
+        if num is not None and den is not None:
+            return Fraction(num, den)
+    return _bounded(float(x) ** (1.0 / k))
+
+
+def _power(base: Number, exp: Number) -> Number:
+    if isinstance(exp, Fraction) and exp.denominator == 1:
+        e = int(exp)
+        if base == 0:
+            if e < 0:
+                raise _NotAnExpression
+            return Fraction(0) if e else Fraction(1)
+        if isinstance(base, Fraction):
+            size = max(base.numerator.bit_length(), base.denominator.bit_length())
+            if abs(e) * size > MAX_VALUE_BITS:
+                raise _NotAnExpression
+            return _bounded(base**e)
+        if abs(e * math.log2(abs(base))) > MAX_LOG2:
+            raise _NotAnExpression
+        return _bounded(base**e)
+    if isinstance(exp, Fraction) and exp.denominator <= MAX_ROOT and abs(exp.numerator) <= MAX_ROOT:
+        root = _root(base, Fraction(exp.denominator))  # 8^{2/3} = (8^{1/3})^2
+        return _power(root, Fraction(exp.numerator))
+    if base <= 0 or abs(float(exp) * math.log2(base)) > MAX_LOG2:
+        raise _NotAnExpression
+    return _bounded(float(base) ** float(exp))
+
+
+def _expression_value(c: str, prose: bool) -> str | None:
+    """Canonical value of ``c`` when all of it is an arithmetic expression with an operator, else None."""
+    if not _EXPR_HINT.search(c):
+        return None
+    c = c.strip(_EXPR_MARKUP).rstrip(".;").rstrip(_EXPR_MARKUP)  # "**2^5**." -> "2^5"; ".5" keeps its point
+    try:
+        v = _Expression(c, prose).value()
+    except _NotAnExpression:
+        return None
+    if isinstance(v, float):  # irrational: 15 significant digits, as canonical() prints a repeating decimal
+        v = Fraction(Decimal(f"{v:.15g}"))
+    return canonical(v)
+
+
+def _numeric_candidate(c: str, prose: bool) -> str | None:
     c = _clean_numeric(c)
     eq = c.rfind("=")
     if eq >= 0 and _NUM.search(c, eq + 1):  # "x = 5", "2 + 3 = 5": the right-hand side is the answer
         c = c[eq + 1 :]
-    return _numbers(c, first=True)
+    value = _expression_value(c, prose)
+    return value if value is not None else _numbers(c, first=True)
 
 
 def _extract_numeric(s: str, choices: Sequence[str] | None) -> Extraction | None:
     for rule, body in _marked(s):
-        value = _numeric_candidate(body)
+        value = _numeric_candidate(body, prose=rule != "boxed")
         if value is not None:
             return Extraction(value, rule)
     value = _numbers(_clean_numeric(s), first=False)

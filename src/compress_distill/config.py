@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from compress_distill.errors import UserError, looks_like_credential, redact
 
@@ -64,15 +72,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def _check_model_id(model: str) -> str:
+_SERVED_NAME_HINT = " A name an OpenAI-compatible server serves (e.g. 'gpt-4o-mini') needs backend 'openai'."
+
+
+def is_loadable_model_id(model: str) -> bool:
+    """Whether ``model`` names weights/tokenizer we can load: a packaged alias, a Hub id or a local path."""
+    return model in MODEL_ALIASES or "/" in model or Path(model).exists()
+
+
+def _check_model_id(model: str, what: str = "model", extra_hint: str = "") -> str:
     """Accept a packaged alias, a Hub id (``org/name``) or an existing local path."""
-    if model in MODEL_ALIASES or "/" in model or Path(model).exists():
+    if is_loadable_model_id(model):
         return model
     close = difflib.get_close_matches(model, MODEL_ALIASES, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
-        f"unknown model {model!r}: use a packaged alias ({', '.join(MODEL_ALIASES)}), a Hub id like "
-        f"'org/name', or a local directory.{hint}"
+        f"unknown {what} {model!r}: use a packaged alias ({', '.join(MODEL_ALIASES)}), a Hub id like "
+        f"'org/name', or a local directory.{hint}{extra_hint}"
     )
 
 
@@ -81,7 +97,12 @@ class BackendConfig(Section):
     """How to reach one model (DESIGN §6).  The same keys drive a laptop, a GPU node and a cluster."""
 
     backend: Literal["hf", "vllm", "openai"] = "hf"
+    # hf/vllm: a packaged alias, Hub id or local directory; openai: the name the server serves the model
+    # under, sent as is (``gpt-4o-mini``, a vLLM ``--served-model-name``)
     model: str
+    # tokenizer the stages count (and truncate cuts) this engine's tokens with; None = ``model``'s own.
+    # Needed on the openai backend when ``model`` is a served name rather than a Hub id or local directory.
+    tokenizer: str | None = None
     # hf
     device: Literal["cpu", "cuda", "auto"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -109,8 +130,25 @@ class BackendConfig(Section):
 
     @field_validator("model")
     @classmethod
-    def _model(cls, v: str) -> str:
-        return _check_model_id(v)
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("backend") == "openai":
+            if not v.strip() or v != v.strip():
+                raise ValueError(
+                    "the openai backend sends `model` as the served model name: give the exact name the "
+                    "server serves (e.g. 'gpt-4o-mini'), without surrounding spaces"
+                )
+            return v
+        return _check_model_id(v, extra_hint=_SERVED_NAME_HINT)
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer(cls, v: str | None) -> str | None:
+        return None if v is None else _check_model_id(v, what="tokenizer")
+
+    @property
+    def tokenizer_id(self) -> str:
+        """The model id whose tokenizer counts this engine's tokens (``tokenizer``, else ``model``)."""
+        return self.tokenizer or self.model
 
     @field_validator("api_key_env")
     @classmethod
@@ -352,6 +390,20 @@ class Params(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     grid: GridConfig
+
+    @field_validator("teachers", "compressors")
+    @classmethod
+    def _tokens_countable(cls, v: dict[str, BackendConfig], info: ValidationInfo) -> dict[str, BackendConfig]:
+        # generate, compress and truncate count these engines' output tokens with their tokenizer
+        for ident, cfg in v.items():
+            if not is_loadable_model_id(cfg.tokenizer_id):
+                key = f"{info.field_name}.{ident}"
+                raise ValueError(
+                    f"{key}.model {cfg.model!r} is a served model name, not a Hub id or local directory, so "
+                    f"the trace stages cannot count its tokens: set {key}.tokenizer to a Hub id or local "
+                    "directory holding its tokenizer"
+                )
+        return v
 
     @model_validator(mode="after")
     def _cross_refs(self) -> Params:

@@ -42,6 +42,7 @@ from compress_distill.stages.traces_common import (
     is_utf8,
     parquet_sink,
     pick,
+    preflight_tokenizer,
     request,
     split_overall,
     text_column,
@@ -118,6 +119,7 @@ def run(
     stats = GroupMeans()
     used_prompts: dict[str, str] = {}  # path -> hash, for provenance in the metrics
 
+    preflight_tokenizer(ccfg, f"compressors.{compressor}")  # fails here, not after every request is paid
     with engine(ccfg, backend, cache_dir) as be, parquet_sink(out, TRACES) as sink:
         for chunk in iter_batches(raw, TRACES, batch_size=chunk_rows):
             reasonings = text_column(chunk, "reasoning")
@@ -169,7 +171,7 @@ def run(
                     continue
                 keep.append((i, text, preserved))
 
-            tokens = count_tokens(ccfg.model, [t for _, t, _ in keep])
+            tokens = count_tokens(ccfg.tokenizer_id, [t for _, t, _ in keep])
             rows = []
             for (i, text, preserved), n_tok in zip(keep, tokens, strict=True):
                 row, raw_text = meta[i], reasonings[i]

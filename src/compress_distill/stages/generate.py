@@ -53,6 +53,7 @@ from compress_distill.stages.traces_common import (
     is_utf8,
     parquet_sink,
     pick,
+    preflight_tokenizer,
     request,
     safe_text,
     split_overall,
@@ -139,6 +140,7 @@ def run(
     from compress_distill.answers import grade
 
     tcfg = pick(params.teachers, teacher, "teacher")
+    preflight_tokenizer(tcfg, f"teachers.{teacher}")  # fails here, not after every request is paid
     gen = params.generate
     template, phash = load_prompt(gen.prompt), prompt_hash(gen.prompt)
     out_dir = Path(out_dir)
@@ -227,7 +229,7 @@ def run(
             attempts_out.write_rows(attempt_rows)
             del attempt_rows
 
-            tokens = count_tokens(tcfg.model, [r for _, _, r, _ in accepted])
+            tokens = count_tokens(tcfg.tokenizer_id, [r for _, _, r, _ in accepted])
             raw_rows = []
             for (q, c, reasoning, response), n_tok in zip(accepted, tokens, strict=True):
                 last_outcome.pop(q["id"], None)

@@ -202,11 +202,35 @@ def load_tokenizer(model: str) -> Any:
 
 
 def count_tokens(model: str, texts: Sequence[str]) -> list[int]:
-    """Tokens per text in ``model``'s tokenizer, without special tokens (BOS/EOS are not reasoning)."""
+    """Tokens per text in ``model``'s tokenizer, without special tokens (BOS/EOS are not reasoning).
+
+    ``model`` is a tokenizer id: pass an engine's ``BackendConfig.tokenizer_id`` (its ``tokenizer`` key, else
+    its ``model``), never a served model name.
+    """
     if not texts:
         return []
     tok = load_tokenizer(model)
     return [len(e) for e in tok.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+
+def preflight_tokenizer(cfg: BackendConfig, key: str) -> Any:
+    """Load the tokenizer a stage will count ``cfg``'s tokens with, at stage start: before any request.
+
+    Params load already refuses a teacher/compressor whose tokenizer id is a bare served name; this catches
+    an id that looks loadable and is not (a hosted API's ``org/model`` that is no Hub repo, a missing
+    directory), which would otherwise fail in ``count_tokens`` after every request had been paid for.
+    ``key`` is the params path of the engine (``compressors.concise``), named in the fix-it.
+    """
+    try:
+        return load_tokenizer(cfg.tokenizer_id)
+    except (OSError, ValueError, RuntimeError) as err:  # what from_pretrained raises for a missing tokenizer
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"{key}: cannot load the tokenizer {cfg.tokenizer_id!r} this stage counts tokens with "
+            f"({reason}); "
+            f"set {key}.tokenizer to a Hub id or local directory that holds the model's tokenizer "
+            "(tokenizer.json), or make that one available"
+        ) from None
 
 
 def gold_error(answer: str, answer_type: str) -> str | None:

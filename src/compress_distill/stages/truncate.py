@@ -35,9 +35,9 @@ from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
     count_tokens,
-    load_tokenizer,
     parquet_sink,
     pick,
+    preflight_tokenizer,
     split_overall,
     text_column,
 )
@@ -131,9 +131,10 @@ def run(
     batch_rows: int = BATCH_ROWS,
 ) -> dict[str, Any]:
     cfg = pick(params.truncate, teacher, "truncate teacher")
-    model = pick(params.compressors, cfg.compressor, "compressor").model
-    cutter = Cutter(load_tokenizer(model))
-    budgets = _budgets(compressed, model)
+    ccfg = pick(params.compressors, cfg.compressor, "compressor")
+    model = ccfg.model
+    cutter = Cutter(preflight_tokenizer(ccfg, f"compressors.{cfg.compressor}"))
+    budgets = _budgets(compressed, ccfg.tokenizer_id)
     ledger = Ledger("truncate")
     stats = GroupMeans()
     budget_tokens = 0
@@ -193,7 +194,7 @@ def run(
         "budget_tokens": budget_tokens,
         "tokenized_chars": cutter.encoded_chars,
         "tokenized_tokens": cutter.encoded_tokens,
-        "tokenizer_model": model,
+        "tokenizer_model": ccfg.tokenizer_id,
         "compressor": cfg.compressor,
     }
     write_metrics(metrics, result)
