@@ -70,7 +70,7 @@ def test_middle_truncate_keeps_both_ends() -> None:
         ("steps\n</think>\n\nThe answer is B", "stop", True, ("steps", "The answer is B")),
         ("steps\n</think>\n\nThe ans", "length", True, ("steps", "The ans")),
         ("<think>re-opened anyway", "length", True, ("re-opened anyway", "")),
-        # ended its turn without </think>: read as the response (what a server parser gives for an empty block)
+        # ended its turn without </think>: the response (what a server parser gives for an empty block)
         ("B", "stop", True, ("", "B")),
         # no pre-fill: a cut plain answer stays an answer; a block opened in the text still has none
         ("The answer is 4 because", "length", False, ("", "The answer is 4 because")),
@@ -79,7 +79,9 @@ def test_middle_truncate_keeps_both_ends() -> None:
         (None, "stop", True, ("", "")),
     ],
 )
-def test_split_completion(text: str | None, finish: str, prefilled: bool, expected: tuple[str, str]) -> None:
+def test_split_completion(
+    text: str | None, finish: str, prefilled: bool, expected: tuple[str, str]
+) -> None:
     assert split_completion(text, finish, prefilled) == expected
 
 
@@ -107,4 +109,5 @@ def test_assistant_message_per_format() -> None:
         "content": "F",
         "thinking": "r",
     }
-    assert assistant_message(join_reasoning("", "F"), "", "F", "harmony") == {"role": "assistant", "content": "F"}
+    empty = assistant_message(join_reasoning("", "F"), "", "F", "harmony")
+    assert empty == {"role": "assistant", "content": "F"}

@@ -25,10 +25,11 @@ from compress_distill.llm.vllm_backend import completion_fields, is_harmony, sam
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "chat_formats"
 FIELDS = ("text", "reasoning", "finish_reason", "completion_tokens")
 
+CUT = "Let me see. B looks right, so the answer is B"
 # (raw generated text after the prompt, finish reason, expected (reasoning, final response))
 QWEN_CASES = [
     # cut at the cap inside the pre-filled think block: the reported bug (graded correct, reasoning_chars 0)
-    ("Let me see. B looks right, so the answer is B", "length", ("Let me see. B looks right, so the answer is B", "")),
+    (CUT, "length", (CUT, "")),
     ("Add 2 and 2.\n</think>\n\nThe answer is 4.", "stop", ("Add 2 and 2.", "The answer is 4.")),
     ("Add 2 and 2.\n</think>\n\nThe answer", "length", ("Add 2 and 2.", "The answer")),  # cut in the answer
     ("\n</think>\n\nB", "stop", ("", "B")),  # an answer-only student: empty think block
@@ -82,13 +83,12 @@ def test_prefilled_think_parity_hf_vllm_openai(raw: str, finish: str, expected: 
 
 def test_server_side_reasoning_shapes_map_onto_the_same_rule() -> None:
     fmt = chat_format(_tokenizer("qwen3.5"))
-    cut = "Let me see. B looks right, so the answer is B"
     # a vLLM reasoning parser that leaves a cut, never-closed reasoning in the content (older qwen3 parser)
-    old = _openai(cut, "length", 16, fmt, reasoning_content=None)
+    old = _openai(CUT, "length", 16, fmt, reasoning_content=None)
     # one that returns it as reasoning with no content (newer parsers, and gpt-oss's)
-    new = _openai(None, "length", 16, fmt, reasoning_content=cut)
-    newer = _openai(None, "length", 16, fmt, reasoning=cut)
-    assert _pick(old) == _pick(new) == _pick(newer) == ("", cut, "length", 16)
+    new = _openai(None, "length", 16, fmt, reasoning_content=CUT)
+    newer = _openai(None, "length", 16, fmt, reasoning=CUT)
+    assert _pick(old) == _pick(new) == _pick(newer) == ("", CUT, "length", 16)
     done = _openai("The answer is 4.", "stop", 9, fmt, reasoning_content="Add 2 and 2.")
     assert (done["reasoning"], done["text"]) == ("Add 2 and 2.", "The answer is 4.")
 
@@ -114,7 +114,9 @@ def _student(tmp_path: Path, family: str, eot: str, run: str) -> Path:
     tok = AutoTokenizer.from_pretrained(out)
     (out / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "org/base"}))
     (out / "training_config.json").write_text(
-        json.dumps({"base_model": "org/base", "eot_token": eot, "eot_token_id": tok.convert_tokens_to_ids(eot)})
+        json.dumps(
+            {"base_model": "org/base", "eot_token": eot, "eot_token_id": tok.convert_tokens_to_ids(eot)}
+        )
     )
     return out
 
@@ -137,7 +139,8 @@ def test_every_backend_request_carries_the_trained_end_of_turn_stop(tmp_path: Pa
     assert body["stop"][0] == "<|im_end|>" and body["stop_token_ids"] == list(fmt.stop_token_ids)
     # a served name or Hub id: the server's own template and stops (nothing to read without a download)
     assert served_chat_format("org/some-served-model") == SERVER_DEFINED
-    assert "stop" not in chat_body("org/m", req) and "stop_token_ids" not in sampling_kwargs(req, harmony=False)
+    assert "stop" not in chat_body("org/m", req)
+    assert "stop_token_ids" not in sampling_kwargs(req, harmony=False)
 
 
 def test_a_gpt_oss_student_directory_is_recognised_by_its_template_not_its_name(tmp_path: Path) -> None:

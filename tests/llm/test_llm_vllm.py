@@ -107,7 +107,9 @@ def test_chat_kwargs_and_harmony_detection() -> None:
 
 
 def test_completion_fields_split_think_blocks_and_harmony() -> None:
-    qwen = completion_fields("Let me add.\n</think>\n\nThe answer is 4.", 12, 30, "stop", think_prefilled=True)
+    qwen = completion_fields(
+        "Let me add.\n</think>\n\nThe answer is 4.", 12, 30, "stop", think_prefilled=True
+    )
     assert (qwen["reasoning"], qwen["text"]) == ("Let me add.", "The answer is 4.")
     harmony = completion_fields(
         "<|channel|>analysis<|message|>2+2=4<|end|><|start|>assistant<|channel|>final<|message|>4",

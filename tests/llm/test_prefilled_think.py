@@ -39,7 +39,7 @@ def test_prefilled_think_cut_at_cap_has_no_final_response(smol_dir: str, tmp_pat
         {"backend": "hf", "model": str(student), "device": "cpu", "dtype": "float32", "batch_size": 2},
         use_cache=False,
     )
-    req = ChatRequest(messages=[{"role": "user", "content": "Explain at length why 2 + 2 = 4."}], max_tokens=12)
+    req = ChatRequest([{"role": "user", "content": "Explain at length why 2 + 2 = 4."}], max_tokens=12)
     [out] = backend.generate([req])
     backend.close()
     assert out.finish_reason == "length"
@@ -52,7 +52,7 @@ def test_prefilled_think_cut_on_gpu_bf16_reads_as_on_cpu(smol_dir: str, tmp_path
     """The same cut through hf bf16 on CUDA: the same Completion shape as on the CPU (greedy bf16 tokens may
     differ from fp32 ones on a near-tie, so the reasoning text itself is not compared)."""
     student = prefilled_student(smol_dir, tmp_path / "student")
-    req = ChatRequest(messages=[{"role": "user", "content": "Explain at length why 2 + 2 = 4."}], max_tokens=12)
+    req = ChatRequest([{"role": "user", "content": "Explain at length why 2 + 2 = 4."}], max_tokens=12)
     outs = []
     for device, dtype in (("cpu", "float32"), ("cuda", "bfloat16")):
         with make_backend(

@@ -128,7 +128,7 @@ def served_chat_format(model: str, template_kwargs: dict[str, Any] | None = None
     from compress_distill.llm.tokens import load_chat_format
 
     if model not in MODEL_ALIASES and not Path(model).is_dir():
-        log.info("openai: %s is not a local model; the server's template, stops and reasoning split apply", model)
+        log.info("openai: %s is not a local model; the server's template, stops and split apply", model)
         return SERVER_DEFINED
     return load_chat_format(resolve_local_model(model), template_kwargs)
 

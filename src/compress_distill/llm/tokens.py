@@ -117,7 +117,7 @@ def stop_token_ids(tokenizer: Any, generation_eos: int | list[int] | None = None
 
 
 def template_format(tokenizer: Any, template_kwargs: dict[str, Any] | None = None) -> ChatFormatName:
-    """``think`` | ``harmony`` | ``plain``: ``reasoning.generation_prompt_format`` of the rendered template."""
+    """``think`` | ``harmony`` | ``plain``: ``reasoning.generation_prompt_format`` of the template's prompt."""
     return generation_prompt_format(generation_prompt(tokenizer, _PROBE, **(template_kwargs or {})))
 
 

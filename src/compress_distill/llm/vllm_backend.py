@@ -326,7 +326,7 @@ class VLLMBackend(CachedBackend):
                     for i, fields in zip(shards[rank], outs, strict=True):
                         results[i] = fields
             for offset, raw in enumerate(results):
-                fields = completion_fields(**raw, think_prefilled=fmt.think_prefilled)  # type: ignore[arg-type]
+                fields = completion_fields(**raw, think_prefilled=fmt.think_prefilled)
                 emit(start + offset, Completion(model=self.model, **fields))
 
     def _unload(self) -> None:
