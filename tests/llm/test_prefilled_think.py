@@ -1,45 +1,30 @@
 """A template that pre-fills <think> (Qwen3.5) must not turn a cut-off reasoning into a final response.
 
-The real SmolLM2 on CPU, served from a student directory whose saved tokenizer carries a Qwen3.5-style
-template: the backend reads the chat format from the model directory once, at load, as every backend does."""
+The real SmolLM2, served from a student directory whose saved tokenizer carries a Qwen3.5-style template
+(``prefilled_student`` in conftest): each backend reads the chat format from the model directory once, at
+load, by the same code -- hf in-process, openai against a real llama.cpp server rendering the same template."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from compress_distill.llm import ChatRequest, make_backend
+from compress_distill.llm.openai_backend import OpenAIBackend
 
 pytestmark = pytest.mark.slow  # real model
-
-QWEN35_STYLE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
-)
+PROMPT = [{"role": "user", "content": "Explain at length why 2 + 2 = 4."}]
 
 
-def prefilled_student(smol_dir: str, out: Path) -> Path:
-    """SmolLM2's weights (linked) with a saved tokenizer whose template pre-fills <think>."""
-    from transformers import AutoTokenizer
-
-    out.mkdir(parents=True)
-    for file in Path(smol_dir).iterdir():
-        if file.suffix in (".safetensors", ".json") and not file.name.startswith(("tokenizer", "special")):
-            (out / file.name).symlink_to(file)
-    tok = AutoTokenizer.from_pretrained(smol_dir)
-    tok.chat_template = QWEN35_STYLE
-    tok.save_pretrained(out)
-    return out
-
-
-def test_prefilled_think_cut_at_cap_has_no_final_response(smol_dir: str, tmp_path: Path) -> None:
-    student = prefilled_student(smol_dir, tmp_path / "student")
+def test_prefilled_think_cut_at_cap_has_no_final_response(prefilled_student: Path) -> None:
+    student = prefilled_student
     backend = make_backend(
         {"backend": "hf", "model": str(student), "device": "cpu", "dtype": "float32", "batch_size": 2},
         use_cache=False,
     )
-    req = ChatRequest([{"role": "user", "content": "Explain at length why 2 + 2 = 4."}], max_tokens=12)
+    req = ChatRequest(PROMPT, max_tokens=12)
     [out] = backend.generate([req])
     backend.close()
     assert out.finish_reason == "length"
@@ -48,11 +33,11 @@ def test_prefilled_think_cut_at_cap_has_no_final_response(smol_dir: str, tmp_pat
 
 
 @pytest.mark.gpu
-def test_prefilled_think_cut_on_gpu_bf16_reads_as_on_cpu(smol_dir: str, tmp_path: Path) -> None:
+def test_prefilled_think_cut_on_gpu_bf16_reads_as_on_cpu(prefilled_student: Path) -> None:
     """The same cut through hf bf16 on CUDA: the same Completion shape as on the CPU (greedy bf16 tokens may
     differ from fp32 ones on a near-tie, so the reasoning text itself is not compared)."""
-    student = prefilled_student(smol_dir, tmp_path / "student")
-    req = ChatRequest([{"role": "user", "content": "Explain at length why 2 + 2 = 4."}], max_tokens=12)
+    student = prefilled_student
+    req = ChatRequest(PROMPT, max_tokens=12)
     outs = []
     for device, dtype in (("cpu", "float32"), ("cuda", "bfloat16")):
         with make_backend(
@@ -62,3 +47,27 @@ def test_prefilled_think_cut_on_gpu_bf16_reads_as_on_cpu(smol_dir: str, tmp_path
     cpu, gpu = outs
     assert (gpu.finish_reason, gpu.text, gpu.completion_tokens) == (cpu.finish_reason, cpu.text, 12)
     assert gpu.text == "" and gpu.reasoning
+
+
+@pytest.mark.server
+def test_prefilled_think_cut_through_a_real_openai_server(
+    prefilled_student: Path, llama_command: Callable[..., str], tmp_path: Path
+) -> None:
+    """Issue 10: the openai backend returned this cut as a final response with empty reasoning."""
+    student = prefilled_student
+    chat_format = student / "server_chat_format.json"
+    launch = (
+        f"{llama_command(n_threads=1)} --chat_format hf-tokenizer-config "
+        f"--hf_tokenizer_config_path {chat_format}"
+    )
+    with make_backend(
+        {"backend": "openai", "model": str(student), "launch": [launch], "launch_timeout_s": 120},
+        cache_dir=tmp_path / "cache",
+        use_cache=False,
+    ) as backend:
+        assert isinstance(backend, OpenAIBackend)
+        [out] = backend.generate([ChatRequest(PROMPT, max_tokens=12)])
+        fmt = backend.format
+    assert fmt.think_prefilled and fmt.stop_tokens[0] == "<|im_end|>"  # sent as `stop` with every request
+    assert out.finish_reason == "length" and out.completion_tokens == 12
+    assert out.text == "" and out.reasoning  # the cut is reasoning: nothing to grade
