@@ -149,3 +149,8 @@ def test_a_gpt_oss_student_directory_is_recognised_by_its_template_not_its_name(
     assert not is_harmony(cfg)  # the paper's run ids say "gptoss": the name alone misses the format
     fmt = load_chat_format(resolve_local_model(str(student)))
     assert fmt.harmony and fmt.stop_tokens[0] == "<|return|>" and "<|end|>" not in fmt.stop_tokens
+    req = ChatRequest([{"role": "user", "content": "q"}])
+    # channel markers are special tokens: kept in the text on both vLLM paths, so the split can see them
+    assert sampling_kwargs(req, harmony=fmt.harmony)["skip_special_tokens"] is False
+    assert chat_body(str(student), req, fmt=fmt)["skip_special_tokens"] is False
+    assert "skip_special_tokens" not in chat_body("m", req, fmt=ChatFormat("think", (7,), ("<|im_end|>",)))

@@ -183,3 +183,22 @@ def test_vllm_generates_on_gpu(smol_dir: str, tmp_path: Path) -> None:
     assert out[0].text and out[0].completion_tokens > 0
     if out[1].finish_reason == "stop":
         JudgeVerdict.model_validate_json(out[1].text)
+
+
+@pytest.mark.gpu
+def test_vllm_prefilled_think_cut_reads_as_on_hf(prefilled_student: Path, tmp_path: Path) -> None:
+    """Issue 10 on the real engine: a cut inside the pre-filled think block has no final response, as on hf."""
+    pytest.importorskip("vllm")
+    req = ChatRequest([{"role": "user", "content": "Explain at length why 2 + 2 = 4."}], max_tokens=12)
+    outs = []
+    for cfg in (
+        {"backend": "hf", "device": "cpu", "dtype": "float32"},
+        {"backend": "vllm", "gpu_memory_utilization": 0.3, "max_model_len": 2048},
+    ):
+        with make_backend({**cfg, "model": str(prefilled_student)}, cache_dir=tmp_path) as backend:
+            outs.append(backend.generate([req])[0])
+            if cfg["backend"] == "vllm":
+                assert backend.format is not None and backend.format.think_prefilled
+    hf, vllm = outs
+    assert (vllm.finish_reason, vllm.text, vllm.completion_tokens) == ("length", "", 12)
+    assert (hf.finish_reason, hf.text) == ("length", "") and vllm.reasoning

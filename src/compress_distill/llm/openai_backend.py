@@ -18,7 +18,8 @@ local servers started from ``launch:`` (see ``llm.launch``).
   LoRA adapters included) gets its ChatFormat's end-of-turn tokens in every request, as ``stop`` strings
   and as vLLM's ``stop_token_ids`` (vLLM matches stop strings only in the detokenised text, where special
   tokens are skipped); a Hub id or a served name (``gpt-4o-mini``) is left to the server's own template,
-  stops and reasoning split, since its tokenizer cannot be read without a download;
+  stops and reasoning split, since its tokenizer cannot be read without a download; a harmony (gpt-oss)
+  model also gets ``skip_special_tokens: false`` (vLLM), so its channel markers reach the split;
 - the API key is read from the environment variable named by ``api_key_env``; it is sent only in the
   Authorization header and scrubbed from every error message this module raises or logs.
 
@@ -72,6 +73,10 @@ def chat_body(
     if fmt.stop_tokens:
         body["stop"] = list(fmt.stop_tokens)
         body["stop_token_ids"] = list(fmt.stop_token_ids)  # vLLM extension (module docstring)
+    if fmt.harmony:
+        # vLLM extension: without a reasoning parser, harmony's channel markers must survive detokenisation
+        # for split_completion to tell the analysis channel from the final one (as in the vllm backend)
+        body["skip_special_tokens"] = False
     if req.json_schema is not None:
         if schema_style == "json_schema":
             body["response_format"] = {
