@@ -79,9 +79,7 @@ def test_middle_truncate_keeps_both_ends() -> None:
         (None, "stop", True, ("", "")),
     ],
 )
-def test_split_completion(
-    text: str | None, finish: str, prefilled: bool, expected: tuple[str, str]
-) -> None:
+def test_split_completion(text: str | None, finish: str, prefilled: bool, expected: tuple[str, str]) -> None:
     assert split_completion(text, finish, prefilled) == expected
 
 

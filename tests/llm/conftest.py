@@ -213,7 +213,11 @@ def prefilled_student(smol_dir: str, tmp_path: Path) -> Path:
     # the same template for llama-cpp-python's server (--chat_format hf-tokenizer-config)
     (out / "server_chat_format.json").write_text(
         json.dumps(
-            {"chat_template": PREFILLED_THINK_TEMPLATE, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}
+            {
+                "chat_template": PREFILLED_THINK_TEMPLATE,
+                "bos_token": "<|im_start|>",
+                "eos_token": "<|im_end|>",
+            }
         )
     )
     return out
