@@ -15,7 +15,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from compress_distill.config import backend_config
-from compress_distill.llm import ChatRequest
+from compress_distill.llm import ChatRequest, make_backend
 from compress_distill.llm.hf import decode_completion
 from compress_distill.llm.openai_backend import chat_body, parse_chat_response, served_chat_format
 from compress_distill.llm.resolve import resolve_local_model
@@ -154,3 +154,16 @@ def test_a_gpt_oss_student_directory_is_recognised_by_its_template_not_its_name(
     assert sampling_kwargs(req, harmony=fmt.harmony)["skip_special_tokens"] is False
     assert chat_body(str(student), req, fmt=fmt)["skip_special_tokens"] is False
     assert "skip_special_tokens" not in chat_body("m", req, fmt=ChatFormat("think", (7,), ("<|im_end|>",)))
+
+
+def test_openai_cache_key_follows_a_local_students_files(tmp_path: Path) -> None:
+    """Stops and split come from the student's files, so a retrained student must not reuse cached answers."""
+    student = _student(tmp_path, "qwen3.5", "<|im_end|>", "qwen397b-qwen08b-lora-raw")
+    cfg = {"backend": "openai", "model": str(student), "base_urls": ["http://127.0.0.1:9/v1"]}
+    before = make_backend(cfg, cache_dir=tmp_path / "cache").engine_key
+    config = json.loads((student / "training_config.json").read_text())
+    config["eot_token_id"] = 0
+    (student / "training_config.json").write_text(json.dumps(config))
+    assert make_backend(cfg, cache_dir=tmp_path / "cache").engine_key != before
+    served = {"backend": "openai", "model": "org/served", "base_urls": ["http://127.0.0.1:9/v1"]}
+    assert "weights" not in json.loads(make_backend(served, cache_dir=tmp_path / "cache").engine_key)

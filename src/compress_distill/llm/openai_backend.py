@@ -38,9 +38,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from compress_distill.config import BackendConfig
+from compress_distill.config import MODEL_ALIASES, BackendConfig
 from compress_distill.llm.base import BackendError, CachedBackend, Emit
-from compress_distill.llm.tokens import SERVER_DEFINED, ChatFormat
+from compress_distill.llm.resolve import resolve_local_model, resolved_fingerprint
+from compress_distill.llm.tokens import SERVER_DEFINED, ChatFormat, load_chat_format
 from compress_distill.llm.types import ChatRequest, Completion
 from compress_distill.reasoning import split_completion
 
@@ -126,13 +127,14 @@ def parse_chat_response(data: Any, think_prefilled: bool = False) -> dict[str, A
     }
 
 
+def is_local_model(model: str) -> bool:
+    """A packaged alias or a model directory: its tokenizer, template and stops can be read here."""
+    return model in MODEL_ALIASES or Path(model).is_dir()
+
+
 def served_chat_format(model: str, template_kwargs: dict[str, Any] | None = None) -> ChatFormat:
     """The ChatFormat of a served model: read from its local files, else the server's (module docstring)."""
-    from compress_distill.config import MODEL_ALIASES
-    from compress_distill.llm.resolve import resolve_local_model
-    from compress_distill.llm.tokens import load_chat_format
-
-    if model not in MODEL_ALIASES and not Path(model).is_dir():
+    if not is_local_model(model):
         log.info("openai: %s is not a local model; the server's template, stops and split apply", model)
         return SERVER_DEFINED
     return load_chat_format(resolve_local_model(model), template_kwargs)
@@ -212,10 +214,13 @@ class OpenAIBackend(CachedBackend):
 
     def engine_id(self) -> dict[str, Any]:
         # base_urls are left out on purpose: adding replicas must not invalidate finished work.  The launch
-        # commands are in: they decide which weights and flags serve the model.
+        # commands are in: they decide which weights and flags serve the model.  A local model's files are in
+        # too: its template and trained end-of-turn token decide the stops and the split (a retrained student).
+        local = resolved_fingerprint(resolve_local_model(self.model)) if is_local_model(self.model) else {}
         return {
             "backend": "openai",
             "model": self.model,
+            **local,
             "launch": list(self.cfg.launch),
             "chat_template_kwargs": self.cfg.chat_template_kwargs,
         }
