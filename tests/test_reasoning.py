@@ -1,4 +1,4 @@
-"""split_reasoning cases of DESIGN §6, join/middle-truncate helpers."""
+"""split_reasoning / split_completion cases of DESIGN §6, chat-format rules, join/middle-truncate helpers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import time
 
 import pytest
 
-from compress_distill.reasoning import join_reasoning, middle_truncate, split_reasoning
+from compress_distill.reasoning import (
+    assistant_message,
+    generation_prompt_format,
+    join_reasoning,
+    middle_truncate,
+    split_completion,
+    split_reasoning,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,3 +60,52 @@ def test_middle_truncate_keeps_both_ends() -> None:
     assert out.startswith("START") and out.endswith("END") and len(out) <= 500
     assert "characters omitted" in out
     assert middle_truncate("short", 500) == "short"
+
+
+@pytest.mark.parametrize(
+    ("text", "finish", "prefilled", "expected"),
+    [
+        # the template opened <think>: a cut text is all reasoning (issue 10: it was graded as an answer)
+        ("so the answer is B", "length", True, ("so the answer is B", "")),
+        ("steps\n</think>\n\nThe answer is B", "stop", True, ("steps", "The answer is B")),
+        ("steps\n</think>\n\nThe ans", "length", True, ("steps", "The ans")),
+        ("<think>re-opened anyway", "length", True, ("re-opened anyway", "")),
+        # ended its turn without </think>: the response (what a server parser gives for an empty block)
+        ("B", "stop", True, ("", "B")),
+        # no pre-fill: a cut plain answer stays an answer; a block opened in the text still has none
+        ("The answer is 4 because", "length", False, ("", "The answer is 4 because")),
+        ("<think>cut inside", "length", False, ("cut inside", "")),
+        ("<|channel|>analysis<|message|>cut in analysis", "length", False, ("cut in analysis", "")),
+        (None, "stop", True, ("", "")),
+    ],
+)
+def test_split_completion(text: str | None, finish: str, prefilled: bool, expected: tuple[str, str]) -> None:
+    assert split_completion(text, finish, prefilled) == expected
+
+
+def test_split_completion_takes_a_servers_reasoning_field() -> None:
+    assert split_completion("4", "stop", True, server_reasoning=" add ") == ("add", "4")
+    assert split_completion("", "length", True, server_reasoning="cut") == ("cut", "")
+    # no reasoning from the server: the content is read as the model's raw text
+    assert split_completion("cut", "length", True, server_reasoning="") == ("cut", "")
+    assert split_completion("4", "stop", True, server_reasoning=None) == ("", "4")
+
+
+def test_generation_prompt_format() -> None:
+    assert generation_prompt_format("<|im_start|>assistant\n<think>\n") == "think"
+    assert generation_prompt_format("<|im_start|>assistant\n<think>\n\n</think>\n\n") == "plain"  # no-think
+    assert generation_prompt_format("<|end|><|start|>assistant") == "harmony"
+    assert generation_prompt_format("<|start_header_id|>assistant<|end_header_id|>\n\n") == "plain"
+
+
+def test_assistant_message_per_format() -> None:
+    joined = join_reasoning("r", "F")
+    assert assistant_message(joined, "r", "F", "think") == {"role": "assistant", "content": joined}
+    assert assistant_message(joined, "r", "F", "plain") == {"role": "assistant", "content": joined}
+    assert assistant_message(joined, " r ", " F ", "harmony") == {
+        "role": "assistant",
+        "content": "F",
+        "thinking": "r",
+    }
+    empty = assistant_message(join_reasoning("", "F"), "", "F", "harmony")
+    assert empty == {"role": "assistant", "content": "F"}

@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -183,6 +184,43 @@ def llama_command() -> Callable[..., str]:
     """Factory of llama.cpp server launch commands (skips when llama-cpp-python is not installed)."""
     llama_server_command()  # importorskip once, up front
     return llama_server_command
+
+
+# A Qwen3.5-style template (the generation prompt pre-fills <think>) that renders the same prompt for
+# transformers (add_generation_prompt) and for llama-cpp-python's hf-tokenizer-config chat format, which
+# appends an empty assistant message instead.
+PREFILLED_THINK_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' and not m['content'] %}"
+    "<|im_start|>assistant\n<think>\n"
+    "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+@pytest.fixture
+def prefilled_student(smol_dir: str, tmp_path: Path) -> Path:
+    """A student directory: SmolLM2's weights (linked), a saved tokenizer whose template pre-fills <think>."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "student"
+    out.mkdir()
+    for file in Path(smol_dir).iterdir():
+        if file.suffix in (".safetensors", ".json") and not file.name.startswith(("tokenizer", "special")):
+            (out / file.name).symlink_to(file)
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    tok.chat_template = PREFILLED_THINK_TEMPLATE
+    tok.save_pretrained(out)
+    # the same template for llama-cpp-python's server (--chat_format hf-tokenizer-config)
+    (out / "server_chat_format.json").write_text(
+        json.dumps(
+            {
+                "chat_template": PREFILLED_THINK_TEMPLATE,
+                "bos_token": "<|im_start|>",
+                "eos_token": "<|im_end|>",
+            }
+        )
+    )
+    return out
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -107,23 +107,37 @@ def test_chat_kwargs_and_harmony_detection() -> None:
 
 
 def test_completion_fields_split_think_blocks_and_harmony() -> None:
-    qwen = completion_fields("Let me add.\n</think>\n\nThe answer is 4.", 12, 30, "stop")
+    qwen = completion_fields(
+        "Let me add.\n</think>\n\nThe answer is 4.", 12, 30, "stop", think_prefilled=True
+    )
     assert (qwen["reasoning"], qwen["text"]) == ("Let me add.", "The answer is 4.")
     harmony = completion_fields(
         "<|channel|>analysis<|message|>2+2=4<|end|><|start|>assistant<|channel|>final<|message|>4",
         9,
         20,
         "stop",
+        think_prefilled=False,
     )
     assert (harmony["reasoning"], harmony["text"]) == ("2+2=4", "4")
-    cut = completion_fields("<think>still thinking", 100, 20, "length")
+    cut = completion_fields("<think>still thinking", 100, 20, "length", think_prefilled=False)
     assert (cut["text"], cut["finish_reason"], cut["completion_tokens"], cut["prompt_tokens"]) == (
         "",
         "length",
         100,
         20,
     )
-    assert completion_fields("plain", 1, 1, None)["finish_reason"] == "stop"
+    # issue 10: cut inside the think block the template pre-filled -- no tag in the text at all
+    prefilled = completion_fields("so the answer is B", 100, 20, "length", think_prefilled=True)
+    assert (prefilled["reasoning"], prefilled["text"]) == ("so the answer is B", "")
+    assert completion_fields("plain", 1, 1, None, think_prefilled=False)["finish_reason"] == "stop"
+
+
+def test_sampling_kwargs_carry_the_models_stop_tokens() -> None:
+    req = ChatRequest([{"role": "user", "content": "q"}])
+    assert sampling_kwargs(req, harmony=False, stop_token_ids=(151645, 151643))["stop_token_ids"] == [
+        151645,
+        151643,
+    ]
 
 
 def test_data_parallel_gpu_slices_and_dealing() -> None:
@@ -169,3 +183,22 @@ def test_vllm_generates_on_gpu(smol_dir: str, tmp_path: Path) -> None:
     assert out[0].text and out[0].completion_tokens > 0
     if out[1].finish_reason == "stop":
         JudgeVerdict.model_validate_json(out[1].text)
+
+
+@pytest.mark.gpu
+def test_vllm_prefilled_think_cut_reads_as_on_hf(prefilled_student: Path, tmp_path: Path) -> None:
+    """Issue 10 on the real engine: a cut inside the pre-filled think block has no final response, as on hf."""
+    pytest.importorskip("vllm")
+    req = ChatRequest([{"role": "user", "content": "Explain at length why 2 + 2 = 4."}], max_tokens=12)
+    outs = []
+    for cfg in (
+        {"backend": "hf", "device": "cpu", "dtype": "float32"},
+        {"backend": "vllm", "gpu_memory_utilization": 0.3, "max_model_len": 2048},
+    ):
+        with make_backend({**cfg, "model": str(prefilled_student)}, cache_dir=tmp_path) as backend:
+            outs.append(backend.generate([req])[0])
+            if cfg["backend"] == "vllm":
+                assert backend.format is not None and backend.format.think_prefilled
+    hf, vllm = outs
+    assert (vllm.finish_reason, vllm.text, vllm.completion_tokens) == ("length", "", 12)
+    assert (hf.finish_reason, hf.text) == ("length", "") and vllm.reasoning

@@ -109,6 +109,25 @@ def test_score_truncated_without_final_response_is_never_correct() -> None:
         evaluate.score(RUN, questions, comps[:2], [0, 0], grade)
 
 
+def test_cut_inside_a_prefilled_think_block_is_never_graded() -> None:
+    """Issue 10: vLLM/openai returned a cut Qwen3.5 trace as a final response with empty reasoning, and it was
+    scored correct=True, reasoning_chars=0.  The evaluate stage re-splits before grading."""
+    cut = "Let me think. Option B fits, so the answer is B"
+    questions = [dict(q(0), answer="B", answer_type="letter", choices=["x", "y"]), q(1)]
+    comps = [
+        completion(cut, reasoning="", finish="length", tokens=32),  # the shape the old backends produced
+        completion("The answer is 2.", reasoning="1 + 1", finish="length", tokens=32),  # cut after </think>
+    ]
+    fixed = evaluate.final_split(comps, think_prefilled=True)
+    assert (fixed[0].text, fixed[0].reasoning) == ("", cut)
+    assert fixed[1] is comps[1]  # already split: untouched
+    rows = evaluate.score(RUN, questions, fixed, [9, 3], grade)
+    assert [r["correct"] for r in rows] == [False, True]
+    assert rows[0]["reasoning_chars"] == len(cut) and rows[0]["completion"] == ""
+    # a template without a pre-filled think block: a cut plain answer is still an answer
+    assert evaluate.final_split(comps, think_prefilled=False)[0].text == cut
+
+
 def test_unknown_run_and_missing_model(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     with pytest.raises(ConfigError, match="not in the grid"):

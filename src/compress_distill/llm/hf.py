@@ -4,8 +4,9 @@ How a call runs:
 - requests are grouped by (JSON schema, effective max_tokens); each group is sorted by prompt length
   (longest first, so an out-of-memory shows up in the first batch and the ETA is pessimistic) and cut into
   batches of ``batch_size``, left-padded;
-- generation stops on EOS and the end-of-turn token (``<|im_end|>`` for SmolLM2, see ``tokens.stop_token_ids``);
-  ``finish_reason`` is "stop" when one was produced, "length" when ``max_tokens`` ran out;
+- generation stops on the model's ``tokens.ChatFormat`` stop tokens (the trained end-of-turn token, EOS,
+  ``<|im_end|>`` for SmolLM2); ``finish_reason`` is "stop" when one was produced, "length" when
+  ``max_tokens`` ran out; the text is split by ``reasoning.split_completion`` like every backend's;
 - a JSON schema is enforced with xgrammar's HF logits processor (the whole completion is the JSON);
 - completions are emitted per finished batch (the base class caches them at once).
 
@@ -31,8 +32,9 @@ from typing import Any
 from compress_distill.config import BackendConfig
 from compress_distill.llm.base import CachedBackend, Emit
 from compress_distill.llm.resolve import resolve_local_model, resolved_fingerprint
+from compress_distill.llm.tokens import ChatFormat, chat_format, is_harmony, trained_eot_id
 from compress_distill.llm.types import ChatRequest, Completion
-from compress_distill.reasoning import THINK_OPEN, split_reasoning
+from compress_distill.reasoning import split_completion
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,26 @@ class _RowSampler:
         return scores
 
 
+def decode_completion(
+    tokenizer: Any, ids: list[int], max_new: int, fmt: ChatFormat, *, keep_specials: bool
+) -> dict[str, Any]:
+    """``Completion`` fields (but prompt tokens and model) of the generated token ids of one row.
+
+    The row ends at its first stop token (``fmt.stop_token_ids``; it counts, as in vLLM) or is cut at
+    ``max_new``; the decoded text goes through ``reasoning.split_completion`` like every backend's.  Harmony
+    keeps its channel markers (``keep_specials``: the split needs them); elsewhere specials are noise.
+    """
+    stops = set(fmt.stop_token_ids)
+    end = next((k for k, t in enumerate(ids) if t in stops), None)
+    if end is None:
+        body, n_tokens, finish = ids, len(ids), "length" if len(ids) >= max_new else "stop"
+    else:
+        body, n_tokens, finish = ids[:end], end + 1, "stop"
+    raw = tokenizer.decode(body, skip_special_tokens=not keep_specials)
+    reasoning, text = split_completion(raw, finish, fmt.think_prefilled)
+    return {"text": text, "reasoning": reasoning, "finish_reason": finish, "completion_tokens": n_tokens}
+
+
 class HFBackend(CachedBackend):
     """transformers on CPU/GPU; see the module docstring."""
 
@@ -126,6 +148,7 @@ class HFBackend(CachedBackend):
         self._max_positions: int | None = None
         self._grammar_compiler: Any = None
         self._harmony = False
+        self._format = ChatFormat("plain")  # the model's own, once loaded
 
     def engine_id(self) -> dict[str, Any]:
         return {
@@ -142,8 +165,6 @@ class HFBackend(CachedBackend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-        from compress_distill.llm.tokens import is_harmony, stop_token_ids
-
         tok = AutoTokenizer.from_pretrained(self.resolved.tokenizer, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(self.resolved.weights, dtype=getattr(torch, self.dtype))
         if self.resolved.adapter:
@@ -157,7 +178,13 @@ class HFBackend(CachedBackend):
             model = PeftModel.from_pretrained(model, self.resolved.adapter).merge_and_unload()
         model.to(self.device).eval()
         model_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        self._stop_ids = stop_token_ids(tok, model_eos)
+        self._format = chat_format(
+            tok,
+            generation_eos=model_eos,
+            trained_eot=trained_eot_id(self.resolved.adapter or self.resolved.weights),
+            template_kwargs=self.cfg.chat_template_kwargs,
+        )
+        self._stop_ids = list(self._format.stop_token_ids)
         # A neutral generation config: the checkpoint's own (Qwen ships temperature/top_k/repetition_penalty)
         # must not leak into decoding, which is fully specified by the request.
         model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=self._stop_ids)
@@ -265,38 +292,11 @@ class HFBackend(CachedBackend):
                 logits_processor=processors,
             )
         new_tokens = out[:, width:].tolist()
-        return [
-            self._completion(ids, len(p), max_new, self._prefills_think(p))
-            for ids, p in zip(new_tokens, prompts, strict=True)
-        ]
+        return [self._completion(ids, len(p), max_new) for ids, p in zip(new_tokens, prompts, strict=True)]
 
-    def _prefills_think(self, prompt: list[int]) -> bool:
-        """True when the chat template opened the think block itself (Qwen3.5's generation prompt).
-
-        The completion then holds only ``reasoning</think>answer`` -- or, cut at the cap, reasoning with no
-        tag at all, which must not be read as a final response (DESIGN §7 known traps).
-        """
-        tail = self.tokenizer.decode(prompt[-8:], skip_special_tokens=False)
-        return tail.rstrip().endswith(THINK_OPEN)
-
-    def _completion(self, ids: list[int], prompt_len: int, max_new: int, prefilled: bool = False) -> Completion:
-        stops = set(self._stop_ids)
-        end = next((k for k, t in enumerate(ids) if t in stops), None)
-        if end is None:
-            body, n_tokens, finish = ids, len(ids), "length" if len(ids) >= max_new else "stop"
-        else:
-            body, n_tokens, finish = ids[:end], end + 1, "stop"  # the stop token counts, as in vLLM
-        # harmony keeps its channel markers (split_reasoning needs them); elsewhere specials are noise
-        raw = self.tokenizer.decode(body, skip_special_tokens=not self._harmony)
-        reasoning, text = split_reasoning(THINK_OPEN + raw if prefilled else raw)
-        return Completion(
-            text=text,
-            reasoning=reasoning,
-            finish_reason=finish,
-            prompt_tokens=prompt_len,
-            completion_tokens=n_tokens,
-            model=self.model,
-        )
+    def _completion(self, ids: list[int], prompt_len: int, max_new: int) -> Completion:
+        fields = decode_completion(self.tokenizer, ids, max_new, self._format, keep_specials=self._harmony)
+        return Completion(prompt_tokens=prompt_len, model=self.model, **fields)
 
     def _grammar_processor(self, schema: str) -> Any:
         import xgrammar as xgr

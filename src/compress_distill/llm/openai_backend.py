@@ -11,7 +11,15 @@ local servers started from ``launch:`` (see ``llm.launch``).
   ...}``: when an endpoint rejects the first form with a validation error naming both, that endpoint is
   switched to the second form for the rest of the run;
 - the reasoning comes from the message's ``reasoning_content`` / ``reasoning`` field when the server
-  splits it (vLLM with ``--reasoning-parser``), else from ``reasoning.split_reasoning`` of the content;
+  splits it (vLLM with ``--reasoning-parser``), else from the content; both shapes go through
+  ``reasoning.split_completion`` with the model's ``tokens.ChatFormat``, like every backend's output, so a
+  completion cut inside a pre-filled think block (Qwen3.5) has no final response;
+- stops: a model that resolves to local files (a packaged alias or a directory such as a trained student,
+  LoRA adapters included) gets its ChatFormat's end-of-turn tokens in every request, as ``stop`` strings
+  and as vLLM's ``stop_token_ids`` (vLLM matches stop strings only in the detokenised text, where special
+  tokens are skipped); a Hub id or a served name (``gpt-4o-mini``) is left to the server's own template,
+  stops and reasoning split, since its tokenizer cannot be read without a download; a harmony (gpt-oss)
+  model also gets ``skip_special_tokens: false`` (vLLM), so its channel markers reach the split;
 - the API key is read from the environment variable named by ``api_key_env``; it is sent only in the
   Authorization header and scrubbed from every error message this module raises or logs.
 
@@ -30,11 +38,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from compress_distill.config import BackendConfig
+from compress_distill.config import MODEL_ALIASES, BackendConfig
 from compress_distill.errors import redact
 from compress_distill.llm.base import BackendError, CachedBackend, Emit
+from compress_distill.llm.resolve import resolve_local_model, resolved_fingerprint
+from compress_distill.llm.tokens import SERVER_DEFINED, ChatFormat, load_chat_format
 from compress_distill.llm.types import ChatRequest, Completion
-from compress_distill.reasoning import split_reasoning
+from compress_distill.reasoning import split_completion
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +60,9 @@ def chat_body(
     req: ChatRequest,
     chat_template_kwargs: dict[str, Any] | None = None,
     schema_style: str = "json_schema",
+    fmt: ChatFormat = SERVER_DEFINED,
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /chat/completions`` for one request."""
+    """The JSON body of ``POST /chat/completions`` for one request (``fmt`` supplies the stops)."""
     body: dict[str, Any] = {
         "model": model,
         "messages": req.messages,
@@ -61,6 +72,13 @@ def chat_body(
     }
     if req.seed is not None:
         body["seed"] = req.seed
+    if fmt.stop_tokens:
+        body["stop"] = list(fmt.stop_tokens)
+        body["stop_token_ids"] = list(fmt.stop_token_ids)  # vLLM extension (module docstring)
+    if fmt.harmony:
+        # vLLM extension: without a reasoning parser, harmony's channel markers must survive detokenisation
+        # for split_completion to tell the analysis channel from the final one (as in the vllm backend)
+        body["skip_special_tokens"] = False
     if req.json_schema is not None:
         if schema_style == "json_schema":
             body["response_format"] = {
@@ -82,7 +100,7 @@ class MalformedResponse(ValueError):
     """A 200 answer that is not a chat completion (truncated body, HTML from a proxy ...): retried."""
 
 
-def parse_chat_response(data: Any) -> dict[str, Any]:
+def parse_chat_response(data: Any, think_prefilled: bool = False) -> dict[str, Any]:
     """Completion fields from a chat-completions JSON answer (pure, tested)."""
     try:
         choice = data["choices"][0]
@@ -93,18 +111,34 @@ def parse_chat_response(data: Any) -> dict[str, Any]:
     except (KeyError, IndexError, TypeError, AttributeError) as err:
         raise MalformedResponse(f"not a chat completion ({type(err).__name__}: {err})") from None
     server_reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(server_reasoning, str) and server_reasoning:
-        reasoning, text = server_reasoning.strip(), content.strip()
-    else:
-        reasoning, text = split_reasoning(content)
+    finish = choice.get("finish_reason") or "stop"
+    reasoning, text = split_completion(
+        content,
+        finish,
+        think_prefilled,
+        server_reasoning=server_reasoning if isinstance(server_reasoning, str) else None,
+    )
     usage = data.get("usage") or {}
     return {
         "text": text,
         "reasoning": reasoning,
-        "finish_reason": choice.get("finish_reason") or "stop",
+        "finish_reason": finish,
         "prompt_tokens": int(usage.get("prompt_tokens") or 0),
         "completion_tokens": int(usage.get("completion_tokens") or 0),
     }
+
+
+def is_local_model(model: str) -> bool:
+    """A packaged alias or a model directory: its tokenizer, template and stops can be read here."""
+    return model in MODEL_ALIASES or Path(model).is_dir()
+
+
+def served_chat_format(model: str, template_kwargs: dict[str, Any] | None = None) -> ChatFormat:
+    """The ChatFormat of a served model: read from its local files, else the server's (module docstring)."""
+    if not is_local_model(model):
+        log.info("openai: %s is not a local model; the server's template, stops and split apply", model)
+        return SERVER_DEFINED
+    return load_chat_format(resolve_local_model(model), template_kwargs)
 
 
 def backoff_s(
@@ -160,6 +194,7 @@ class OpenAIBackend(CachedBackend):
         self._servers: Any = None
         self._urls: list[str] = [u.rstrip("/") for u in cfg.base_urls]
         self._schema_style: dict[str, str] = {}
+        self.format = SERVER_DEFINED  # the model's ChatFormat when it resolves to local files (_load)
         self.attempts = 0  # HTTP attempts made (retries included), for tests and benchmarks
         self._log_dir = (cache_dir or Path(".cache/llm")) / "servers"
         self._api_key = self._read_key()
@@ -180,10 +215,13 @@ class OpenAIBackend(CachedBackend):
 
     def engine_id(self) -> dict[str, Any]:
         # base_urls are left out on purpose: adding replicas must not invalidate finished work.  The launch
-        # commands are in: they decide which weights and flags serve the model.
+        # commands are in: they decide which weights and flags serve the model.  A local model's files are in
+        # too: its template and trained end-of-turn token decide the stops and the split (a retrained student).
+        local = resolved_fingerprint(resolve_local_model(self.model)) if is_local_model(self.model) else {}
         return {
             "backend": "openai",
             "model": self.model,
+            **local,
             "launch": list(self.cfg.launch),
             "chat_template_kwargs": self.cfg.chat_template_kwargs,
         }
@@ -193,6 +231,7 @@ class OpenAIBackend(CachedBackend):
         return list(self._urls)
 
     def _load(self) -> None:
+        self.format = served_chat_format(self.model, self.cfg.chat_template_kwargs)
         if self.cfg.launch:
             from compress_distill.llm.launch import ServerPool
 
@@ -283,14 +322,14 @@ class OpenAIBackend(CachedBackend):
             try:
                 self.attempts += 1
                 style = self._schema_style.get(url, "json_schema")
-                body = chat_body(self.model, req, self.cfg.chat_template_kwargs, style)
+                body = chat_body(self.model, req, self.cfg.chat_template_kwargs, style, self.format)
                 try:
                     resp = await client.post(f"{url}/chat/completions", json=body)
                 finally:
                     balancer.release(url)
                 if resp.status_code == 200:
                     try:
-                        return parse_chat_response(resp.json())
+                        return parse_chat_response(resp.json(), self.format.think_prefilled)
                     except (json.JSONDecodeError, UnicodeDecodeError) as err:
                         raise MalformedResponse(f"invalid JSON ({err})") from None
                 text = resp.text[:4000]

@@ -1,8 +1,25 @@
-"""Tokenizer helpers shared by the engines and the stages: chat prompts, stop tokens, counts, truncation."""
+"""Tokenizer helpers shared by the engines and the stages: chat formats, prompts, stop tokens, counts.
+
+``ChatFormat`` is what every backend needs to know about the model it serves, computed once per model by the
+same code (``chat_format`` / ``load_chat_format``): whether the template pre-fills ``<think>`` or speaks
+harmony (``reasoning.generation_prompt_format`` of its rendered generation prompt; it drives
+``reasoning.split_completion``), and the tokens that end a turn -- the trained end-of-turn token the training
+stage records in ``training_config.json`` (LoRA adapters and full checkpoints alike), the EOS of tokenizer and
+generation config, and the end-of-turn markers of known chat formats.  hf stops on them directly, vLLM gets
+them as ``stop_token_ids``, OpenAI-compatible servers as ``stop`` (and ``stop_token_ids``, vLLM's extension).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compress_distill.reasoning import ChatFormatName, generation_prompt_format
+
+if TYPE_CHECKING:
+    from compress_distill.llm.resolve import ResolvedModel
 
 # End-of-turn / end-of-text markers of the chat formats we meet (ChatML, Llama 3, Gemma, gpt-oss harmony).
 # Only those present in a tokenizer's vocabulary are used.
@@ -10,6 +27,32 @@ _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", 
 # In harmony (gpt-oss) ``<|end|>`` closes the analysis message *inside* a turn; stopping there would cut the
 # final answer off, so it is never a stop token when ``<|return|>`` exists.
 _HARMONY_MARKERS = ("<|channel|>", "<|return|>")
+
+
+# written by the training stage next to the weights (training/trainer.py TRAINING_CONFIG)
+TRAINING_CONFIG = "training_config.json"
+_PROBE = [{"role": "user", "content": "?"}]  # any user turn: only the generation prompt's tail matters
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How one model's chat template frames a completion (module docstring)."""
+
+    name: ChatFormatName  # think (pre-filled <think>) | harmony (gpt-oss) | plain
+    stop_token_ids: tuple[int, ...] = ()  # the trained end-of-turn token first
+    stop_tokens: tuple[str, ...] = ()  # the same tokens as text, for OpenAI-compatible ``stop``
+
+    @property
+    def think_prefilled(self) -> bool:
+        return self.name == "think"
+
+    @property
+    def harmony(self) -> bool:
+        return self.name == "harmony"
+
+
+# A model known only by a served name (no local tokenizer): the server's own template, stops and split apply.
+SERVER_DEFINED = ChatFormat("plain")
 
 
 def load_tokenizer(model: str, **kwargs: Any) -> Any:
@@ -27,16 +70,21 @@ def is_harmony(tokenizer: Any) -> bool:
     return all(marker in vocab for marker in _HARMONY_MARKERS)
 
 
-def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]], **template_kwargs: Any) -> list[int]:
-    """Token ids of ``messages`` rendered by the tokenizer's chat template, with the generation prompt."""
+def generation_prompt(tokenizer: Any, messages: list[dict[str, str]], **template_kwargs: Any) -> str:
+    """``messages`` rendered by the tokenizer's chat template, with the generation prompt."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; give the "
             "student a `chat_template` file in params or use an instruction-tuned model"
         )
-    text = tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, **template_kwargs
+    return str(
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
     )
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]], **template_kwargs: Any) -> list[int]:
+    """Token ids of ``messages`` rendered by the tokenizer's chat template, with the generation prompt."""
+    text = generation_prompt(tokenizer, messages, **template_kwargs)
     # The template already placed BOS and friends; letting the tokenizer add them again doubles them.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -66,6 +114,66 @@ def stop_token_ids(tokenizer: Any, generation_eos: int | list[int] | None = None
             "generation would never stop"
         )
     return ids
+
+
+def template_format(tokenizer: Any, template_kwargs: dict[str, Any] | None = None) -> ChatFormatName:
+    """``think`` | ``harmony`` | ``plain``: ``reasoning.generation_prompt_format`` of the template's prompt."""
+    return generation_prompt_format(generation_prompt(tokenizer, _PROBE, **(template_kwargs or {})))
+
+
+def chat_format(
+    tokenizer: Any,
+    *,
+    generation_eos: int | list[int] | None = None,
+    trained_eot: int | None = None,
+    template_kwargs: dict[str, Any] | None = None,
+) -> ChatFormat:
+    """The chat format of ``tokenizer``'s template rendered with ``template_kwargs`` (module docstring)."""
+    name = template_format(tokenizer, template_kwargs)
+    ids = stop_token_ids(tokenizer, generation_eos)
+    if trained_eot is not None:
+        ids = [trained_eot] + [i for i in ids if i != trained_eot]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    return ChatFormat(name, tuple(ids), tuple(str(t) for t in tokens))
+
+
+def trained_eot_id(model_dir: str | Path) -> int | None:
+    """The end-of-turn token id the training stage trained and recorded for ``model_dir`` (None if none)."""
+    path = Path(model_dir) / TRAINING_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        eot = json.loads(path.read_text(encoding="utf-8")).get("eot_token_id")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run the training stage") from None
+    return int(eot) if isinstance(eot, int) and eot >= 0 else None
+
+
+def saved_generation_eos(*model_dirs: str | Path | None) -> list[int]:
+    """``eos_token_id`` of the local ``generation_config.json`` files of ``model_dirs`` (base weights, then
+    the adapter or checkpoint); a Hub id has none here (the engines read the Hub's themselves)."""
+    ids: list[int] = []
+    for model_dir in model_dirs:
+        path = Path(model_dir) / "generation_config.json" if model_dir else None
+        if path is None or not path.is_file():
+            continue
+        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+        ids += [int(e) for e in (eos if isinstance(eos, list) else [eos]) if isinstance(e, int)]
+    return ids
+
+
+def load_chat_format(resolved: ResolvedModel, template_kwargs: dict[str, Any] | None = None) -> ChatFormat:
+    """``chat_format`` of a resolved model: its tokenizer, generation config and trained end-of-turn token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolved.tokenizer)
+    model_dir = resolved.adapter or resolved.weights
+    return chat_format(
+        tokenizer,
+        generation_eos=saved_generation_eos(resolved.weights, resolved.adapter),
+        trained_eot=trained_eot_id(model_dir),
+        template_kwargs=template_kwargs,
+    )
 
 
 def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:

@@ -15,9 +15,13 @@ into vLLM objects and calls ``LLM.chat``.
   ``openai`` backend with one ``vllm serve`` per replica.
 - JSON schemas become ``SamplingParams(structured_outputs=StructuredOutputsParams(json=...))`` (vLLM >= 0.11);
   with ``reasoning_parser`` set, vLLM applies the schema only after the reasoning ends.
-- Reasoning: Qwen3-style think blocks are split by ``reasoning.split_reasoning``; for gpt-oss (harmony,
-  ``reasoning_parser: openai_gptoss``) special tokens are kept in the text so the analysis and final
-  channels can be told apart.
+- Reasoning: the text is split by ``reasoning.split_completion`` with the model's ``tokens.ChatFormat``
+  (computed once at load from its tokenizer, as in every backend), so a completion cut inside a think block
+  the template pre-filled (Qwen3.5) has no final response; for gpt-oss (harmony: the template's generation
+  prompt, ``reasoning_parser: openai_gptoss`` or the model name) special tokens are kept in the text so the
+  analysis and final channels can be told apart.
+- Stops: every request carries the ChatFormat's ``stop_token_ids`` (the trained end-of-turn token of a LoRA
+  or full student, which vLLM would not otherwise know: it reads only the base's generation config).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from typing import Any
 from compress_distill.config import BackendConfig
 from compress_distill.llm.base import BackendError, CachedBackend, Emit
 from compress_distill.llm.resolve import ResolvedModel, resolve_local_model, resolved_fingerprint
+from compress_distill.llm.tokens import ChatFormat, load_chat_format
 from compress_distill.llm.types import ChatRequest, Completion
-from compress_distill.reasoning import split_reasoning
+from compress_distill.reasoning import split_completion
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +89,9 @@ def engine_kwargs(cfg: BackendConfig, resolved: ResolvedModel) -> dict[str, Any]
     return kw
 
 
-def sampling_kwargs(req: ChatRequest, *, harmony: bool) -> dict[str, Any]:
+def sampling_kwargs(
+    req: ChatRequest, *, harmony: bool, stop_token_ids: tuple[int, ...] | list[int] = ()
+) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams`` for one request; ``structured_outputs`` is a plain dict
     of ``StructuredOutputsParams`` fields."""
     kw: dict[str, Any] = {
@@ -94,6 +101,8 @@ def sampling_kwargs(req: ChatRequest, *, harmony: bool) -> dict[str, Any]:
         # harmony channel markers are special tokens: keep them or reasoning and answer run together
         "skip_special_tokens": not harmony,
     }
+    if stop_token_ids:
+        kw["stop_token_ids"] = list(stop_token_ids)
     if req.seed is not None:
         kw["seed"] = req.seed
     if req.json_schema is not None:
@@ -140,14 +149,20 @@ def deal(n: int, replicas: int) -> list[list[int]]:
 
 
 def completion_fields(
-    text: str, completion_tokens: int, prompt_tokens: int, finish_reason: str | None
+    text: str,
+    completion_tokens: int,
+    prompt_tokens: int,
+    finish_reason: str | None,
+    *,
+    think_prefilled: bool,
 ) -> dict[str, Any]:
     """Completion fields from one vLLM ``CompletionOutput`` (pure)."""
-    reasoning, final = split_reasoning(text)
+    finish = finish_reason or "stop"
+    reasoning, final = split_completion(text, finish, think_prefilled)
     return {
         "text": final,
         "reasoning": reasoning,
-        "finish_reason": finish_reason or "stop",
+        "finish_reason": finish,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
     }
@@ -162,7 +177,8 @@ def _chat(
     chat_kw: dict[str, Any],
     lora: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
-    """One ``LLM.chat`` call; plain-dict results (they cross process boundaries for data parallelism)."""
+    """One ``LLM.chat`` call; ``completion_fields`` arguments as plain dicts (they cross process boundaries
+    for data parallelism; the parent splits them, with the chat format it loaded)."""
     from vllm.sampling_params import StructuredOutputsParams
 
     params = []
@@ -181,9 +197,12 @@ def _chat(
     for out in outputs:
         first = out.outputs[0]
         results.append(
-            completion_fields(
-                first.text, len(first.token_ids), len(out.prompt_token_ids or []), first.finish_reason
-            )
+            {
+                "text": first.text,
+                "completion_tokens": len(first.token_ids),
+                "prompt_tokens": len(out.prompt_token_ids or []),
+                "finish_reason": first.finish_reason,
+            }
         )
     return results
 
@@ -213,6 +232,7 @@ class VLLMBackend(CachedBackend):
         super().__init__(cfg, cache_dir=cache_dir, use_cache=use_cache)
         self.resolved = resolve_local_model(cfg.model)
         self.harmony = is_harmony(cfg)
+        self.format: ChatFormat | None = None  # known once loaded
         self._vllm: Any = None
         self._llm: Any = None
         self._replicas: list[tuple[Any, Any]] = []  # (process, inbox)
@@ -231,6 +251,9 @@ class VLLMBackend(CachedBackend):
 
     def _load(self) -> None:
         self._vllm = import_vllm()
+        self.format = load_chat_format(self.resolved, self.cfg.chat_template_kwargs)
+        # a student directory's name says nothing about its family: its template does
+        self.harmony = self.harmony or self.format.harmony
         kw = engine_kwargs(self.cfg, self.resolved)
         dp = self.cfg.data_parallel_size
         if dp == 1:
@@ -278,11 +301,16 @@ class VLLMBackend(CachedBackend):
         use_tqdm = sys.stderr.isatty()
         chat_kw = chat_kwargs(self.cfg, use_tqdm=use_tqdm)
         lora = lora_spec(self.resolved)
+        fmt = self.format
+        if fmt is None:
+            raise BackendError("vllm: _run before _load (a bug in the backend base)")
         step = self.cfg.batch_size
         for start in range(0, len(requests), step):
             chunk = requests[start : start + step]
             conversations = [r.messages for r in chunk]
-            sampling = [sampling_kwargs(r, harmony=self.harmony) for r in chunk]
+            sampling = [
+                sampling_kwargs(r, harmony=self.harmony, stop_token_ids=fmt.stop_token_ids) for r in chunk
+            ]
             if self._llm is not None:
                 results = _chat(self._vllm, self._llm, conversations, sampling, chat_kw, lora)
             else:
@@ -297,8 +325,9 @@ class VLLMBackend(CachedBackend):
                 for rank, outs in self._collect("done", len(busy)).items():
                     for i, fields in zip(shards[rank], outs, strict=True):
                         results[i] = fields
-            for offset, fields in enumerate(results):
-                emit(start + offset, Completion(model=self.model, **fields))  # type: ignore[arg-type]
+            for offset, raw in enumerate(results):
+                fields = completion_fields(**raw, think_prefilled=fmt.think_prefilled)
+                emit(start + offset, Completion(model=self.model, **fields))
 
     def _unload(self) -> None:
         for _, inbox in self._replicas:

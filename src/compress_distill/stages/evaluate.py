@@ -7,12 +7,16 @@ training chat template: user message = question only), decoded greedily up to ``
 stopped on the template's end-of-turn token by the backend.
 
 Answers are graded on the final response only (``answers.grade``); a record cut at the token cap with no
-final response is never correct.  A killed evaluation resumes through the engine layer's durable request
+final response is never correct.  Before grading, every completion goes once more through
+``reasoning.split_completion`` with the student's chat format (``final_split``): a completion cut inside the
+think block its template pre-filled (Qwen3.5) has no final response whichever backend -- or older cached
+code -- produced it.  A killed evaluation resumes through the engine layer's durable request
 cache: completions finished before the kill are served from it, keyed by weights fingerprint and request.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +29,7 @@ from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Backend, ChatRequest, Completion
 from compress_distill.metrics import RowCounter, write_metrics
 from compress_distill.plan import expand
+from compress_distill.reasoning import split_completion
 from compress_distill.schema import (
     ANSWER_TYPES,
     PREDICTIONS,
@@ -119,6 +124,19 @@ def build_requests(questions: Sequence[Mapping[str, Any]], max_tokens: int) -> l
 GradeFn = Callable[[str, str, str, list[str] | None], Any]
 
 
+def final_split(completions: Sequence[Completion], think_prefilled: bool) -> list[Completion]:
+    """Completions re-split by ``reasoning.split_completion`` (module docstring); ``think_prefilled`` is the
+    student's chat format.  A cut completion inside an open think block ends up with an empty ``text``."""
+    out = []
+    for c in completions:
+        reasoning, text = split_completion(
+            c.text, c.finish_reason, think_prefilled, server_reasoning=c.reasoning
+        )
+        same = (reasoning, text) == (c.reasoning, c.text)
+        out.append(c if same else dataclasses.replace(c, reasoning=reasoning, text=text))
+    return out
+
+
 def score(
     run: str,
     questions: Sequence[Mapping[str, Any]],
@@ -209,7 +227,7 @@ def run(
     """
     from compress_distill.answers import grade
     from compress_distill.llm import make_backend
-    from compress_distill.llm.tokens import count_tokens, load_tokenizer
+    from compress_distill.llm.tokens import count_tokens, load_tokenizer, template_format
 
     spec = resolve_run(params, run_name)
     if not model_dir.exists():
@@ -233,6 +251,8 @@ def run(
             engine.close()
     # reasoning length in the student's own tokens (its tokenizer is saved in the model directory)
     tokenizer = load_tokenizer(str(model_dir))
+    prefilled = template_format(tokenizer, cfg.chat_template_kwargs) == "think"
+    completions = final_split(completions, prefilled)
     r_tokens = count_tokens(tokenizer, [c.reasoning or "" for c in completions])
     rows = score(run_name, questions, completions, r_tokens, grade)
     counter.kept(len(rows))

@@ -37,7 +37,7 @@ import numpy as np
 
 from compress_distill.errors import UserError
 from compress_distill.metrics import RowCounter
-from compress_distill.reasoning import join_reasoning
+from compress_distill.reasoning import assistant_message, generation_prompt_format, join_reasoning
 from compress_distill.schema import TRACES, read_table
 
 if TYPE_CHECKING:
@@ -122,7 +122,9 @@ def render(tokenizer: Any, question: str, reasoning: str, response: str) -> tupl
     user = [{"role": "user", "content": question}]
     prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     assistant = join_reasoning(reasoning, response)
-    full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": assistant}], tokenize=False)
+    # per chat format (reasoning.assistant_message): gpt-oss gets the reasoning in its analysis channel
+    turn = assistant_message(assistant, reasoning, response, generation_prompt_format(prompt))
+    full = tokenizer.apply_chat_template(user + [turn], tokenize=False)
     if not full.startswith(prompt):
         raise TemplateError(
             "the chat template renders the assistant turn differently from its generation prompt, so the "
