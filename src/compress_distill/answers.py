@@ -280,7 +280,8 @@ def _answer_statements(s: str) -> Iterator[str]:
         if end is None:
             continue
         found += 1
-        start = _ANSWER_LEAD.match(s, end).end()  # skip "**", ":", blank lines before the answer itself
+        lead = _ANSWER_LEAD.match(s, end)  # skip "**", ":", blank lines before the answer itself
+        start = lead.end() if lead else end
         stop = s.find("\n", start)
         body = s[start : stop if stop >= 0 else len(s)][:MAX_CANDIDATE_CHARS].strip()
         if body:
@@ -336,10 +337,10 @@ def _fraction(m: re.Match[str]) -> Fraction | None:
     g = m.groupdict()
     neg = bool(g["neg"]) != bool(g["neg2"])
     if g["whole"] is not None:
-        den = int(g["mden"])
-        if den == 0:
+        mden = int(g["mden"])
+        if mden == 0:
             return None
-        value = int(g["whole"]) + Fraction(int(g["mnum"]), den)
+        value = int(g["whole"]) + Fraction(int(g["mnum"]), mden)
     else:
         int_part, dec = g["int"], g["dec"]
         if int_part is None and dec is None:
@@ -570,7 +571,7 @@ class _Expression:
         if tok in ("(", "{", "["):
             return self._group({"(": ")", "{": "}", "[": "]"}[tok])
         if tok == "\\sqrt":
-            n = Fraction(2)
+            n: Fraction | float = Fraction(2)
             if self._peek() == "[":
                 self.i += 1
                 n = self._group("]")
@@ -890,11 +891,11 @@ def _extract_latex(s: str, choices: Sequence[str] | None) -> Extraction | None:
             return Extraction(value, rule)
     segment = _last_math(s)
     if segment:
-        value = _clean_latex(segment)
-        if value and _looks_like_math(value):
-            return Extraction(value, "latex_math")
-    value = _numbers(_clean_numeric(s), first=False)
-    return Extraction(value, "last_number") if value is not None else None
+        math = _clean_latex(segment)
+        if math and _looks_like_math(math):
+            return Extraction(math, "latex_math")
+    number = _numbers(_clean_numeric(s), first=False)
+    return Extraction(number, "last_number") if number is not None else None
 
 
 def _latex_key(s: str) -> str:
@@ -1060,15 +1061,15 @@ def _gold(gold: str, answer_type: str) -> Any:
             )
         return value
     if answer_type == "letter":
-        value = _letter_value(gold) if isinstance(gold, str) else None
-        if value is None:
+        letter = _letter_value(gold) if isinstance(gold, str) else None
+        if letter is None:
             raise ValueError(f"letter gold answer {gold!r} is not one of A..J")
-        return value
+        return letter
     if answer_type == "boolean":
-        value = _BOOL_WORDS.get(str(gold).strip().lower().rstrip("."))
-        if value is None:
+        boolean = _BOOL_WORDS.get(str(gold).strip().lower().rstrip("."))
+        if boolean is None:
             raise ValueError(f"boolean gold answer {gold!r} is not yes/no (or true/false)")
-        return value
+        return boolean
     if not isinstance(gold, str) or not gold.strip():
         raise ValueError(f"{answer_type} gold answer {gold!r} is empty")
     return _text_key(gold) if answer_type == "text" else gold

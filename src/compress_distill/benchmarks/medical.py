@@ -28,7 +28,7 @@ def medqa(rec: Mapping[str, Any], row_id: str) -> Converted:
 def medmcqa(rec: Mapping[str, Any], row_id: str) -> Converted:
     """``opa``..``opd``, ``cop`` an int 0..3 (a ClassLabel); the test split has ``cop == -1``: unlabeled."""
     cop = rec.get("cop")
-    if is_missing(cop):
+    if cop is None or is_missing(cop):
         raise RowReject("unlabeled", "cop is null")
     choices = [rec.get(k) for k in ("opa", "opb", "opc", "opd")]
     return multiple_choice(text(rec, "question"), choices, int(cop))
@@ -45,7 +45,7 @@ def medexpqa(rec: Mapping[str, Any], row_id: str) -> Converted:
     options = rec.get("options") or {}
     keys = sorted((k for k in options if not is_missing(options[k])), key=int)
     correct = rec.get("correct_option")
-    if is_missing(correct):
+    if correct is None or is_missing(correct):
         raise RowReject("unlabeled", "correct_option is null")
     try:
         gold = keys.index(str(int(correct)))

@@ -95,7 +95,7 @@ OTHER: tuple[str, ...] = (
 def mmlu(rec: Mapping[str, Any], row_id: str) -> Converted:
     """``choices`` (4 strings) and ``answer`` an int 0..3 (ClassLabel A..D)."""
     answer = rec.get("answer")
-    if is_missing(answer):
+    if answer is None or is_missing(answer):
         raise RowReject("unlabeled", "answer is null")
     if isinstance(answer, str):  # a copy stored as letters instead of the ClassLabel int
         answer = letter_index(answer, 4)

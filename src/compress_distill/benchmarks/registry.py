@@ -26,7 +26,7 @@ from compress_distill.benchmarks.common import BenchmarkError, DatasetSpec, Pin,
 from compress_distill.config import DATASET_IDS
 
 # fmt: off  (one compact block per dataset reads better than the formatter's one-argument-per-line)
-_MMLU = {
+_MMLU: dict[str, Any] = {
     "hub_id": "cais/mmlu",
     "config": "all",
     "revision": "main",
