@@ -140,6 +140,21 @@ def assistant_message(content: str, reasoning: str, response: str, fmt: ChatForm
     return message
 
 
+def conversation(
+    question: str, reasoning: str, response: str, fmt: ChatFormatName = "plain"
+) -> list[dict[str, str]]:
+    """The training conversation of one trace: the user question (stripped), then the assistant target.
+
+    The one rendering shared by the trainer (``training/data.py``, with the student's chat format) and the
+    published ``messages`` / ``prompt`` / ``completion`` columns (``stages/build.py``, format ``plain``, which
+    is also what ``think`` templates receive), so a dataset trained with TRL or Axolotl sees the same turns.
+    """
+    return [
+        {"role": "user", "content": question.strip()},
+        assistant_message(join_reasoning(reasoning, response), reasoning, response, fmt),
+    ]
+
+
 def join_reasoning(reasoning: str, response: str) -> str:
     """The assistant text a student is trained on: think block (possibly empty) then the final response."""
     return (

@@ -7,7 +7,8 @@ Layout (what ``datasets.load_dataset(folder_or_repo, config)`` reads, offline or
     data/hub/T/<config>/train-00000-of-0000N.parquet       build.shard_rows rows per shard
 
 Configs: ``raw``, ``compressed-<C>`` for every compressor in params (the judge's columns joined on, prefixed
-``judge_``), and ``truncated`` / ``answer-only`` when their files exist.  A source with no rows stops the
+``judge_``), and ``truncated`` / ``answer-only`` when their files exist.  Every config also carries the
+train-ready ``messages`` / ``prompt`` / ``completion`` columns (CHAT_COLUMNS).  A source with no rows stops the
 build with its cause (``datasets`` cannot load an empty split, so such a config could never be used).  Everything is streamed batch by
 batch (Arrow, never the corpus as Python objects); the judge join is vectorised (``pc.index_in`` + ``take``).
 The folder is assembled beside the destination and swapped in at the end, so a killed build leaves the
@@ -32,6 +33,7 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.metrics import write_metrics
+from compress_distill.reasoning import conversation
 from compress_distill.schema import JUDGEMENTS, TRACES, iter_batches, read_table
 from compress_distill.stages.traces_common import (
     ROW_GROUP_ROWS,
@@ -53,9 +55,19 @@ JUDGE_COLUMNS = {
     for name in JUDGEMENTS.names
     if name not in ("id", "compressor")
 }
+# train-ready columns, rendered by reasoning.conversation exactly as the project's trainer renders its targets:
+# `messages` (user, assistant) for Axolotl's chat_template type and TRL; `prompt` / `completion` (the same two
+# turns, split) so TRL's SFTTrainer trains on the assistant turn only with no user code
+TURNS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+CHAT_COLUMNS = pa.schema([("messages", TURNS), ("prompt", TURNS), ("completion", TURNS)])
 JUDGED_SCHEMA = pa.schema(
-    [*TRACES, *(JUDGEMENTS.field(src).with_name(dst) for src, dst in JUDGE_COLUMNS.items())]
+    [
+        *TRACES,
+        *(JUDGEMENTS.field(src).with_name(dst) for src, dst in JUDGE_COLUMNS.items()),
+        *CHAT_COLUMNS,
+    ]
 )
+PLAIN_SCHEMA = pa.schema([*TRACES, *CHAT_COLUMNS])
 
 
 @dataclass
@@ -66,7 +78,7 @@ class Source:
 
     @property
     def schema(self) -> pa.Schema:
-        return JUDGED_SCHEMA if self.judgements else TRACES
+        return JUDGED_SCHEMA if self.judgements else PLAIN_SCHEMA
 
 
 @dataclass
@@ -174,8 +186,24 @@ def _judge_lookup(path: Path) -> tuple[pa.Array, pa.Table]:
     return table.column("id").combine_chunks(), cols
 
 
+def chat_columns(batch: pa.Table) -> dict[str, pa.Array]:
+    """``messages``, ``prompt`` and ``completion`` of every row (see CHAT_COLUMNS)."""
+    turns = [
+        conversation(q or "", r or "", f or "")
+        for q, r, f in zip(
+            *(batch.column(c).to_pylist() for c in ("question", "reasoning", "response")), strict=True
+        )
+    ]
+    return {
+        "messages": pa.array(turns, TURNS),
+        "prompt": pa.array([t[:1] for t in turns], TURNS),
+        "completion": pa.array([t[1:] for t in turns], TURNS),
+    }
+
+
 def _batches(src: Source) -> Any:
-    """Rows of one config, judge columns joined (null where the judge has no row for an id)."""
+    """Rows of one config, judge columns joined (null where the judge has no row for an id), chat columns
+    appended."""
     lookup = _judge_lookup(src.judgements) if src.judgements else None
     for batch in iter_batches(src.path, TRACES, batch_size=BATCH_ROWS):
         if lookup is not None:
@@ -184,6 +212,8 @@ def _batches(src: Source) -> Any:
             extra = judged.take(pos)
             for name in extra.column_names:
                 batch = batch.append_column(name, extra.column(name))
+        for name, column in chat_columns(batch).items():
+            batch = batch.append_column(name, column)
         yield batch
 
 

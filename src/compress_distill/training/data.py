@@ -6,6 +6,10 @@ Each trace row becomes one conversation rendered with the student's chat templat
     assistant = reasoning.join_reasoning(reasoning, response)   # think block, then the final response;
                                                                   # answer-only rows get the empty think block
 
+Both turns come from ``reasoning.conversation``, the function that also renders the published ``messages``,
+``prompt`` and ``completion`` columns (stages/build.py), so TRL or Axolotl trained on a published config sees
+the same turns as this trainer.
+
 Tokenisation mirrors inference exactly: the prompt (the template with ``add_generation_prompt=True``, which
 may pre-fill ``<think>`` as Qwen3.5's does) is tokenised on its own and the completion (the rest of the
 rendered conversation) on its own, then concatenated.  At evaluation the model sees the same prompt tokens and
@@ -37,7 +41,7 @@ import numpy as np
 
 from compress_distill.errors import UserError
 from compress_distill.metrics import RowCounter
-from compress_distill.reasoning import assistant_message, generation_prompt_format, join_reasoning
+from compress_distill.reasoning import conversation, generation_prompt_format
 from compress_distill.schema import TRACES, read_table
 
 if TYPE_CHECKING:
@@ -119,12 +123,11 @@ def load_chat_template(tokenizer: Any, template_path: str | Path | None) -> None
 
 def render(tokenizer: Any, question: str, reasoning: str, response: str) -> tuple[str, str]:
     """``(prompt, completion)`` texts: the prompt as inference sees it, the rest as the model must produce it."""
-    user = [{"role": "user", "content": question}]
+    user = conversation(question, reasoning, response)[:1]
     prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    assistant = join_reasoning(reasoning, response)
     # per chat format (reasoning.assistant_message): gpt-oss gets the reasoning in its analysis channel
-    turn = assistant_message(assistant, reasoning, response, generation_prompt_format(prompt))
-    full = tokenizer.apply_chat_template(user + [turn], tokenize=False)
+    turns = conversation(question, reasoning, response, generation_prompt_format(prompt))
+    full = tokenizer.apply_chat_template(turns, tokenize=False)
     if not full.startswith(prompt):
         raise TemplateError(
             "the chat template renders the assistant turn differently from its generation prompt, so the "
