@@ -270,8 +270,13 @@ class BuildConfig(Section):
     pretty_name: str = "Compress-Distill traces"
 
 
+TEACHER_SLOT = "{teacher}"  # placeholder in publish.repo_id
+
+
 class PublishConfig(Section):
     enabled: bool = False
+    # one Hub dataset repo per teacher: `{teacher}` in the id is replaced by the teacher id (required when
+    # grid.teachers has more than one teacher; see Params.published_repo_id)
     repo_id: str | None = None
     tag: str | None = None
     private: bool = False
@@ -428,6 +433,13 @@ class Params(Section):
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
         valid_sources = ["raw", "truncated", "answer-only", *(f"compressed-{c}" for c in self.compressors)]
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
+        repo_id = self.publish.repo_id
+        if self.publish.enabled and repo_id and TEACHER_SLOT not in repo_id and len(self.grid.teachers) > 1:
+            raise ValueError(
+                f"publish.repo_id {repo_id!r} names one repo but grid.teachers has {len(self.grid.teachers)} "
+                f"teachers and each publishes to a repo of its own: put {TEACHER_SLOT} in it, e.g. "
+                f"'{repo_id}-{TEACHER_SLOT}'"
+            )
         if self.traces.source == "hub":
             missing = [t for t in self.grid.teachers if t not in self.traces.repo_ids]
             if missing:
@@ -436,6 +448,12 @@ class Params(Section):
                     "add e.g. traces.repo_ids.<teacher>: org/name"
                 )
         return self
+
+    def published_repo_id(self, teacher: str) -> str | None:
+        """The Hub dataset repo that holds ``teacher``'s traces: ``publish.repo_id`` with ``{teacher}`` filled
+        in (one repo per teacher, so teachers never touch each other's files or tags)."""
+        repo_id = self.publish.repo_id
+        return repo_id.replace(TEACHER_SLOT, teacher) if repo_id else None
 
 
 def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
