@@ -93,8 +93,14 @@ class ConfigStats:
     ratios: list[np.ndarray] = field(default_factory=list)
     prompt_hashes: set[str] = field(default_factory=set)
     models: set[str] = field(default_factory=set)
+    example: dict[str, Any] | None = None  # the first row, shown on the card
+    judged_rows: int | None = (
+        None  # rows with a readable judge verdict; None for a config the judge never saw
+    )
 
     def add(self, table: pa.Table, judged: bool) -> None:
+        if self.example is None and table.num_rows:
+            self.example = table.slice(0, 1).to_pylist()[0]
         self.rows += table.num_rows
         self.num_bytes += table.nbytes
         self.ratios.append(table.column("compression_ratio").to_numpy(zero_copy_only=False))
@@ -110,6 +116,7 @@ class ConfigStats:
         t = table.select(["dataset", "id", "reasoning_chars", "reasoning_tokens", "compression_ratio"])
         if judged:
             ok = pc.equal(table.column("judge_parse_status"), "ok")
+            self.judged_rows = (self.judged_rows or 0) + int(pc.sum(ok.cast(pa.int64())).as_py() or 0)
             t = t.append_column("judged", ok.cast(pa.int64()))
             t = t.append_column(
                 "faith", pc.if_else(ok, table.column("judge_faithfulness").cast(pa.int64()), 0)
