@@ -85,6 +85,7 @@ def read_tsv(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in path.read_text().splitlines()]
 
 
+SMOL_ALIAS = "smollm2-135m-instruct"  # the params model id of the student
 LORA_TRAIN = {"max_steps": 10, "seq_len": 128, "save_every_steps": 4, "lora": {"learning_rate": 0.003}}
 
 
@@ -146,6 +147,10 @@ def test_lora_run_learns_and_writes_outputs(lora_run: dict[str, Path], smol_dir:
     assert cfg["source"] == "raw" and cfg["run"] == RUN and cfg["train"]["max_steps"] == 10
     assert cfg["eot_token"] == "<|im_end|>"
     assert (out / "adapter_config.json").exists() and (out / "tokenizer_config.json").exists()
+    # portable: the base is named as in params, never by this machine's cache path
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == SMOL_ALIAS
+    for saved_json in [*out.glob("*.json"), *out.glob("*.md")]:
+        assert smol_dir not in saved_json.read_text(), saved_json.name
     assert not (root / "models" / ".checkpoints" / RUN).exists()  # finished: checkpoints cleaned up
     base = AutoModelForCausalLM.from_pretrained(smol_dir, dtype=torch.float32)
     ids = torch.tensor([[1, 2, 3, 4, 5]])
@@ -175,6 +180,8 @@ def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: st
     assert metrics["trainable_params"] > 100_000_000
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
     assert json.loads((out / "training_config.json").read_text())["method"] == "full"
+    for saved_json in [*out.glob("*.json"), *out.glob("*.md")]:  # no file names the cache path
+        assert smol_dir not in saved_json.read_text(), saved_json.name
     tuned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(smol_dir, dtype=torch.float32)
     diff = (tuned.model.layers[0].mlp.up_proj.weight - base.model.layers[0].mlp.up_proj.weight).abs().max()

@@ -586,6 +586,13 @@ def _save_outputs(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        # the base as params name it (Hub id or packaged alias), not the local path from_pretrained read
+        # (job.model_path, a cache folder on this machine), in adapter_config.json and in PEFT's README.md
+        # (which reads the base model's name_or_path): the outputs must load on other machines
+        for peft_cfg in (getattr(unwrapped, "peft_config", None) or {}).values():
+            peft_cfg.base_model_name_or_path = job.base_model
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        base.name_or_path = base.config.name_or_path = job.base_model
         unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         if job.method == "full" and enc.eot_token_id >= 0:
             gen = unwrapped.generation_config
