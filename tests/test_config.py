@@ -98,7 +98,9 @@ def test_impossible_values(demo: dict, path: tuple[str, ...], value: object, nee
     "path",
     [("train", "lora", "learning_rate"), ("train", "max_grad_norm"), ("report", "watts_per_gpu_hour")],
 )
-def test_non_finite_floats_are_refused_at_load(tmp_path: Path, demo: dict, path: tuple[str, ...], text: str) -> None:
+def test_non_finite_floats_are_refused_at_load(
+    tmp_path: Path, demo: dict, path: tuple[str, ...], text: str
+) -> None:
     # YAML's .inf passes every lower bound: train.lora.learning_rate: .inf trained an all-NaN adapter, exit 0
     d = copy.deepcopy(demo)
     node = d

@@ -76,7 +76,9 @@ def test_verdict_schema_is_strict(key: str, value: object) -> None:
         (5, "partially_faithful", "ok"),
     ],
 )
-def test_verdict_contradicting_its_own_score_is_inconsistent(faithfulness: int, label: str, status: str) -> None:
+def test_verdict_contradicting_its_own_score_is_inconsistent(
+    faithfulness: int, label: str, status: str
+) -> None:
     got, v, detail = judge.parse_verdict(verdict(faithfulness=faithfulness, verdict=label), "stop")
     assert got == status, detail
     assert (v is None) == (status == "inconsistent")
@@ -189,8 +191,10 @@ def test_inconsistent_verdict_is_a_counted_reject_with_null_scores(tmp_path: Pat
             return completion(verdict(faithfulness=1, rationale="Invents a constant."))
         return completion(verdict())
 
-    raw = write_traces(tmp_path / "raw.parquet", [trace("a", "raw a"), trace("b", "raw b", question="ID-contradicts")])
-    comp = write_traces(tmp_path / "c.parquet", [trace(i, f"comp {i}", source="compressed-concise") for i in "ab"])
+    raws = [trace("a", "raw a"), trace("b", "raw b", question="ID-contradicts")]
+    raw = write_traces(tmp_path / "raw.parquet", raws)
+    comps = [trace(i, f"comp {i}", source="compressed-concise") for i in "ab"]
+    comp = write_traces(tmp_path / "c.parquet", comps)
     m = judge.run(make_params(), "smol", "concise", raw, comp, tmp_path / "j.parquet", tmp_path / "m.json",
                   backend=ScriptedBackend(reply))
     rows = {r["id"]: r for r in read_rows(tmp_path / "j.parquet", JUDGEMENTS)}

@@ -90,7 +90,8 @@ def test_prefilled_think_template_closes_the_block_it_opened(smol_dir: str, temp
 
     tok = AutoTokenizer.from_pretrained(smol_dir)
     tok.chat_template = template
-    enc = encode_rows(tok, [row("Q?", "", "The answer is 4.", "ao"), row("Q?", "2 and 2", "B", "r")], seq_len=256)
+    rows = [row("Q?", "", "The answer is 4.", "ao"), row("Q?", "2 and 2", "B", "r")]
+    enc = encode_rows(tok, rows, seq_len=256)
     assert tok.decode(enc.ids[0][: enc.n_prompt[0]].tolist()).endswith("<|im_start|>assistant\n<think>\n")
     assert trained_text(tok, enc, 0) == "\n</think>\n\nThe answer is 4.<|im_end|>"
     assert trained_text(tok, enc, 1) == "2 and 2\n</think>\n\nB<|im_end|>"
@@ -187,7 +188,8 @@ def test_validation_split_is_seeded_by_id_and_disjoint() -> None:
     enc = fake_rows(200)
     train, val = split_validation(enc, 0.05, seed=0)
     assert len(val) == 10 and len(train) == 190
-    assert set(train.row_ids).isdisjoint(val.row_ids) and set(train.row_ids) | set(val.row_ids) == set(enc.row_ids)
+    assert set(train.row_ids).isdisjoint(val.row_ids)
+    assert set(train.row_ids) | set(val.row_ids) == set(enc.row_ids)
     # each held-out row keeps its own tokens
     for rid, ids in zip(val.row_ids, val.ids, strict=True):
         assert ids.tolist() == enc.ids[enc.row_ids.index(rid)].tolist()

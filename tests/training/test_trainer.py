@@ -137,7 +137,8 @@ def test_check_finite_names_the_step_and_the_learning_rate_key() -> None:
 
     check_finite("r", 1, 2, 1.5, 0.3, "train.lora.learning_rate", 1e-4)
     for loss, norm in ((float("nan"), 1.0), (1.0, float("inf")), (float("-inf"), float("nan"))):
-        with pytest.raises(TrainingDiverged, match=r"r diverged at step 2 of 3: .*train\.full\.learning_rate"):
+        match = r"r diverged at step 2 of 3: .*train\.full\.learning_rate"
+        with pytest.raises(TrainingDiverged, match=match):
             check_finite("r", 2, 3, loss, norm, "train.full.learning_rate", 1e30)
 
 
@@ -145,13 +146,17 @@ def test_diverging_run_exits_non_zero_and_leaves_previous_outputs(tmp_path: Path
     """A huge (finite) learning rate turns the LoRA weights non-finite after the first update: the run used to
     exit 0 with an all-NaN adapter (the same with ``learning_rate: .inf``, now refused at load)."""
     data = write_source(tmp_path / "hub", "smol", "raw", trace_rows(4, max_steps=2))
-    params = write_params(tmp_path / "params.yaml", max_steps=3, seq_len=96, warmup_ratio=0.0, lora={"learning_rate": 1e30})
+    params = write_params(
+        tmp_path / "params.yaml", max_steps=3, seq_len=96, warmup_ratio=0.0, lora={"learning_rate": 1e30}
+    )
     out, metrics = tmp_path / "models" / RUN, tmp_path / "m.json"
     out.mkdir(parents=True)
     (out / "adapter_model.safetensors").write_text("previous adapter")
     metrics.write_text('{"final_loss": 0.5}')
-    cmd = [sys.executable, "-m", "compress_distill.cli", "train", "--params", str(params), "--run", RUN,
-           "--data", str(data), "--out-dir", str(out), "--metrics", str(metrics)]
+    cmd = [
+        *(sys.executable, "-m", "compress_distill.cli", "train", "--params", str(params), "--run", RUN),
+        *("--data", str(data), "--out-dir", str(out), "--metrics", str(metrics)),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode != 0, proc.stdout + proc.stderr
@@ -265,15 +270,21 @@ def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: st
 
 def test_compute_matched_reference_is_the_raw_source(tmp_path: Path, smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
     from compress_distill.stages.train import reference_tokens
-    from compress_distill.training.data import encode_rows, read_source
+    from compress_distill.training.data import encode_rows, read_source, split_validation
 
     hub = tmp_path / "hub"
     raw = write_source(hub, "smol", "raw", trace_rows(12, max_steps=6))
     short = write_source(hub, "smol", "compressed-terse", trace_rows(12, max_steps=1))
     cfg = TrainConfig(seq_len=512, budget="compute_matched")
-    raw_tokens = encode_rows(smol_tokenizer, read_source(raw), 512).trainable_tokens
-    own = encode_rows(smol_tokenizer, read_source(short), 512).trainable_tokens
-    assert reference_tokens(smol_tokenizer, short, cfg, own, "compressed-terse") == raw_tokens > own
+    raw_all = encode_rows(smol_tokenizer, read_source(raw), 512)
+    raw_train, raw_val = split_validation(raw_all, cfg.val_fraction, cfg.seed)
+    own_train, own_val = split_validation(encode_rows(smol_tokenizer, read_source(short), 512), 0.05, 0)
+    assert raw_val.row_ids == own_val.row_ids  # sources sharing ids hold out the same questions
+    own = own_train.trainable_tokens
+    # the reference is the raw source's training rows: its validation rows are never trained on
+    assert raw_train.trainable_tokens < raw_all.trainable_tokens
+    reference = reference_tokens(smol_tokenizer, short, cfg, own, "compressed-terse")
+    assert reference == raw_train.trainable_tokens > own
     assert (
         reference_tokens(smol_tokenizer, short, cfg.model_copy(update={"budget_tokens": 777}), own, "x")
         == 777

@@ -9,9 +9,9 @@ ends kept, so it always sees the start and the conclusion -- and answers under a
 before the JSON closed -- the only realistic failure under structured decoding, Appendix G.1);
 ``invalid_json``; ``schema_error`` (JSON that violates the strict schema: no bool for a score, no "yes" for a
 boolean); ``inconsistent`` (a verdict that contradicts its own faithfulness score, ``inconsistency``).  When
-a reply holds several JSON objects the last valid one is the verdict.  A failed parse stays in the table with null scores, so every
-compressed trace has a judgement row and ``build`` can join them all; in the metrics it is a reject
-(``rows_out`` counts usable verdicts, ``rows_written`` every row).  Compressed rows whose raw trace is
+a reply holds several JSON objects the last valid one is the verdict.  A failed parse stays in the table
+with null scores, so every compressed trace has a judgement row and ``build`` can join them all; in the
+metrics it is a reject (``rows_out`` counts usable verdicts, ``rows_written`` every row).  Compressed rows whose raw trace is
 missing or whose text is not valid UTF-8 are rejected without a row.
 
 Metrics mirror paper Table 10 per dataset: N, mean faithfulness, % faithful (verdict, not score),

@@ -7,8 +7,8 @@ Rows longer than ``train.seq_len`` are dropped or truncated per ``train.overlong
 (``compress_distill.training.data``).  Outputs: ``--out-dir`` (LoRA adapter or full weights, tokenizer,
 ``training_config.json`` with ``base_model``), ``--metrics`` (row accounting, trainable tokens, packed
 sequences, padding, wall-clock, tokens/s, GPU-hours, final loss, validation loss) and the dvclive loss curve
-in ``--live-dir``.  ``train.val_fraction`` of the rows (paper §4: 5%) are held out by id and never trained on;
-``rows_out`` counts them with the trained rows, ``val_rows`` says how many.  A run whose loss or gradient norm
+in ``--live-dir``.  ``train.val_fraction`` of the rows (paper §4: 5%) are held out by id and never trained
+on; ``rows_out`` counts them with the trained rows, ``val_rows`` says how many.  A run whose loss or gradient norm
 turns non-finite stops with an error and writes neither weights nor metrics.
 
 A killed run resumes from its newest checkpoint (``--checkpoint-dir``, default ``models/.checkpoints/<run>``,

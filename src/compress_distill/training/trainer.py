@@ -177,13 +177,16 @@ class TrainingDiverged(ConfigError):
     A params problem in practice (a learning rate far too high, no clipping), so it is reported like one."""
 
 
-def check_finite(run: str, step: int, total: int, loss: float, grad_norm: float, lr_key: str, lr: float) -> None:
+def check_finite(
+    run: str, step: int, total: int, loss: float, grad_norm: float, lr_key: str, lr: float
+) -> None:
     """Raise ``TrainingDiverged`` unless this step's loss and gradient norm are finite numbers."""
     if math.isfinite(loss) and math.isfinite(grad_norm):
         return
     raise TrainingDiverged(
-        f"training {run} diverged at step {step} of {total}: loss {loss}, gradient norm {grad_norm}; no weights "
-        f"or metrics were written; lower {lr_key} (now {lr:g}) or train.max_grad_norm, and check the source rows"
+        f"training {run} diverged at step {step} of {total}: loss {loss}, gradient norm {grad_norm}; "
+        f"no weights or metrics were written; lower {lr_key} (now {lr:g}) or train.max_grad_norm, and check "
+        "the source rows"
     )
 
 
@@ -210,7 +213,8 @@ def validation_loss(
     model.eval()
     with torch.no_grad(), accelerator.autocast():
         for unit, active in mine:
-            loss, n = loss_sum(model, make_batch([(val.ids[i], val.n_prompt[i]) for i in unit]), accelerator.device)
+            batch = make_batch([(val.ids[i], val.n_prompt[i]) for i in unit])
+            loss, n = loss_sum(model, batch, device=accelerator.device)
             if active:
                 totals += torch.stack([loss.double(), loss.new_tensor(float(n), dtype=torch.float64)])
     model.train()
@@ -244,8 +248,8 @@ def lora_targets(model: Any, wanted: Sequence[str]) -> list[str]:
     """The configured ``train.lora.target_modules``, checked against the model's Linear layers.
 
     Exactly these are adapted (the paper's seven projections by default): nothing is added behind the
-    user's back -- adapting the Linear layers of linear-attention blocks (Gated DeltaNet ``in_proj_*``) changes
-    capacity, so it takes naming them in params.  A target matches like peft's: the full module name or its
+    user's back -- adapting the Linear layers of linear-attention blocks (Gated DeltaNet ``in_proj_*``)
+    changes capacity, so it takes naming them in params.  A target matches like peft's: the full module name or its
     dotted suffix.  One that matches nothing is an error listing the model's Linear layer names.
     """
     import torch
@@ -541,7 +545,8 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any, val: Encoded | None = Non
             "cpu_seconds": time.process_time() - c0,
             "tokens": schedule.step_tokens(step),  # real (non-padding) input tokens of the step, all ranks
         }
-        if val is not None and len(val) and ((step + 1) % cfg.save_every_steps == 0 or step + 1 == total_steps):
+        validate = (step + 1) % cfg.save_every_steps == 0 or step + 1 == total_steps
+        if val is not None and len(val) and validate:
             rec["val_loss"] = validation_loss(model, accelerator, val, cfg, make_batch)
         history.append(rec)
         live.log(step + 1, rec)
