@@ -140,13 +140,19 @@ def assistant_message(content: str, reasoning: str, response: str, fmt: ChatForm
     return message
 
 
-def join_reasoning(reasoning: str, response: str) -> str:
-    """The assistant text a student is trained on: think block (possibly empty) then the final response."""
-    return (
-        f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}"
-        if reasoning.strip()
-        else (f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{response.strip()}")
-    )
+def join_reasoning(reasoning: str, response: str, think_prefilled: bool = False) -> str:
+    """The assistant text a student is trained on: the think block, then the final response.
+
+    Without reasoning (answer-only) the whole think block is left out, as in the paper (§3.3: "replaces the
+    think block with the empty string").  Except after a generation prompt that already opened ``<think>``
+    (``think_prefilled``, DESIGN §7 known traps): the student sees that open tag at inference too, so its
+    target must close it -- the empty block stays, and its opening tag is the prompt's.
+    """
+    if reasoning.strip():
+        return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}"
+    if think_prefilled:
+        return f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{response.strip()}"
+    return response.strip()
 
 
 def middle_truncate(text: str, max_chars: int, marker: str = "\n[... {n} characters omitted ...]\n") -> str:

@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -87,7 +87,7 @@ JUDGEMENTS = pa.schema(
         ("failure_modes", pa.list_(pa.string())),
         ("rationale", pa.string()),
         ("judge_model", pa.string()),
-        ("parse_status", pa.string()),  # ok | truncated | invalid_json | schema_error
+        ("parse_status", pa.string()),  # one of stages.judge.PARSE_STATUSES
     ]
 )
 
@@ -127,7 +127,9 @@ TABLES: dict[str, pa.Schema] = {
     "rejects": REJECTS,
 }
 
-FAILURE_MODES = (
+# The judge's enumerations (paper Appendix G), each defined once: the Literal types drive the verdict model
+# and its JSON schema, the tuples everything that counts or lists them.
+FailureMode = Literal[
     "contradiction",
     "unsupported_claim",
     "omitted_key_step",
@@ -136,8 +138,10 @@ FAILURE_MODES = (
     "incoherent",
     "empty_original",
     "empty_compressed",
-)
-VERDICTS = ("faithful", "partially_faithful", "unfaithful")
+]
+Verdict = Literal["faithful", "partially_faithful", "unfaithful"]
+FAILURE_MODES: tuple[str, ...] = get_args(FailureMode)
+VERDICTS: tuple[str, ...] = get_args(Verdict)
 ANSWER_TYPES = ("numeric", "letter", "boolean", "latex", "text")
 
 
@@ -278,31 +282,22 @@ def read_rows(path: str | Path, schema: pa.Schema | None = None) -> list[dict[st
 
 # --------------------------------------------------------------------------------------------- judge output
 def _judge_model():  # type: ignore[no-untyped-def]
-    """The judge's structured verdict (paper Appendix G) as a pydantic model; built lazily."""
-    from typing import Literal
+    """The judge's structured verdict (paper Appendix G) as a pydantic model; built lazily.
 
+    Strict: a JSON ``true`` is not a score, ``"yes"`` not a boolean, ``"5"`` or ``5.0`` not an integer -- a
+    judge that answers off-schema gets ``schema_error``, never a silently coerced value.
+    """
     from pydantic import BaseModel, ConfigDict, Field
 
     class JudgeVerdict(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
 
         faithfulness: int = Field(ge=1, le=5)
         coverage: int = Field(ge=1, le=5)
         clarity: int = Field(ge=1, le=5)
-        verdict: Literal["faithful", "partially_faithful", "unfaithful"]
+        verdict: Verdict
         answer_alignment: bool
-        failure_modes: list[
-            Literal[
-                "contradiction",
-                "unsupported_claim",
-                "omitted_key_step",
-                "answer_mismatch",
-                "overcompression",
-                "incoherent",
-                "empty_original",
-                "empty_compressed",
-            ]
-        ] = Field(max_length=8)
+        failure_modes: list[FailureMode] = Field(max_length=8)
         rationale: str = Field(max_length=2000)
 
     return JudgeVerdict

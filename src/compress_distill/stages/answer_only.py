@@ -1,7 +1,7 @@
 """answer_only@T: the answer-only ablation -- the whole think block removed, the final response kept.
 
-Paper §3.3: the student is trained on ``<think></think>`` + final response, so the rows carry an empty
-``reasoning`` (``reasoning.join_reasoning`` renders the empty think block at training time).  The raw
+Paper §3.3: the student is trained on the final response alone, so the rows carry an empty ``reasoning``
+(``reasoning.join_reasoning`` renders no think block, or closes the one a pre-filled template opens).  The raw
 reasoning column is never even read, and every column operation is vectorised in Arrow, so the paper's
 283k traces take seconds (``bench/data_plane.py``).
 

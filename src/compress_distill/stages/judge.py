@@ -5,11 +5,13 @@ The judge sees the question, the canonical answer, the raw reasoning middle-trun
 ends kept, so it always sees the start and the conclusion -- and answers under a JSON schema
 (``schema.judge_json_schema()``; structured decoding in the engine), validated with ``schema.JudgeVerdict``.
 
-``parse_status`` of each row: ``ok``; ``truncated`` (the reply hit ``max_tokens`` before the JSON closed --
-the only realistic failure under structured decoding, Appendix G.1); ``invalid_json``; ``schema_error``
-(parsable JSON that violates the schema).  A failed parse stays in the table with null scores, so every
-compressed trace has a judgement row and ``build`` can join them all; in the metrics it is a reject
-(``rows_out`` counts usable verdicts, ``rows_written`` every row).  Compressed rows whose raw trace is
+``parse_status`` of each row (``PARSE_STATUSES``): ``ok``; ``truncated`` (the reply hit ``max_tokens``
+before the JSON closed -- the only realistic failure under structured decoding, Appendix G.1);
+``invalid_json``; ``schema_error`` (JSON that violates the strict schema: no bool for a score, no "yes" for a
+boolean); ``inconsistent`` (a verdict that contradicts its own faithfulness score, ``inconsistency``).  When
+a reply holds several JSON objects the last valid one is the verdict.  A failed parse stays in the table
+with null scores, so every compressed trace has a judgement row and ``build`` can join them all; in the
+metrics it is a reject (``rows_out`` counts usable verdicts, ``rows_written`` every row).  Compressed rows whose raw trace is
 missing or whose text is not valid UTF-8 are rejected without a row.
 
 Metrics mirror paper Table 10 per dataset: N, mean faithfulness, % faithful (verdict, not score),
@@ -54,41 +56,76 @@ from compress_distill.stages.traces_common import (
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 4_096  # raw rows per backend call (one chunk of prompts: ~4k x 50 kB at most)
-PARSE_STATUSES = ("ok", "truncated", "invalid_json", "schema_error")
+PARSE_STATUSES = ("ok", "truncated", "invalid_json", "schema_error", "inconsistent")
+
+# Faithfulness scores (Appendix G's 1-5 scale) that contradict each verdict.  3 is the scale's midpoint and
+# fits any verdict; a score on the far side of it does not: "faithful" with 1-2 (claims largely unsupported)
+# or "unfaithful" with 4-5 (claims supported) cannot both be the judge's opinion, so neither is counted.
+# "partially_faithful" fits every score.
+CONTRADICTING_FAITHFULNESS: dict[str, range] = {"faithful": range(1, 3), "unfaithful": range(4, 6)}
 
 
-def _json_candidates(text: str) -> list[str]:
-    """The reply itself, then without a Markdown fence, then its outermost ``{...}`` (servers without
-    structured output sometimes wrap the object in prose or a code fence)."""
+def inconsistency(v: JudgeVerdict) -> str | None:
+    """Why verdict ``v`` contradicts its own faithfulness score, or None when it does not."""
+    if v.faithfulness in CONTRADICTING_FAITHFULNESS.get(v.verdict, range(0)):
+        return f"verdict {v.verdict!r} contradicts faithfulness {v.faithfulness} (1-5 scale)"
+    return None
+
+
+def _json_values(text: str) -> tuple[list[Any], bool]:
+    """Every JSON value in a reply, in order, and whether an object opens after the last one and never closes.
+
+    A reply that is one JSON document (bare or in a Markdown fence) is that one value; otherwise each
+    top-level ``{...}`` in the prose is decoded (servers without structured output wrap the object in prose
+    or fences, and some write a draft before the final object)."""
     text = text.strip()
-    out = [text]
+    whole = [text]
     if text.startswith("```"):
         body = text.split("\n", 1)[1] if "\n" in text else ""
-        out.append(body.rsplit("```", 1)[0].strip())
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        out.append(text[start : end + 1])
-    return out
+        whole.append(body.rsplit("```", 1)[0].strip())
+    for candidate in whole:
+        try:
+            return [json.loads(candidate)], False
+        except json.JSONDecodeError:
+            continue
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    pos, unclosed = 0, False
+    while (start := text.find("{", pos)) >= 0:
+        try:
+            value, pos = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            unclosed, pos = True, start + 1
+            continue
+        values.append(value)
+        unclosed = False
+    return values, unclosed
 
 
 def parse_verdict(text: str, finish_reason: str) -> tuple[str, JudgeVerdict | None, str]:
-    """(parse_status, verdict or None, error detail)."""
+    """(parse_status, verdict or None, error detail): the LAST schema-valid object of the reply is the verdict
+    (a judge that revises itself ends with its final answer); it is ``inconsistent`` when it contradicts its
+    own faithfulness score.  With no valid object: ``truncated`` when the reply was cut inside an object,
+    ``schema_error`` when it holds JSON (the last value's first error), ``invalid_json`` otherwise."""
     from pydantic import ValidationError
 
-    obj: Any = None
-    for candidate in _json_candidates(text or ""):
+    values, unclosed = _json_values(text or "")
+    error: ValidationError | None = None
+    for value in reversed(values):
         try:
-            obj = json.loads(candidate)
-            break
-        except json.JSONDecodeError:
+            v = JudgeVerdict.model_validate(value)
+        except ValidationError as err:
+            error = error or err
             continue
-    else:
-        status = "truncated" if finish_reason == "length" else "invalid_json"
-        return status, None, (text or "")
-    try:
-        return "ok", JudgeVerdict.model_validate(obj), ""
-    except ValidationError as err:
-        return "schema_error", None, f"{err.error_count()} schema error(s): {err.errors()[0]['msg']} | {text}"
+        reason = inconsistency(v)
+        return ("inconsistent", None, f"{reason} | {text}") if reason else ("ok", v, "")
+    if finish_reason == "length" and (unclosed or not values):  # cut before an object closed
+        return "truncated", None, (text or "")
+    if error is None:
+        return "invalid_json", None, (text or "")
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    return "schema_error", None, f"{error.error_count()} schema error(s): {where}: {first['msg']} | {text}"
 
 
 def _row(rid: str, compressor: str, model: str, status: str, v: JudgeVerdict | None) -> dict[str, Any]:

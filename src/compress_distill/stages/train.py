@@ -6,7 +6,10 @@ and assistant = think block + final response; loss on assistant tokens and the e
 Rows longer than ``train.seq_len`` are dropped or truncated per ``train.overlong`` and counted
 (``compress_distill.training.data``).  Outputs: ``--out-dir`` (LoRA adapter or full weights, tokenizer,
 ``training_config.json`` with ``base_model``), ``--metrics`` (row accounting, trainable tokens, packed
-sequences, padding, wall-clock, tokens/s, GPU-hours, final loss) and the dvclive loss curve in ``--live-dir``.
+sequences, padding, wall-clock, tokens/s, GPU-hours, final loss, validation loss) and the dvclive loss curve
+in ``--live-dir``.  ``train.val_fraction`` of the rows (paper §4: 5%) are held out by id and never trained
+on; ``rows_out`` counts them with the trained rows, ``val_rows`` says how many.  A run whose loss or gradient norm
+turns non-finite stops with an error and writes neither weights nor metrics.
 
 A killed run resumes from its newest checkpoint (``--checkpoint-dir``, default ``models/.checkpoints/<run>``,
 outside the DVC output so ``dvc repro`` does not delete it) and ends with the weights of an uninterrupted run.
@@ -34,8 +37,9 @@ def default_checkpoint_dir(out_dir: Path) -> Path:
 
 
 def reference_tokens(tokenizer: Any, data_dir: Path, cfg: Any, own: int, source: str) -> int:
-    """compute_matched reference: ``train.budget_tokens`` or the teacher's raw source tokenised for this student."""
-    from compress_distill.training.data import encode_rows, read_source
+    """compute_matched reference: ``train.budget_tokens`` or the trainable tokens of the teacher's raw source
+    tokenised for this student, less its validation rows (the same split as every source of the teacher)."""
+    from compress_distill.training.data import encode_rows, read_source, split_validation
 
     if cfg.budget_tokens:
         return int(cfg.budget_tokens)
@@ -47,7 +51,8 @@ def reference_tokens(tokenizer: Any, data_dir: Path, cfg: Any, own: int, source:
             f"train.budget is compute_matched but the reference source {raw_dir} does not exist; build the raw "
             "source of this teacher or set train.budget_tokens"
         )
-    return encode_rows(tokenizer, read_source(raw_dir), cfg.seq_len, cfg.overlong).trainable_tokens
+    raw = encode_rows(tokenizer, read_source(raw_dir), cfg.seq_len, cfg.overlong)
+    return split_validation(raw, cfg.val_fraction, cfg.seed)[0].trainable_tokens
 
 
 def run(
@@ -70,7 +75,13 @@ def run(
     from compress_distill.metrics import write_metrics
     from compress_distill.modelhub import resolve_model
     from compress_distill.plan import expand
-    from compress_distill.training.data import encode_rows, load_chat_template, read_source, source_shards
+    from compress_distill.training.data import (
+        encode_rows,
+        load_chat_template,
+        read_source,
+        source_shards,
+        split_validation,
+    )
     from compress_distill.training.trainer import TrainJob, data_fingerprint, train
 
     t0 = time.perf_counter()
@@ -87,7 +98,9 @@ def run(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     load_chat_template(tokenizer, student.chat_template)
 
-    enc = encode_rows(tokenizer, read_source(data_dir), cfg.seq_len, cfg.overlong)
+    enc, val = split_validation(
+        encode_rows(tokenizer, read_source(data_dir), cfg.seq_len, cfg.overlong), cfg.val_fraction, cfg.seed
+    )
     reference = (
         reference_tokens(tokenizer, data_dir, cfg, enc.trainable_tokens, spec["source"])
         if cfg.budget == "compute_matched"
@@ -109,7 +122,7 @@ def run(
         reference_tokens=reference,
         data_fingerprint=data_fingerprint(source_shards(data_dir)),
     )
-    stats = train(job, enc, tokenizer)
+    stats = train(job, enc, tokenizer, val)
     wall = time.perf_counter() - t0
     metrics = {
         **enc.counter.as_dict(),
@@ -132,6 +145,8 @@ def run(
         "gpu_hours": wall / 3600.0 * stats["gpus"],
         "first_loss": stats["first_loss"],
         "final_loss": stats["final_loss"],
+        "val_loss": stats["val_loss"],  # null when train.val_fraction is 0 or the source has one row
+        "val_rows": stats["val_rows"],  # held out of rows_out (train.val_fraction)
         "trainable_params": stats["trainable_params"],
     }
     if PartialState().is_main_process:
