@@ -56,12 +56,55 @@ def test_mistyped_column_is_named(tmp_path: Path) -> None:
         S.read_table(path, S.PREDICTIONS)
 
 
-def test_compatible_types_are_cast(tmp_path: Path) -> None:
+def test_same_type_in_another_encoding_is_accepted(tmp_path: Path) -> None:
+    """An integer width or a large_string (polars, pandas) is storage, not a different type."""
     path = tmp_path / "a.parquet"
     table = S.to_table([_row(S.ATTEMPTS)], S.ATTEMPTS)
     table = table.set_column(table.column_names.index("round"), "round", pa.array([2], pa.int64()))
+    table = table.set_column(table.column_names.index("teacher"), "teacher", pa.array(["t"], pa.large_string()))
     pq.write_table(table, path)
-    assert S.read_table(path, S.ATTEMPTS).schema.field("round").type == pa.int32()
+    back = S.read_table(path, S.ATTEMPTS)
+    assert back.schema == S.ATTEMPTS and back.column("teacher").to_pylist() == ["t"]
+    big = table.set_column(table.column_names.index("round"), "round", pa.array([2**40], pa.int64()))
+    pq.write_table(big, path)
+    with pytest.raises(S.SchemaError, match="'round' has type int64, expected int32, and its values do not fit"):
+        S.read_table(path, S.ATTEMPTS)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "values"),
+    [
+        ("questions", "question", pa.array([0], pa.int64())),  # was cast to "0" and sent to the teacher
+        ("questions", "id", pa.array([7], pa.int64())),  # was rewritten to "7"
+        ("judgements", "faithfulness", pa.array([True])),  # was stored as 1
+        ("judgements", "answer_alignment", pa.array(["yes"])),
+        ("traces", "reasoning_tokens", pa.array([1.5])),
+        ("traces", "answer_preserved", pa.array([1], pa.int8())),
+    ],
+)
+def test_a_wrong_column_type_is_an_error_never_a_cast(tmp_path: Path, table: str, column: str, values: pa.Array) -> None:
+    schema = S.TABLES[table]
+    path = tmp_path / f"{table}.parquet"
+    t = S.to_table([_row(schema)], schema)
+    pq.write_table(t.set_column(t.column_names.index(column), column, values), path)
+    with pytest.raises(S.SchemaError) as err:
+        S.read_table(path, schema)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: column {column!r} has type {values.type}, expected {schema.field(column).type}")
+    assert "dvc repro" in msg and "never casts" in msg
+    with pytest.raises(S.SchemaError, match=f"column {column!r}"):  # streamed reads too
+        next(S.iter_batches(path, schema))
+
+
+def test_first_per_id_keeps_the_first_row_across_batches() -> None:
+    seen: set[str] = set()
+    assert S.first_per_id(["a", "b", "a"], seen) == [True, True, False]
+    assert S.first_per_id(["b", "c", "c", None, ""], seen) == [False, True, False, True, False]
+
+
+def test_rejects_path_is_beside_the_output() -> None:
+    assert S.rejects_path("data/traces/T/raw.parquet") == Path("data/traces/T/raw.rejects.parquet")
+    assert S.rejects_path("data/hub/T") == Path("data/hub/T.rejects.parquet")
 
 
 def test_extra_row_keys_rejected() -> None:
@@ -90,10 +133,11 @@ def test_failed_write_leaves_previous_file(tmp_path: Path) -> None:
         S.write_batches(boom(), path, S.REJECTS)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temp file left behind
+    assert not any(tmp_path.parent.joinpath(".staging").glob("*"))  # nor a staging folder
 
 
 def test_sigkill_mid_write_never_tears_the_file(tmp_path: Path) -> None:
-    """A writer SIGKILLed while streaming leaves the old file intact (only a stray temp file)."""
+    """A writer SIGKILLed while streaming leaves the old file intact and no stray file beside it."""
     path = tmp_path / "big.parquet"
     S.write_rows([_row(S.REJECTS)], path, S.REJECTS)
     code = f"""
@@ -112,7 +156,9 @@ S.write_batches(gen(), {str(path)!r}, S.REJECTS)
         proc.stdout.readline()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()
     assert S.read_rows(path, S.REJECTS) == [_row(S.REJECTS)]
+    assert [p.name for p in tmp_path.iterdir()] == ["big.parquet"]
 
 
 def test_judge_schema_matches_table() -> None:

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from compress_distill.staging import Staging
+from compress_distill.staging import Staging, json_safe
+
+_clean = json_safe  # the name evaluation.html imports: NaN/inf -> null, as in the metrics files
 
 
 class AccountingError(RuntimeError):

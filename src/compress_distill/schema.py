@@ -237,6 +237,14 @@ def first_per_id(ids: Sequence[str | None], seen: set[str]) -> list[bool]:
     return keep
 
 
+def rejects_path(out: str | Path) -> Path:
+    """The one naming rule of reject files: ``data/traces/T/raw.parquet`` -> ``data/traces/T/raw.rejects.parquet``;
+    a folder output ``data/hub/T`` -> ``data/hub/T.rejects.parquet`` (beside it: the folder holds only the
+    product).  Every stage writes it, empty when nothing is rejected, and dvc.yaml declares it."""
+    out = Path(out)
+    return out.with_name(f"{out.name.removesuffix('.parquet')}.rejects.parquet")
+
+
 def write_table(table: pa.Table, path: str | Path, schema: pa.Schema | None = None) -> Path:
     """Atomically write ``table`` (validated against ``schema`` when given) as zstd Parquet."""
     if schema is not None:

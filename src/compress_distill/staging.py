@@ -36,6 +36,7 @@ import math
 import os
 import shutil
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -148,34 +149,43 @@ def clean_leftovers(root: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------- metrics JSON
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: NaN/inf become null (DVC and json.loads choke on them)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def metrics_json(metrics: Mapping[str, Any]) -> str:
-    return json.dumps(_clean(dict(metrics)), indent=2, sort_keys=True) + "\n"
+    return json.dumps(json_safe(dict(metrics)), indent=2, sort_keys=True) + "\n"
 
 
 # --------------------------------------------------------------------------------------------- transaction
+def _remove_areas(areas: dict[Path, Path]) -> None:
+    for area in areas.values():
+        shutil.rmtree(area, ignore_errors=True)
+    areas.clear()
+
+
 class Staging:
     """All outputs of one stage, staged outside DVC-tracked paths and renamed into place together.
 
     ``file(dest)`` / ``folder(dest)`` return the staged path to write instead of ``dest``; ``metrics``
-    stages a metrics file, always committed after every other output.  Used as a context manager, the
-    block's success commits and any exception discards everything staged (the destinations untouched).
+    stages a metrics file, always committed after every other output; ``commit()`` renames them all in.
+    Used as a context manager, the block's success commits and any exception discards everything staged.
+    A transaction that is dropped without a commit (an exception in the stage) deletes its staging folder
+    when it is garbage-collected or the interpreter exits; one killed outright is deleted by the next.
     """
 
     def __init__(self) -> None:
         self._outputs: list[tuple[Path, Path, bool]] = []  # (staged, dest, is folder)
         self._metrics: list[tuple[Path, Path]] = []
         self._areas: dict[Path, Path] = {}  # staging root -> this transaction's folder in it
+        self._cleanup = weakref.finalize(self, _remove_areas, self._areas)
         self.committed = False
 
     def _area(self, dest: Path) -> Path:
@@ -221,6 +231,8 @@ class Staging:
 
     def commit(self) -> None:
         """Rename every staged output into place, metrics last; then drop the staging folders."""
+        if self.committed:
+            raise RuntimeError("this staging transaction is already committed")
         for staged, dest, is_folder in self._outputs:
             if not staged.exists():
                 raise FileNotFoundError(f"staged output for {dest} was never written ({staged})")
@@ -235,9 +247,8 @@ class Staging:
         self.discard()
 
     def discard(self) -> None:
-        for area in self._areas.values():
-            shutil.rmtree(area, ignore_errors=True)
-        self._areas.clear()
+        """Delete everything staged and not committed (the destinations are untouched)."""
+        self._cleanup()
 
     def __enter__(self) -> Staging:
         return self

@@ -5,7 +5,8 @@ Paper §3.3: the student is trained on ``<think></think>`` + final response, so 
 reasoning column is never even read, and every column operation is vectorised in Arrow, so the paper's
 283k traces take seconds (``bench/data_plane.py``).
 
-Rejects: ``empty_response`` (no final response means nothing to train on) and ``non_utf8``.
+Rejects: ``duplicate_id`` (the first row of an id is kept), ``empty_response`` (no final response means
+nothing to train on) and ``non_utf8``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import pyarrow.compute as pc
 import typer
 
 from compress_distill.config import Params, load_params
-from compress_distill.metrics import write_metrics
 from compress_distill.schema import TRACES, iter_batches
+from compress_distill.staging import Staging
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
@@ -58,10 +59,12 @@ def run(
     columns = [n for n in TRACES.names if n != "reasoning"]
     ledger = Ledger("answer_only")
     stats = GroupMeans()
-    with parquet_sink(out, TRACES) as sink:
+    seen_ids: set[str] = set()
+    staging = Staging()
+    with parquet_sink(staging.file(out), TRACES, out) as sink:
         for batch in iter_batches(raw, TRACES, batch_size=batch_rows, columns=columns):
-            n = batch.num_rows
-            ledger.seen(n)
+            ledger.seen(batch.num_rows)
+            batch = ledger.drop_duplicates(batch, seen_ids, "raw trace")
             utf8 = _utf8_ok(batch)
             # a non-UTF-8 response cannot be trimmed; blank it before the emptiness test (it is rejected anyway)
             response = pc.if_else(utf8, batch.column("response"), pa.scalar("", pa.string()))
@@ -100,10 +103,11 @@ def run(
                 stats.add_sums(
                     g["dataset"], g["response_chars_count"], {"response_chars": g["response_chars_sum"]}
                 )
-        ledger.write_rejects(out)
+        ledger.write_rejects(staging, out)
     per_dataset, overall = split_overall(stats.table())
     result = {**ledger.as_dict(), "overall": overall, "datasets": per_dataset}
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed
     return result
 
 

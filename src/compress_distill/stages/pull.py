@@ -3,7 +3,7 @@
 Training and evaluation then run from published traces with no teacher, compressor or judge at all.  The
 revision (a tag such as ``v1``, a branch or a commit) is downloaded with ``snapshot_download`` into the
 Hugging Face cache -- content-addressed and resumable, and its snapshot folder holds exactly that revision's
-files, named by the resolved commit -- then copied into a fresh staging folder beside the destination.
+files, named by the resolved commit -- then copied into a fresh staging folder outside the DVC-tracked paths (``staging.Staging``).
 Every config of the card is loaded with ``datasets.load_dataset`` (which checks each split's row count
 against the card's ``dataset_info``) and only then is the folder swapped into place, so a broken or partial
 revision never replaces a good folder and no file of an earlier revision survives.  The token, if the repo is private, is
@@ -22,8 +22,8 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.metrics import write_metrics
-from compress_distill.stages.traces_common import cli_errors, swap_dir
+from compress_distill.stages.traces_common import Ledger, cli_errors
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +60,26 @@ def run(
 
         download = snapshot_download
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     snapshot = Path(download(repo_id=repo_id, repo_type="dataset", revision=revision))
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
-    try:
-        # the cache's snapshot is symlinks into its blob store: copy the files themselves
-        shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)
-        rows = verify(staging)
-        swap_dir(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # only still there when verification failed
-    total = sum(rows.values())
+    staging = Staging()
+    folder = staging.folder(out_dir)  # outside data/hub; swapped in whole only after verification
+    # the cache's snapshot is symlinks into its blob store: copy the files themselves
+    shutil.copytree(snapshot, folder, symlinks=False, dirs_exist_ok=True)
+    rows = verify(folder)
+    ledger = Ledger("pull")  # a published revision is taken whole: every row is kept
+    ledger.seen(sum(rows.values()))
+    ledger.kept(sum(rows.values()))
+    ledger.write_rejects(staging, out_dir)
     result = {
-        "rows_in": total,
-        "rows_out": total,
-        "rejects": {},
+        **ledger.as_dict(),
         "configs": rows,
         "repo_id": repo_id,
         "revision": revision,
         # the HF cache names a snapshot folder by the commit the revision resolved to
         "commit": snapshot.name if re.fullmatch(r"[0-9a-f]{40}", snapshot.name) else None,
     }
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()
     log.info("pulled %s@%s into %s: %s", repo_id, revision, out_dir, rows)
     return result
 

@@ -22,7 +22,15 @@ import pyarrow.parquet as pq
 
 from compress_distill.config import BackendConfig, ConfigError, SamplingConfig
 from compress_distill.metrics import RowCounter
-from compress_distill.schema import REJECTS, TRACES, SchemaError, first_per_id, to_table, validate
+from compress_distill.schema import (
+    REJECTS,
+    TRACES,
+    SchemaError,
+    first_per_id,
+    rejects_path,
+    to_table,
+    validate,
+)
 from compress_distill.staging import Staging
 
 # Rejected rows keep this much of the offending text (chars): enough to see what went wrong, small enough
@@ -64,14 +72,6 @@ def pick(mapping: Mapping[str, Any], key: str, what: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------- rejects
-def rejects_path(out: str | Path) -> Path:
-    """``data/traces/T/raw.parquet`` -> ``data/traces/T/raw.rejects.parquet``; a folder output
-    ``data/hub/T`` -> ``data/hub/T.rejects.parquet`` (beside it, so the folder holds only the product)."""
-    out = Path(out)
-    stem = out.name.removesuffix(".parquet")
-    return out.with_name(f"{stem}.rejects.parquet")
-
-
 class Ledger(RowCounter):
     """Row accounting plus the rejected rows themselves (id, reason, clipped detail)."""
 

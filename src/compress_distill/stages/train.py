@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import ConfigError, load_params
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,14 @@ def run(
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
-    from compress_distill.metrics import write_metrics
     from compress_distill.modelhub import resolve_model
     from compress_distill.plan import expand
     from compress_distill.training.data import encode_rows, load_chat_template, read_source, source_shards
     from compress_distill.training.trainer import TrainJob, data_fingerprint, train
+
+    # the main process stages the model folder and the metrics and commits them together at the end, so a
+    # failed run leaves the previous model and metrics (and no stray folder inside models/)
+    staging = Staging() if PartialState().is_main_process else None
 
     t0 = time.perf_counter()
     params = load_params(params_path)
@@ -101,7 +105,7 @@ def run(
         source=spec["source"],
         cfg=cfg,
         student=student,
-        out_dir=out_dir,
+        out_dir=staging.folder(out_dir) if staging else out_dir,
         checkpoint_dir=checkpoint_dir or default_checkpoint_dir(out_dir),
         live_dir=live_dir,
         teacher=spec["teacher"],
@@ -134,8 +138,9 @@ def run(
         "final_loss": stats["final_loss"],
         "trainable_params": stats["trainable_params"],
     }
-    if PartialState().is_main_process:
-        write_metrics(metrics_path, metrics)
+    if staging is not None:
+        staging.metrics(metrics_path, metrics)
+        staging.commit()  # the model folder (one RENAME_EXCHANGE), then the metrics
     return metrics
 
 
