@@ -110,7 +110,7 @@ def test_an_empty_source_stops_the_build_with_its_cause(tmp_path: Path) -> None:
     out = tmp_path / "hub" / "smol"
     with pytest.raises(StageError, match=r"raw.parquet has no rows.*raw.rejects.parquet"):
         build.run(params(), "smol", traces, judgements, out, tmp_path / "m.json")
-    assert not out.exists() and not list((tmp_path / "hub").iterdir())
+    assert not out.exists() and not list((tmp_path / "hub").glob("*"))  # staged outside data/hub
 
 
 def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ _TEXT = ("question", "answer", "response")
 
 def _utf8_ok(batch: pa.Table) -> pa.Array:
     """Boolean mask of rows whose text columns are valid UTF-8 (validated per column, decoded only if bad)."""
-    ok = pa.array([True] * batch.num_rows)
+    ok = pa.array([True] * batch.num_rows, pa.bool_())  # typed: a batch emptied by duplicate_id is 0 rows
     for name in _TEXT:
         try:
             batch.column(name).validate(full=True)
