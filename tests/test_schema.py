@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pyarrow as pa
@@ -173,3 +175,52 @@ def test_judge_schema_matches_table() -> None:
         '"failure_modes":[],"rationale":"ok"}'
     )
     assert v.verdict == "faithful"
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists(),
+                    reason="dvc is not installed")
+def test_sigkill_mid_write_leaves_dvc_status_unchanged(tmp_path: Path) -> None:
+    """A killed writer left ``.t.parquet.*.tmp`` inside ``d/``, a folder another stage depends on, so
+    ``dvc status`` reported that stage as changed."""
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    env = {**os.environ, "PYTHONPATH": str(Path(S.__file__).parents[1])}
+    write = textwrap.dedent(f"""
+        import sys
+        from compress_distill import schema as S
+        def gen():
+            for i in range(10**6 if sys.argv[1] == "forever" else 1):
+                yield S.to_table([{{"id": "x" * 1000, "stage": "s", "reason": "r", "detail": str(i)}}] * 500, S.REJECTS)
+                print("batch", flush=True)
+        S.write_batches(gen(), "d/t.parquet", S.REJECTS)
+    """)
+    (tmp_path / "write.py").write_text(write)
+    (tmp_path / "dvc.yaml").write_text(textwrap.dedent(f"""
+        stages:
+          make:
+            cmd: {sys.executable} write.py once
+            deps: [write.py]
+            outs: [d/t.parquet]
+          use:
+            cmd: ls d > listing.txt
+            deps: [d]
+            outs: [listing.txt]
+    """))
+
+    def run(*args: str) -> str:
+        done = subprocess.run([dvc, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    run("init", "--no-scm", "-q")
+    run("repro", "-q")
+    assert "up to date" in run("status")
+    proc = subprocess.Popen([sys.executable, "write.py", "forever"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for _ in range(3):
+        proc.stdout.readline()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert "up to date" in run("status")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["t.parquet"]

@@ -24,8 +24,9 @@ from trace_stage_helpers import (
 )
 
 from compress_distill.metrics import read_metrics
-from compress_distill.schema import JUDGEMENTS, QUESTIONS, REJECTS, TRACES, SchemaError, read_rows, rejects_path
+from compress_distill.schema import JUDGEMENTS, QUESTIONS, REJECTS, TRACES, SchemaError, read_rows
 from compress_distill.stages import answer_only, build, compress, generate, judge, prepare, truncate
+from compress_distill.stages.traces_common import rejects_path
 
 LONG = "First I add 2 and 2. " * 10 + "So 2 + 2 = 4, the answer is 4."
 
