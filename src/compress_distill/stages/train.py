@@ -73,9 +73,10 @@ def run(
     from compress_distill.training.data import encode_rows, load_chat_template, read_source, source_shards
     from compress_distill.training.trainer import TrainJob, data_fingerprint, train
 
-    # the main process stages the model folder and the metrics and commits them together at the end, so a
-    # failed run leaves the previous model and metrics (and no stray folder inside models/)
-    staging = Staging() if PartialState().is_main_process else None
+    # the model folder and the metrics are staged and committed together by the main process at the end, so
+    # a failed run leaves the previous model and metrics (and no stray folder inside models/).  PartialState
+    # is not asked yet: the trainer's Accelerator must be the first to set up the process group.
+    staging = Staging()
 
     t0 = time.perf_counter()
     params = load_params(params_path)
@@ -105,7 +106,7 @@ def run(
         source=spec["source"],
         cfg=cfg,
         student=student,
-        out_dir=staging.folder(out_dir) if staging else out_dir,
+        out_dir=staging.folder(out_dir),  # only the main process writes into it
         checkpoint_dir=checkpoint_dir or default_checkpoint_dir(out_dir),
         live_dir=live_dir,
         teacher=spec["teacher"],
@@ -138,9 +139,11 @@ def run(
         "final_loss": stats["final_loss"],
         "trainable_params": stats["trainable_params"],
     }
-    if staging is not None:
+    if PartialState().is_main_process:
         staging.metrics(metrics_path, metrics)
         staging.commit()  # the model folder (one RENAME_EXCHANGE), then the metrics
+    else:
+        staging.discard()
     return metrics
 
 
