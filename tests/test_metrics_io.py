@@ -20,7 +20,9 @@ def test_accounting_enforced(tmp_path: Path) -> None:
     with pytest.raises(AccountingError, match="rows_in=5"):
         write_metrics(tmp_path / "m.json", {"rows_in": 5, "rows_out": 3, "rejects": {"empty": 1}})
     assert not (tmp_path / "m.json").exists()
-    write_metrics(tmp_path / "m.json", {"rows_in": 5, "rows_out": 3, "rejects": {"empty": 2}, "x": float("nan")})
+    write_metrics(
+        tmp_path / "m.json", {"rows_in": 5, "rows_out": 3, "rejects": {"empty": 2}, "x": float("nan")}
+    )
     assert read_metrics(tmp_path / "m.json")["x"] is None
     json.loads((tmp_path / "m.json").read_text())
 
@@ -46,7 +48,13 @@ def test_render_placeholders() -> None:
 
 
 def test_shipped_prompts_render(repo_root: Path) -> None:
-    fields = {"question": "q", "reasoning": "r", "answer": "a", "raw_reasoning": "r", "compressed_reasoning": "c"}
+    fields = {
+        "question": "q",
+        "reasoning": "r",
+        "answer": "a",
+        "raw_reasoning": "r",
+        "compressed_reasoning": "c",
+    }
     for path in sorted((repo_root / "prompts").rglob("*.md")):
         assert render(load_prompt(path), **fields)
         assert len(prompt_hash(path)) == 12
@@ -77,7 +85,9 @@ def test_a_failed_stage_leaves_previous_outputs_and_metrics(tmp_path: Path) -> N
     assert not any(p.name.startswith(".") for p in (tmp_path / "data").iterdir())  # no stray staging file
 
 
-def test_commit_renames_outputs_first_and_metrics_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commit_renames_outputs_first_and_metrics_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     order: list[str] = []
     real = os.replace
     monkeypatch.setattr(staging.os, "replace", lambda a, b: (order.append(Path(b).name), real(a, b)))
@@ -88,7 +98,9 @@ def test_commit_renames_outputs_first_and_metrics_last(tmp_path: Path, monkeypat
     assert order == ["a.parquet", "b.parquet", "m.json"]
 
 
-def test_folder_swap_never_leaves_a_moment_without_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_folder_swap_never_leaves_a_moment_without_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The old swap renamed the destination away, then the new folder in: a window with no folder."""
     dest = tmp_path / "hub"
     dest.mkdir()
@@ -97,8 +109,11 @@ def test_folder_swap_never_leaves_a_moment_without_the_folder(tmp_path: Path, mo
         pytest.skip("renameat2(RENAME_EXCHANGE) is not available here; the documented fallback is used")
     moved_away: list[str] = []
     real = os.replace
-    monkeypatch.setattr(staging.os, "replace", lambda a, b: (moved_away.append(str(a)) if Path(a) == dest else None,
-                                                              real(a, b)))
+    monkeypatch.setattr(
+        staging.os,
+        "replace",
+        lambda a, b: (moved_away.append(str(a)) if Path(a) == dest else None, real(a, b)),
+    )
     missing = 0
     stop = threading.Event()
 

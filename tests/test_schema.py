@@ -63,13 +63,17 @@ def test_same_type_in_another_encoding_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "a.parquet"
     table = S.to_table([_row(S.ATTEMPTS)], S.ATTEMPTS)
     table = table.set_column(table.column_names.index("round"), "round", pa.array([2], pa.int64()))
-    table = table.set_column(table.column_names.index("teacher"), "teacher", pa.array(["t"], pa.large_string()))
+    table = table.set_column(
+        table.column_names.index("teacher"), "teacher", pa.array(["t"], pa.large_string())
+    )
     pq.write_table(table, path)
     back = S.read_table(path, S.ATTEMPTS)
     assert back.schema == S.ATTEMPTS and back.column("teacher").to_pylist() == ["t"]
     big = table.set_column(table.column_names.index("round"), "round", pa.array([2**40], pa.int64()))
     pq.write_table(big, path)
-    with pytest.raises(S.SchemaError, match="'round' has type int64, expected int32, and its values do not fit"):
+    with pytest.raises(
+        S.SchemaError, match="'round' has type int64, expected int32, and its values do not fit"
+    ):
         S.read_table(path, S.ATTEMPTS)
 
 
@@ -84,7 +88,9 @@ def test_same_type_in_another_encoding_is_accepted(tmp_path: Path) -> None:
         ("traces", "answer_preserved", pa.array([1], pa.int8())),
     ],
 )
-def test_a_wrong_column_type_is_an_error_never_a_cast(tmp_path: Path, table: str, column: str, values: pa.Array) -> None:
+def test_a_wrong_column_type_is_an_error_never_a_cast(
+    tmp_path: Path, table: str, column: str, values: pa.Array
+) -> None:
     schema = S.TABLES[table]
     path = tmp_path / f"{table}.parquet"
     t = S.to_table([_row(schema)], schema)
@@ -92,7 +98,9 @@ def test_a_wrong_column_type_is_an_error_never_a_cast(tmp_path: Path, table: str
     with pytest.raises(S.SchemaError) as err:
         S.read_table(path, schema)
     msg = str(err.value)
-    assert msg.startswith(f"{path}: column {column!r} has type {values.type}, expected {schema.field(column).type}")
+    assert msg.startswith(
+        f"{path}: column {column!r} has type {values.type}, expected {schema.field(column).type}"
+    )
     assert "dvc repro" in msg and "never casts" in msg
     with pytest.raises(S.SchemaError, match=f"column {column!r}"):  # streamed reads too
         next(S.iter_batches(path, schema))
@@ -118,7 +126,11 @@ def test_streamed_batches(tmp_path: Path) -> None:
     rows = [{**_row(S.REJECTS), "id": str(i)} for i in range(10)]
     batches = (S.to_table(rows[i : i + 3], S.REJECTS) for i in range(0, 10, 3))
     assert S.write_batches(batches, tmp_path / "r.parquet", S.REJECTS) == 10
-    got = [r["id"] for b in S.iter_batches(tmp_path / "r.parquet", S.REJECTS, batch_size=4) for r in b.to_pylist()]
+    got = [
+        r["id"]
+        for b in S.iter_batches(tmp_path / "r.parquet", S.REJECTS, batch_size=4)
+        for r in b.to_pylist()
+    ]
     assert got == [str(i) for i in range(10)]
 
 
@@ -166,7 +178,13 @@ S.write_batches(gen(), {str(path)!r}, S.REJECTS)
 def test_judge_schema_matches_table() -> None:
     js = S.judge_json_schema()
     assert set(js["required"]) == {
-        "faithfulness", "coverage", "clarity", "verdict", "answer_alignment", "failure_modes", "rationale"
+        "faithfulness",
+        "coverage",
+        "clarity",
+        "verdict",
+        "answer_alignment",
+        "failure_modes",
+        "rationale",
     }
     table_cols = set(S.JUDGEMENTS.names) - {"id", "compressor", "judge_model", "parse_status"}
     assert table_cols == set(js["properties"])
@@ -177,24 +195,27 @@ def test_judge_schema_matches_table() -> None:
     assert v.verdict == "faithful"
 
 
-@pytest.mark.skipif(shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists(),
-                    reason="dvc is not installed")
+@pytest.mark.skipif(
+    shutil.which("dvc") is None and not (Path(sys.executable).parent / "dvc").exists(),
+    reason="dvc is not installed",
+)
 def test_sigkill_mid_write_leaves_dvc_status_unchanged(tmp_path: Path) -> None:
     """A killed writer left ``.t.parquet.*.tmp`` inside ``d/``, a folder another stage depends on, so
     ``dvc status`` reported that stage as changed."""
     dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
     env = {**os.environ, "PYTHONPATH": str(Path(S.__file__).parents[1])}
-    write = textwrap.dedent(f"""
+    write = textwrap.dedent("""
         import sys
         from compress_distill import schema as S
         def gen():
             for i in range(10**6 if sys.argv[1] == "forever" else 1):
-                yield S.to_table([{{"id": "x" * 1000, "stage": "s", "reason": "r", "detail": str(i)}}] * 500, S.REJECTS)
+                yield S.to_table([{"id": "x" * 1000, "stage": "s", "reason": "r", "detail": str(i)}] * 500, S.REJECTS)
                 print("batch", flush=True)
         S.write_batches(gen(), "d/t.parquet", S.REJECTS)
     """)
     (tmp_path / "write.py").write_text(write)
-    (tmp_path / "dvc.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / "dvc.yaml").write_text(
+        textwrap.dedent(f"""
         stages:
           make:
             cmd: {sys.executable} write.py once
@@ -204,18 +225,22 @@ def test_sigkill_mid_write_leaves_dvc_status_unchanged(tmp_path: Path) -> None:
             cmd: ls d > listing.txt
             deps: [d]
             outs: [listing.txt]
-    """))
+    """)
+    )
 
     def run(*args: str) -> str:
-        done = subprocess.run([dvc, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [dvc, *args], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
     run("init", "--no-scm", "-q")
     run("repro", "-q")
     assert "up to date" in run("status")
-    proc = subprocess.Popen([sys.executable, "write.py", "forever"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "write.py", "forever"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     for _ in range(3):
         proc.stdout.readline()

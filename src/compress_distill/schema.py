@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 
 from compress_distill.staging import atomic_path  # the one atomic-write helper (re-exported)
 
-
 # --------------------------------------------------------------------------------------------- tables
 QUESTIONS = pa.schema(
     [
@@ -261,13 +260,12 @@ def write_rows(rows: Sequence[Mapping[str, Any]], path: str | Path, schema: pa.S
 def write_batches(batches: Iterable[pa.RecordBatch | pa.Table], path: str | Path, schema: pa.Schema) -> int:
     """Stream batches into one Parquet file atomically; returns the row count.  Memory: one batch."""
     n = 0
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for batch in batches:
-                table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-                table = validate(table, schema, str(path))
-                writer.write_table(table)
-                n += table.num_rows
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for batch in batches:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            table = validate(table, schema, str(path))
+            writer.write_table(table)
+            n += table.num_rows
     return n
 
 

@@ -39,7 +39,8 @@ import uuid
 import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +251,12 @@ class Staging:
         """Delete everything staged and not committed (the destinations are untouched)."""
         self._cleanup()
 
-    def __enter__(self) -> Staging:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.commit()
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +20,6 @@ from trace_stage_helpers import (
     prompt_of,
     question,
     trace,
-    write_questions,
     write_traces,
 )
 
@@ -45,11 +45,17 @@ def reject_ids(out: Path) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------------------------- strict types
 def test_int_question_and_id_columns_are_an_error_never_sent_to_the_teacher(tmp_path: Path) -> None:
     """An int ``question`` column was cast to "0", "1" and sent to the teacher; ids were rewritten."""
-    table = pa.table({
-        **{n: pa.array([f"q{i}" for i in range(2)]) for n in QUESTIONS.names if n not in ("question", "choices")},
-        "question": pa.array([0, 1], pa.int64()),
-        "choices": pa.array([[], []], pa.list_(pa.string())),
-    })
+    table = pa.table(
+        {
+            **{
+                n: pa.array([f"q{i}" for i in range(2)])
+                for n in QUESTIONS.names
+                if n not in ("question", "choices")
+            },
+            "question": pa.array([0, 1], pa.int64()),
+            "choices": pa.array([[], []], pa.list_(pa.string())),
+        }
+    )
     path = tmp_path / "questions.parquet"
     pq.write_table(table, path)
     backend = ScriptedBackend(lambda r: completion("The answer is 4.", "r"))
@@ -60,8 +66,13 @@ def test_int_question_and_id_columns_are_an_error_never_sent_to_the_teacher(tmp_
     assert "dvc repro" in msg  # how to fix
     assert backend.calls == [] and not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
 
-    ids = pa.table({**{n: table[n] for n in QUESTIONS.names}, "id": pa.array([7, 8]),
-                    "question": pa.array(["What is 2 + 2?"] * 2)})
+    ids = pa.table(
+        {
+            **{n: table[n] for n in QUESTIONS.names},
+            "id": pa.array([7, 8]),
+            "question": pa.array(["What is 2 + 2?"] * 2),
+        }
+    )
     pq.write_table(ids, path)
     with pytest.raises(SchemaError, match=r"column 'id' has type int64, expected string"):
         generate.run(make_params(), "smol", path, tmp_path / "out", tmp_path / "m.json", backend=backend)
@@ -70,8 +81,9 @@ def test_int_question_and_id_columns_are_an_error_never_sent_to_the_teacher(tmp_
 def test_bool_scores_in_a_judgements_table_are_an_error(tmp_path: Path) -> None:
     traces, judgements = make_traces(tmp_path)
     t = pq.read_table(judgements / "concise.parquet")
-    t = t.set_column(t.schema.get_field_index("faithfulness"), "faithfulness",
-                     pa.array([True] * t.num_rows, pa.bool_()))
+    t = t.set_column(
+        t.schema.get_field_index("faithfulness"), "faithfulness", pa.array([True] * t.num_rows, pa.bool_())
+    )
     pq.write_table(t, judgements / "concise.parquet")
     with pytest.raises(SchemaError, match=r"'faithfulness' has type bool, expected int8"):
         build.run(make_params(), "smol", traces, judgements, tmp_path / "hub" / "smol", tmp_path / "m.json")
@@ -80,18 +92,23 @@ def test_bool_scores_in_a_judgements_table_are_an_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- duplicate ids
 def dup_raw(tmp_path: Path) -> Path:
     """Raw traces where ``a`` appears twice (the second with different text) and ``b`` once."""
-    return write_traces(tmp_path / "raw.parquet", [
-        trace("a", LONG, question="ROW-a What is 2 + 2?"),
-        trace("b", LONG, question="ROW-b What is 2 + 2?"),
-        trace("a", LONG + " SECOND COPY", question="ROW-a2 What is 2 + 2?"),
-    ])
+    return write_traces(
+        tmp_path / "raw.parquet",
+        [
+            trace("a", LONG, question="ROW-a What is 2 + 2?"),
+            trace("b", LONG, question="ROW-b What is 2 + 2?"),
+            trace("a", LONG + " SECOND COPY", question="ROW-a2 What is 2 + 2?"),
+        ],
+    )
 
 
 def test_compress_sends_one_request_per_id(tmp_path: Path) -> None:
     raw = dup_raw(tmp_path)
     backend = ScriptedBackend(lambda r: completion("2 + 2 = 4. The answer is 4."))
     out = tmp_path / "c.parquet"
-    m = compress.run(make_params(), "smol", "concise", raw, out, tmp_path / "m.json", backend=backend, chunk_rows=2)
+    m = compress.run(
+        make_params(), "smol", "concise", raw, out, tmp_path / "m.json", backend=backend, chunk_rows=2
+    )
     assert [r["id"] for r in read_rows(out, TRACES)] == ["a", "b"]
     assert not any("ROW-a2" in prompt_of(r) for c in backend.calls for r in c)
     assert m["rejects"] == {"duplicate_id": 1} and reject_ids(out) == {"duplicate_id": ["a"]}
@@ -101,11 +118,16 @@ def test_compress_sends_one_request_per_id(tmp_path: Path) -> None:
 def test_truncate_cuts_one_row_per_id(tmp_path: Path) -> None:
     """Both copies of an id were cut with one budget and passed on."""
     raw = dup_raw(tmp_path)
-    comp = write_traces(tmp_path / "comp.parquet", [
-        trace("a", "x", tokens=5, source="compressed-terse"),
-        trace("b", "y", tokens=3, source="compressed-terse"),
-        trace("b", "y", tokens=99, source="compressed-terse"),  # a repeated budget row: the first one counts
-    ])
+    comp = write_traces(
+        tmp_path / "comp.parquet",
+        [
+            trace("a", "x", tokens=5, source="compressed-terse"),
+            trace("b", "y", tokens=3, source="compressed-terse"),
+            trace(
+                "b", "y", tokens=99, source="compressed-terse"
+            ),  # a repeated budget row: the first one counts
+        ],
+    )
     out = tmp_path / "t.parquet"
     m = truncate.run(make_params(), "smol", raw, comp, out, tmp_path / "m.json", batch_rows=2)
     rows = read_rows(out, TRACES)
@@ -128,17 +150,23 @@ def test_answer_only_keeps_the_first_row_per_id(tmp_path: Path) -> None:
 def test_judge_on_duplicate_raw_ids_judges_each_compressed_row_once(tmp_path: Path) -> None:
     """Duplicate raw ids made judge write two rows for one id, then crash in row accounting."""
     raw = dup_raw(tmp_path)
-    comp = write_traces(tmp_path / "comp.parquet", [
-        trace("a", "short a", source="compressed-concise"),
-        trace("b", "short b", source="compressed-concise"),
-        trace("b", "short b again", source="compressed-concise"),
-    ])
-    reply = ('{"faithfulness": 5, "coverage": 4, "clarity": 5, "verdict": "faithful", "answer_alignment": true,'
-             ' "failure_modes": [], "rationale": "ok"}')
+    comp = write_traces(
+        tmp_path / "comp.parquet",
+        [
+            trace("a", "short a", source="compressed-concise"),
+            trace("b", "short b", source="compressed-concise"),
+            trace("b", "short b again", source="compressed-concise"),
+        ],
+    )
+    reply = (
+        '{"faithfulness": 5, "coverage": 4, "clarity": 5, "verdict": "faithful", "answer_alignment": true,'
+        ' "failure_modes": [], "rationale": "ok"}'
+    )
     backend = ScriptedBackend(lambda r: completion(reply))
     out = tmp_path / "j.parquet"
-    m = judge.run(make_params(), "smol", "concise", raw, comp, out, tmp_path / "m.json", backend=backend,
-                  chunk_rows=4)
+    m = judge.run(
+        make_params(), "smol", "concise", raw, comp, out, tmp_path / "m.json", backend=backend, chunk_rows=4
+    )
     assert sorted(r["id"] for r in read_rows(out, JUDGEMENTS)) == ["a", "b"]
     assert not any("SECOND COPY" in prompt_of(r) for c in backend.calls for r in c)
     assert m["rejects"] == {"duplicate_id": 1} and m["raw_repeated_ids"] == 1
@@ -162,17 +190,13 @@ def test_build_publishes_one_row_per_id(tmp_path: Path) -> None:
 def test_prepare_drops_repeated_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from compress_distill.benchmarks import registry
 
-    class Loaded:
-        rows_in = 3
-        rejects: dict[str, int] = {}
-        rejected: list[dict] = []
-        rows = [
-            {**question("d/train/0", "What is 2 + 2?", "4"), "split": "train"},
-            {**question("d/train/0", "What is 3 + 3?", "6"), "split": "train"},
-            {**question("d/eval/0", "What is 5 + 5?", "10"), "split": "eval"},
-        ]
-
-    monkeypatch.setattr(registry, "load", lambda *a, **k: Loaded())
+    rows = [
+        {**question("d/train/0", "What is 2 + 2?", "4"), "split": "train"},
+        {**question("d/train/0", "What is 3 + 3?", "6"), "split": "train"},
+        {**question("d/eval/0", "What is 5 + 5?", "10"), "split": "eval"},
+    ]
+    loaded = SimpleNamespace(rows_in=3, rejects={}, rejected=[], rows=rows)  # registry.load's result, faked
+    monkeypatch.setattr(registry, "load", lambda *a, **k: loaded)
     p = make_params(**{"prepare.datasets": ["demo"]})
     m = prepare.run(p, tmp_path / "questions", tmp_path / "m.json")
     assert [r["id"] for r in read_rows(tmp_path / "questions" / "train.parquet", QUESTIONS)] == ["d/train/0"]
@@ -209,7 +233,9 @@ def test_dvc_yaml_declares_a_rejects_file_beside_every_output() -> None:
 
 
 # --------------------------------------------------------------------------------------------- atomic commit
-def test_a_crash_in_metrics_leaves_previous_outputs_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_in_metrics_leaves_previous_outputs_and_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Outputs used to be renamed into place before the metrics were computed."""
     out, metrics = tmp_path / "ao.parquet", tmp_path / "m.json"
     first = write_traces(tmp_path / "raw1.parquet", [trace("a", LONG)])
@@ -226,7 +252,8 @@ def test_a_crash_in_metrics_leaves_previous_outputs_and_metrics(tmp_path: Path, 
         answer_only.run(make_params(), "smol", second, out, metrics)
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["raw1.parquet", "raw2.parquet", "ao.parquet", "ao.rejects.parquet", "m.json"])
+        ["raw1.parquet", "raw2.parquet", "ao.parquet", "ao.rejects.parquet", "m.json"]
+    )
     assert json.loads(metrics.read_text())["rows_in"] == 1
 
 

@@ -20,7 +20,6 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.schema import TRACES, iter_batches
-from compress_distill.staging import Staging
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
@@ -30,6 +29,7 @@ from compress_distill.stages.traces_common import (
     split_overall,
     text_column,
 )
+from compress_distill.staging import Staging
 
 BATCH_ROWS = 65_536  # no reasoning text is read: a batch is a few MB of questions and responses
 _TEXT = ("question", "answer", "response")

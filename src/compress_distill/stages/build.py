@@ -195,7 +195,7 @@ def first_rows(src: Source, ledger: Ledger) -> list[bool]:
     ledger.seen(len(ids))
     for rid, first in zip(ids, keep, strict=True):
         if not first:
-            ledger.reject("duplicate_id", id=rid or "", detail=f"{src.config}: the id repeats; the first row is kept")
+            ledger.reject("duplicate_id", id=rid or "", detail=f"{src.config}: repeated id; first row kept")
     return keep
 
 

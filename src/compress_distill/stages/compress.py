@@ -31,7 +31,6 @@ import typer
 from compress_distill.config import Params, load_params
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.schema import TRACES, iter_batches
-from compress_distill.staging import Staging
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
@@ -48,6 +47,7 @@ from compress_distill.stages.traces_common import (
     text_column,
     trace_row,
 )
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,6 @@ import typer
 from compress_distill.config import Params, load_params
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.schema import ANSWER_TYPES, ATTEMPTS, QUESTIONS, TRACES, first_per_id, read_table
-from compress_distill.staging import Staging
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
@@ -61,6 +60,7 @@ from compress_distill.stages.traces_common import (
     text_column,
     trace_row,
 )
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _questions(path: Path, ledger: Ledger) -> list[dict[str, Any]]:
         qid = row["id"] or ""
         ledger.seen()
         if not is_first:
-            ledger.reject("duplicate_id", id=qid, detail="question id repeats an earlier row; the first is kept")
+            ledger.reject("duplicate_id", id=qid, detail="repeated question id; the first row is kept")
         elif text is None or gold is None:
             ledger.reject("non_utf8", id=qid, detail="question or answer is not valid UTF-8")
         elif not text.strip():

@@ -140,7 +140,7 @@ def run(
         if first:
             index[rid] = j
         else:
-            ledger.reject("duplicate_id", id=rid, detail="compressed id repeats an earlier row; the first is kept")
+            ledger.reject("duplicate_id", id=rid, detail="repeated compressed id; the first row is kept")
     matched: set[int] = set()
     raw_seen: set[str] = set()
     raw_repeats = 0  # repeated raw ids: the first raw row of an id is the one judged against
@@ -149,14 +149,17 @@ def run(
     modes: dict[str, Counter[str]] = defaultdict(Counter)
     statuses: Counter[str] = Counter()
     staging = Staging()
-    with engine(jc.engine, backend, cache_dir) as be, parquet_sink(staging.file(out), JUDGEMENTS, out) as sink:
+    with (
+        engine(jc.engine, backend, cache_dir) as be,
+        parquet_sink(staging.file(out), JUDGEMENTS, out) as sink,
+    ):
         for batch in iter_batches(
             raw, TRACES, batch_size=chunk_rows, columns=["id", "question", "answer", "reasoning"]
         ):
             ids = batch.column("id").to_pylist()
             first = first_per_id(ids, raw_seen)
             raw_repeats += first.count(False)
-            pairs = [(k, index[r]) for k, (r, f) in enumerate(zip(ids, first, strict=True)) if f and r in index]
+            pairs = [(k, index[r]) for k, r in enumerate(ids) if first[k] and r in index]
             if not pairs:
                 continue
             questions = text_column(batch, "question")

@@ -263,7 +263,7 @@ def run(
         if r.eval:
             counter.kept()
         else:
-            counter.reject("missing_eval_metrics", id=r.run, detail="no metrics/eval file for this planned run")
+            counter.reject("missing_eval_metrics", id=r.run, detail="no metrics/eval file for this run")
     # everything is written into staged folders (outside the DVC outs) and swapped in with the summary last
     staging = Staging()
     reports, plots = staging.folder(out_dir), staging.folder(plots_dir)

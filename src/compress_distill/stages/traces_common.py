@@ -94,7 +94,9 @@ class Ledger(RowCounter):
         for rid, first in zip(ids, keep, strict=True):
             if not first:
                 self.reject(
-                    "duplicate_id", id=rid or "", detail=f"{what} id repeats an earlier row; the first one is kept"
+                    "duplicate_id",
+                    id=rid or "",
+                    detail=f"{what} id repeats an earlier row; the first one is kept",
                 )
         return table.filter(pa.array(keep, pa.bool_()))
 
@@ -179,7 +181,9 @@ class ParquetSink:
 
 
 @contextlib.contextmanager
-def parquet_sink(path: str | Path, schema: pa.Schema, name: str | Path | None = None) -> Iterator[ParquetSink]:
+def parquet_sink(
+    path: str | Path, schema: pa.Schema, name: str | Path | None = None
+) -> Iterator[ParquetSink]:
     """Stream into ``path`` (a ``Staging.file`` path: atomicity is the transaction's job); ``name`` is
     the destination, for messages."""
     writer = pq.ParquetWriter(path, schema, compression="zstd")

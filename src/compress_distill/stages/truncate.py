@@ -31,7 +31,6 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.schema import TRACES, first_per_id, iter_batches, read_table
-from compress_distill.staging import Staging
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
@@ -43,6 +42,7 @@ from compress_distill.stages.traces_common import (
     split_overall,
     text_column,
 )
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
