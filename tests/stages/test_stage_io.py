@@ -270,3 +270,29 @@ def test_a_failed_build_leaves_the_previous_folder(tmp_path: Path) -> None:
     assert (tmp_path / "m.json").read_bytes() == metrics
     assert sorted(p.name for p in folder.parent.iterdir()) == ["smol", "smol.rejects.parquet"]
     assert read_metrics(tmp_path / "m.json")["rows_out"] == 20
+
+
+def test_train_trains_on_the_first_row_per_id_and_commits_model_with_metrics(tmp_path: Path) -> None:
+    """A pulled revision can repeat an id; train counts the repeat as a ``duplicate_id`` reject."""
+    from trace_stage_helpers import write_params
+
+    from compress_distill.stages import train
+
+    source = write_traces(
+        tmp_path / "hub" / "smol" / "raw" / "train-00000-of-00001.parquet",
+        [trace("a", "2 plus 2 is 4."), trace("b", "3 plus 1 is 4."), trace("a", "again 2 plus 2 is 4.")],
+    ).parent
+    overrides = {
+        "train.max_steps": 1,
+        "train.seq_len": 128,
+        "train.device": "cpu",
+        "train.save_every_steps": 100,
+    }
+    params = write_params(tmp_path / "params.yaml", make_params(**overrides))
+    out = tmp_path / "models" / "smol-smol-lora-raw"
+    m = train.run(params, "smol-smol-lora-raw", source, out, tmp_path / "m.json")
+    assert (m["rows_in"], m["rows_out"], m["rejects"]) == (3, 2, {"duplicate_id": 1})
+    assert read_metrics(tmp_path / "m.json") == json.loads(json.dumps(m))
+    assert (out / "training_config.json").exists()
+    # the model folder was staged outside models/ (only the finished checkpoint root may remain there)
+    assert {p.name for p in out.parent.iterdir()} - {".checkpoints"} == {"smol-smol-lora-raw"}

@@ -65,11 +65,13 @@ def run(
     # first import of torch (the CLI).  On a shared 2-core CPU, spinning threads made every training step
     # 10-25x slower whenever other processes held the cores (measured: 17-32 s vs 1.1-1.5 s per step).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import pyarrow as pa
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
     from compress_distill.modelhub import resolve_model
     from compress_distill.plan import expand
+    from compress_distill.schema import first_per_id
     from compress_distill.training.data import encode_rows, load_chat_template, read_source, source_shards
     from compress_distill.training.trainer import TrainJob, data_fingerprint, train
 
@@ -92,7 +94,12 @@ def run(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     load_chat_template(tokenizer, student.chat_template)
 
-    enc = encode_rows(tokenizer, read_source(data_dir), cfg.seq_len, cfg.overlong)
+    source = read_source(data_dir)
+    first = first_per_id(source.column("id").to_pylist(), set())
+    repeats = first.count(False)  # a pulled revision may repeat an id: its first row is trained on, once
+    enc = encode_rows(
+        tokenizer, source.filter(pa.array(first)) if repeats else source, cfg.seq_len, cfg.overlong
+    )
     reference = (
         reference_tokens(tokenizer, data_dir, cfg, enc.trainable_tokens, spec["source"])
         if cfg.budget == "compute_matched"
@@ -116,8 +123,12 @@ def run(
     )
     stats = train(job, enc, tokenizer)
     wall = time.perf_counter() - t0
+    accounting = enc.counter.as_dict()
+    if repeats:
+        accounting["rows_in"] += repeats
+        accounting["rejects"] = dict(sorted({**accounting["rejects"], "duplicate_id": repeats}.items()))
     metrics = {
-        **enc.counter.as_dict(),
+        **accounting,
         "rows_truncated": enc.rows_truncated,
         "trainable_tokens": stats["trainable_tokens"],
         "trained_tokens": stats["trained_tokens"],
