@@ -138,7 +138,7 @@ def _alive(pid: int) -> bool:
 
 def clean_leftovers(root: Path) -> list[Path]:
     """Delete staging folders under ``root`` whose owning process is gone (a killed run); returns them."""
-    removed = []
+    removed: list[Path] = []
     if not root.is_dir():
         return removed
     for entry in root.iterdir():

@@ -157,9 +157,9 @@ def run(
             raw, TRACES, batch_size=chunk_rows, columns=["id", "question", "answer", "reasoning"]
         ):
             ids = batch.column("id").to_pylist()
-            first = first_per_id(ids, raw_seen)
-            raw_repeats += first.count(False)
-            pairs = [(k, index[r]) for k, r in enumerate(ids) if first[k] and r in index]
+            raw_first = first_per_id(ids, raw_seen)
+            raw_repeats += raw_first.count(False)
+            pairs = [(k, index[r]) for k, r in enumerate(ids) if raw_first[k] and r in index]
             if not pairs:
                 continue
             questions = text_column(batch, "question")
