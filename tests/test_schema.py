@@ -66,6 +66,9 @@ def test_same_type_in_another_encoding_is_accepted(tmp_path: Path) -> None:
     table = table.set_column(
         table.column_names.index("teacher"), "teacher", pa.array(["t"], pa.large_string())
     )
+    table = table.set_column(
+        table.column_names.index("finish_reason"), "finish_reason", pa.array(["stop"]).dictionary_encode()
+    )
     pq.write_table(table, path)
     back = S.read_table(path, S.ATTEMPTS)
     assert back.schema == S.ATTEMPTS and back.column("teacher").to_pylist() == ["t"]

@@ -169,9 +169,12 @@ def to_table(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], sc
 
 
 # Physical encodings of one logical type: a column stored with either is the same column (polars and
-# pandas write large_string/large_list; an integer width is storage, and the cast below is checked for
-# overflow).  Anything else -- an int `question`, a string `faithfulness`, a bool score -- is an error.
+# pandas write large_string/large_list and dictionary-encoded categoricals; an integer width is storage, and
+# the cast below is checked for overflow).  Anything else -- an int `question`, a string `faithfulness`, a
+# bool score -- is an error.
 def _kind(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        return _kind(t.value_type)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return "string"
     if pa.types.is_integer(t):
