@@ -144,10 +144,13 @@ def test_staging_lives_outside_dvc_outputs_and_dead_leftovers_are_removed(tmp_pa
     staged = st.file(dest)
     assert staged.is_relative_to(tmp_path / ".cache" / "staging")
     st.discard()
-    dead = tmp_path / ".cache" / "staging" / "999999999-deadbeef"  # a pid that cannot exist: a killed run
+    # a pid that cannot exist on this host: a killed run; the same pid on another host may be alive
+    dead = tmp_path / ".cache" / "staging" / staging.area_name().replace(str(os.getpid()), "999999999", 1)
+    elsewhere = tmp_path / ".cache" / "staging" / "999999999-deadbeef-another-host"
+    elsewhere.mkdir(parents=True)
     dead.mkdir()
     (dead / "0-raw.parquet").write_text("torn")
     with Staging() as st2:
         st2.file(dest).write_text("x")
     assert not dead.exists() and dest.read_text() == "x"
-    assert list((tmp_path / ".cache" / "staging").iterdir()) == []
+    assert list((tmp_path / ".cache" / "staging").iterdir()) == [elsewhere]

@@ -9,7 +9,8 @@ only then renames them into place, metrics last.  So:
   (``.cache/`` is in ``.dvcignore`` and ``.gitignore``) when the destination lies in a DVC repository on the
   same filesystem; otherwise a hidden ``.staging-*`` folder beside the destination's parent folder is used
   (same filesystem, so every commit is a rename).  A killed run therefore leaves ``dvc status`` unchanged;
-  its leftovers are deleted by the next ``Staging`` that starts under the same root (their owner is dead).
+  its leftovers are deleted by the next ``Staging`` that starts under the same root on the same host
+  (their owning process is gone).
 
 A folder is swapped in with Linux ``renameat2(RENAME_EXCHANGE)``, which exchanges the two names in one
 step: there is never a moment with no folder at the destination.  Where the kernel or filesystem lacks it
@@ -35,6 +36,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping
@@ -136,14 +138,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def area_name() -> str:
+    """``<pid>-<random>-<host>``: the owner of a staging folder, so a later run can tell a dead one."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}-{socket.gethostname()}"
+
+
 def clean_leftovers(root: Path) -> list[Path]:
-    """Delete staging folders under ``root`` whose owning process is gone (a killed run); returns them."""
+    """Delete staging folders under ``root`` whose owning process is gone (a killed run); returns them.
+
+    Only folders of this host are judged (a repository on a shared filesystem may have live runs elsewhere).
+    """
     removed: list[Path] = []
     if not root.is_dir():
         return removed
+    host = socket.gethostname()
     for entry in root.iterdir():
-        pid = entry.name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        pid, _, rest = entry.name.partition("-")
+        if pid.isdigit() and rest.partition("-")[2] == host and not _alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
@@ -194,7 +205,7 @@ class Staging:
         if root not in self._areas:
             root.mkdir(parents=True, exist_ok=True)
             clean_leftovers(root)
-            area = root / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            area = root / area_name()
             area.mkdir()
             self._areas[root] = area
         return self._areas[root]
