@@ -7,8 +7,8 @@ only then renames them into place, metrics last.  So:
 - new metrics on disk always describe the outputs beside them (they are renamed in after the outputs);
 - staging files never live inside a DVC-tracked folder.  The staging area is ``<repo>/.cache/staging/``
   (``.cache/`` is in ``.dvcignore`` and ``.gitignore``) when the destination lies in a DVC repository on the
-  same filesystem; otherwise a hidden ``.staging-*`` folder beside the destination's parent folder is used
-  (same filesystem, so every commit is a rename).  A killed run therefore leaves ``dvc status`` unchanged;
+  same filesystem; otherwise a ``.staging/`` folder beside the destination's parent folder is used (same
+  filesystem, so every commit is a rename; a folder the stage writes into never holds a staging file).  A killed run therefore leaves ``dvc status`` unchanged;
   its leftovers are deleted by the next ``Staging`` that starts under the same root on the same host
   (their owning process is gone).
 
@@ -21,7 +21,7 @@ Commit is a sequence of renames, each atomic; a crash in the middle of it (a few
 outputs new and the metrics old, never the reverse.  Usage::
 
     with Staging() as st:
-        write_table(table, st.file("data/x.parquet"))
+        pq.write_table(table, st.file("data/x.parquet"))
         build_into(st.folder("data/hub/T"))
         st.metrics("metrics/x.json", {...})      # committed last
 """
