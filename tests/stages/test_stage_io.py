@@ -296,3 +296,101 @@ def test_train_trains_on_the_first_row_per_id_and_commits_model_with_metrics(tmp
     assert (out / "training_config.json").exists()
     # the model folder was staged outside models/ (only the finished checkpoint root may remain there)
     assert {p.name for p in out.parent.iterdir()} - {".checkpoints"} == {"smol-smol-lora-raw"}
+
+
+def test_a_stage_killed_mid_write_leaves_dvc_status_unchanged(tmp_path: Path) -> None:
+    """SIGKILL of a real stage (``compress-distill answer-only``) while it writes: its staged file lives in
+    ``.cache/staging``, so the folder another stage depends on (as build depends on ``data/traces/T``) is
+    untouched and ``dvc status`` still says up to date; the next run removes the dead run's staging folder."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from trace_stage_helpers import write_params
+
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    if not Path(dvc).exists():
+        pytest.skip("dvc is not installed")
+    traces = tmp_path / "data" / "traces" / "smol"
+    row = trace("x", "r", response="The answer is 4.")
+    table = pa.Table.from_pylist([row], schema=TRACES)
+    n = 400_000  # enough rows that the stage is still writing when it is killed
+    big = pa.Table.from_arrays(
+        [
+            pa.array([f"t{i}" for i in range(n)])
+            if f.name in ("id", "question_id")
+            else pa.repeat(table.column(f.name)[0], n).cast(f.type)
+            for f in TRACES
+        ],
+        schema=TRACES,
+    )
+    traces.mkdir(parents=True)
+    pq.write_table(big, traces / "raw.parquet")
+    write_params(tmp_path / "params.yaml", make_params())
+    cmd = [
+        sys.executable,
+        "-m",
+        "compress_distill.cli",
+        "answer-only",
+        "--params",
+        "params.yaml",
+        "--teacher",
+        "smol",
+        "--raw",
+        "data/traces/smol/raw.parquet",
+        "--out",
+        "data/traces/smol/answer-only.parquet",
+        "--metrics",
+        "metrics/ao.json",
+    ]
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "ao": {
+                        "cmd": " ".join(cmd),
+                        "deps": ["data/traces/smol/raw.parquet"],
+                        "outs": [
+                            "data/traces/smol/answer-only.parquet",
+                            "data/traces/smol/answer-only.rejects.parquet",
+                        ],
+                        "metrics": [{"metrics/ao.json": {"cache": False}}],
+                    },
+                    "use": {
+                        "cmd": "ls data/traces/smol > listing.txt",
+                        "deps": ["data/traces/smol"],
+                        "outs": ["listing.txt"],
+                    },
+                }
+            }
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(answer_only.__file__).parents[2])}
+
+    def dvc_run(*args: str) -> str:
+        done = subprocess.run(
+            [dvc, *args], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    dvc_run("init", "--no-scm", "-q")
+    dvc_run("repro", "-q")
+    before = {p: p.read_bytes() for p in (traces / "answer-only.parquet", tmp_path / "metrics" / "ao.json")}
+    staging_root = tmp_path / ".cache" / "staging"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(staging_root.glob("*/*")) and not any(traces.glob(".*")):  # a staged (or stray) file
+        assert proc.poll() is None, "the stage finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "up to date" in dvc_run("status")
+    assert {p: p.read_bytes() for p in before} == before
+    assert [p.name for p in staging_root.iterdir()]  # the dead run's staging folder ...
+    dvc_run("repro", "-f", "-q", "ao")
+    assert list(staging_root.iterdir()) == []  # ... is removed by the next run
