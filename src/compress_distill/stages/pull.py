@@ -7,7 +7,8 @@ files, named by the resolved commit -- then copied into a fresh staging folder o
 paths (``staging.Staging``).  Every config of the card is loaded with ``datasets.load_dataset`` (which checks
 each split's row count against the card's ``dataset_info``) and only then is the folder swapped into place,
 so a broken or partial revision never replaces a good folder and no file of an earlier revision survives.
-The token, if the repo is private, is found by ``huggingface_hub`` itself (``HF_TOKEN`` or the stored login) and never touched here.
+The token, if the repo is private, is found by ``huggingface_hub`` itself (``HF_TOKEN`` or the stored
+login) and never touched here.
 """
 
 from __future__ import annotations
