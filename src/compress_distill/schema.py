@@ -139,7 +139,7 @@ ANSWER_TYPES = ("numeric", "letter", "boolean", "latex", "text")
 
 
 class SchemaError(ValueError):
-    """A table on disk does not have the columns a stage needs."""
+    """A table on disk lacks a column a stage needs, or holds one of another type (never cast)."""
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -10,7 +10,8 @@ the only realistic failure under structured decoding, Appendix G.1); ``invalid_j
 (parsable JSON that violates the schema).  A failed parse stays in the table with null scores, so every
 compressed trace has a judgement row and ``build`` can join them all; in the metrics it is a reject
 (``rows_out`` counts usable verdicts, ``rows_written`` every row).  Compressed rows whose raw trace is
-missing or whose text is not valid UTF-8 are rejected without a row.
+missing or whose text is not valid UTF-8 are rejected without a row, and so is a repeated compressed id
+(``duplicate_id``); a repeated raw id is judged against its first row only (``raw_repeated_ids``).
 
 Metrics mirror paper Table 10 per dataset: N, mean faithfulness, % faithful (verdict, not score),
 % answer-aligned, plus coverage, clarity and failure-mode counts.

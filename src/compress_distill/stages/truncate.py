@@ -15,7 +15,8 @@ until it does or the whole trace is used.  The cut point is the end offset of th
 truncated reasoning is always an exact prefix of the raw reasoning (no decode/re-encode drift).
 
 Rows without a compressed counterpart (rejected by compress) are counted rejects; so are non-UTF-8 rows and
-repeated ids (``duplicate_id``: the first row of an id is cut, never two rows with one budget).
+repeated ids (``duplicate_id``: the first row of an id is cut, never two rows with one budget); a repeated
+id in the compressed table sets no second budget (its first row counts; ``compressed_repeated_ids``).
 Streamed in batches of ``BATCH_ROWS`` with the Rust tokenizer's batch encode (parallel across cores).
 """
 
