@@ -12,7 +12,8 @@ boolean); ``inconsistent`` (a verdict that contradicts its own faithfulness scor
 a reply holds several JSON objects the last valid one is the verdict.  A failed parse stays in the table
 with null scores, so every compressed trace has a judgement row and ``build`` can join them all; in the
 metrics it is a reject (``rows_out`` counts usable verdicts, ``rows_written`` every row).  Compressed rows whose raw trace is
-missing or whose text is not valid UTF-8 are rejected without a row.
+missing or whose text is not valid UTF-8 are rejected without a row, and so is a repeated compressed id
+(``duplicate_id``); a repeated raw id is judged against its first row only (``raw_repeated_ids``).
 
 Metrics mirror paper Table 10 per dataset: N, mean faithfulness, % faithful (verdict, not score),
 % answer-aligned, plus coverage, clarity and failure-mode counts.
@@ -29,7 +30,6 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import Params, load_params
-from compress_distill.metrics import write_metrics
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.reasoning import middle_truncate
 from compress_distill.schema import (
@@ -37,6 +37,7 @@ from compress_distill.schema import (
     JUDGEMENTS,
     TRACES,
     JudgeVerdict,
+    first_per_id,
     iter_batches,
     judge_json_schema,
     read_table,
@@ -52,6 +53,7 @@ from compress_distill.stages.traces_common import (
     split_overall,
     text_column,
 )
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -170,23 +172,31 @@ def run(
     comp_text = text_column(comp, "reasoning")
     del comp
     index: dict[str, int] = {}
-    for j, rid in enumerate(comp_ids):
-        ledger.seen()
-        if rid in index:
-            ledger.reject("duplicate_id", id=rid, detail="compressed id appears more than once")
-        else:
+    ledger.seen(len(comp_ids))
+    for j, (rid, first) in enumerate(zip(comp_ids, first_per_id(comp_ids, set()), strict=True)):
+        if first:
             index[rid] = j
+        else:
+            ledger.reject("duplicate_id", id=rid, detail="repeated compressed id; the first row is kept")
     matched: set[int] = set()
+    raw_seen: set[str] = set()
+    raw_repeats = 0  # repeated raw ids: the first raw row of an id is the one judged against
 
     stats = GroupMeans()
     modes: dict[str, Counter[str]] = defaultdict(Counter)
     statuses: Counter[str] = Counter()
-    with engine(jc.engine, backend, cache_dir) as be, parquet_sink(out, JUDGEMENTS) as sink:
+    staging = Staging()
+    with (
+        engine(jc.engine, backend, cache_dir) as be,
+        parquet_sink(staging.file(out), JUDGEMENTS, out) as sink,
+    ):
         for batch in iter_batches(
             raw, TRACES, batch_size=chunk_rows, columns=["id", "question", "answer", "reasoning"]
         ):
             ids = batch.column("id").to_pylist()
-            pairs = [(k, index[r]) for k, r in enumerate(ids) if r in index and index[r] not in matched]
+            raw_first = first_per_id(ids, raw_seen)
+            raw_repeats += raw_first.count(False)
+            pairs = [(k, index[r]) for k, r in enumerate(ids) if raw_first[k] and r in index]
             if not pairs:
                 continue
             questions = text_column(batch, "question")
@@ -242,7 +252,7 @@ def run(
         for j, rid in enumerate(comp_ids):
             if j not in matched and index.get(rid) == j:
                 ledger.reject("missing_raw", id=rid, detail="no raw trace with this id")
-        ledger.write_rejects(out)
+        ledger.write_rejects(staging, out)
         llm = engine_stats(be)
 
     table = stats.table(scale={"pct_faithful": 100.0, "pct_aligned": 100.0})
@@ -260,8 +270,10 @@ def run(
         "engine": llm,
         "judge_model": jc.engine.model,
         "prompt_hash": phash,
+        "raw_repeated_ids": raw_repeats,  # ignored raw rows (first row of an id wins)
     }
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed
     return result
 
 

@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import ConfigError, load_params
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,13 @@ def run(
     # first import of torch (the CLI).  On a shared 2-core CPU, spinning threads made every training step
     # 10-25x slower whenever other processes held the cores (measured: 17-32 s vs 1.1-1.5 s per step).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import pyarrow as pa
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
-    from compress_distill.metrics import write_metrics
     from compress_distill.modelhub import resolve_model
     from compress_distill.plan import expand
+    from compress_distill.schema import first_per_id
     from compress_distill.training.data import (
         encode_rows,
         load_chat_template,
@@ -83,6 +85,11 @@ def run(
         split_validation,
     )
     from compress_distill.training.trainer import TrainJob, data_fingerprint, train
+
+    # the model folder and the metrics are staged and committed together by the main process at the end, so
+    # a failed run leaves the previous model and metrics (and no stray folder inside models/).  PartialState
+    # is not asked yet: the trainer's Accelerator must be the first to set up the process group.
+    staging = Staging()
 
     t0 = time.perf_counter()
     params = load_params(params_path)
@@ -98,8 +105,13 @@ def run(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     load_chat_template(tokenizer, student.chat_template)
 
+    source = read_source(data_dir)
+    first = first_per_id(source.column("id").to_pylist(), set())
+    repeats = first.count(False)  # a pulled revision may repeat an id: its first row is trained on, once
     enc, val = split_validation(
-        encode_rows(tokenizer, read_source(data_dir), cfg.seq_len, cfg.overlong), cfg.val_fraction, cfg.seed
+        encode_rows(tokenizer, source.filter(pa.array(first)) if repeats else source, cfg.seq_len, cfg.overlong),
+        cfg.val_fraction,
+        cfg.seed,
     )
     reference = (
         reference_tokens(tokenizer, data_dir, cfg, enc.trainable_tokens, spec["source"])
@@ -114,7 +126,7 @@ def run(
         source=spec["source"],
         cfg=cfg,
         student=student,
-        out_dir=out_dir,
+        out_dir=staging.folder(out_dir),  # only the main process writes into it
         checkpoint_dir=checkpoint_dir or default_checkpoint_dir(out_dir),
         live_dir=live_dir,
         teacher=spec["teacher"],
@@ -124,8 +136,12 @@ def run(
     )
     stats = train(job, enc, tokenizer, val)
     wall = time.perf_counter() - t0
+    accounting = enc.counter.as_dict()
+    if repeats:
+        accounting["rows_in"] += repeats
+        accounting["rejects"] = dict(sorted({**accounting["rejects"], "duplicate_id": repeats}.items()))
     metrics = {
-        **enc.counter.as_dict(),
+        **accounting,
         "rows_truncated": enc.rows_truncated,
         "trainable_tokens": stats["trainable_tokens"],
         "trained_tokens": stats["trained_tokens"],
@@ -150,7 +166,10 @@ def run(
         "trainable_params": stats["trainable_params"],
     }
     if PartialState().is_main_process:
-        write_metrics(metrics_path, metrics)
+        staging.metrics(metrics_path, metrics)
+        staging.commit()  # the model folder (one RENAME_EXCHANGE), then the metrics
+    else:
+        staging.discard()
     return metrics
 
 
