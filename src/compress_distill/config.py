@@ -69,7 +69,9 @@ class ConfigError(UserError, ValueError):
 class Section(BaseModel):
     """Base of every params section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: YAML's .inf/.nan pass every bound (.inf > 0), e.g. an infinite learning rate
+    # trained an all-NaN adapter; they are refused at load as "train.lora.learning_rate: ... finite number"
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 _SERVED_NAME_HINT = " A name an OpenAI-compatible server serves (e.g. 'gpt-4o-mini') needs backend 'openai'."
@@ -340,6 +342,10 @@ class TrainConfig(Section):
     budget_tokens: int | None = Field(None, ge=1)
     save_every_steps: int = Field(50, ge=1)
     seed: int = 0
+    # share of the source's rows held out for the validation loss (paper §4: 5%), picked by hashing each row
+    # id with `seed`; 0 disables.  Any fraction > 0 holds out at least 1 row of a source with >= 2 rows and
+    # always leaves at least 1 row to train on.
+    val_fraction: float = Field(0.05, ge=0.0, le=0.5)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     full: FullConfig = Field(default_factory=FullConfig)

@@ -110,7 +110,7 @@ def test_an_empty_source_stops_the_build_with_its_cause(tmp_path: Path) -> None:
     out = tmp_path / "hub" / "smol"
     with pytest.raises(StageError, match=r"raw.parquet has no rows.*raw.rejects.parquet"):
         build.run(params(), "smol", traces, judgements, out, tmp_path / "m.json")
-    assert not out.exists() and not list((tmp_path / "hub").iterdir())
+    assert not out.exists() and not list((tmp_path / "hub").glob("*"))  # staged outside data/hub
 
 
 def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None:
@@ -158,3 +158,18 @@ def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None
     assert trunc["prompt_hash"] == terse["prompt_hash"] and terse["prompt_hash"].startswith(raw["prompt_hash"] + "+")
     assert rows["compressed-concise"]["demo/train/1"]["judge_verdict"] == "faithful"
     assert terse["answer_preserved"] is True and terse["judge_parse_status"] == "ok"
+    # the stage I/O convention along the chain: a rejects file beside every output (empty here), row accounting
+    # in every metrics file, and nothing but outputs in the folders the stages wrote
+    from compress_distill.metrics import read_metrics
+    from compress_distill.schema import read_rows
+    from compress_distill.stages.traces_common import rejects_path
+
+    outputs = [t / f"{n}.parquet" for n in ("raw", "compressed-concise", "compressed-terse", "truncated", "answer-only")]
+    outputs += [j / "concise.parquet", j / "terse.parquet", tmp_path / "hub" / "smol"]
+    assert all(read_rows(rejects_path(o)) == [] for o in outputs)
+    for f in m.iterdir():
+        metrics = read_metrics(f)
+        assert metrics["rows_in"] == metrics["rows_out"] + sum(metrics["rejects"].values()), f
+    assert sorted(p.name for p in t.iterdir()) == sorted(
+        [o.name for o in outputs[:5]] + [rejects_path(o).name for o in outputs[:5]] + ["attempts.parquet"])
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == ["smol", "smol.rejects.parquet"]

@@ -11,16 +11,16 @@ Configs: ``raw``, ``compressed-<C>`` for every compressor in params (the judge's
 train-ready ``messages`` / ``prompt`` / ``completion`` columns (CHAT_COLUMNS).  A source with no rows stops the
 build with its cause (``datasets`` cannot load an empty split, so such a config could never be used).  Everything is streamed batch by
 batch (Arrow, never the corpus as Python objects); the judge join is vectorised (``pc.index_in`` + ``take``).
-The folder is assembled beside the destination and swapped in at the end, so a killed build leaves the
-previous folder intact and a finished one never holds stale shards.
+The folder is assembled in a staging area outside every DVC-tracked path and swapped in whole with the
+metrics (``staging.Staging``), so a killed build leaves the previous folder intact and no stray file in
+``data/hub``, and a finished one never holds stale shards.  A repeated id within a source is a
+``duplicate_id`` reject (``data/hub/T.rejects.parquet``, beside the folder): the first row is published.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,17 +32,16 @@ import pyarrow.parquet as pq
 import typer
 
 from compress_distill.config import Params, load_params
-from compress_distill.metrics import write_metrics
 from compress_distill.reasoning import conversation
-from compress_distill.schema import JUDGEMENTS, TRACES, iter_batches, read_table
+from compress_distill.schema import JUDGEMENTS, TRACES, first_per_id, iter_batches, read_table
 from compress_distill.stages.traces_common import (
     ROW_GROUP_ROWS,
+    Ledger,
     StageError,
-    count_rows,
     pick,
     rejects_path,
-    swap_dir,
 )
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +223,23 @@ def _batches(src: Source) -> Any:
         yield batch
 
 
-def write_config(src: Source, out_dir: Path, shard_rows: int) -> ConfigStats:
+def first_rows(src: Source, ledger: Ledger) -> list[bool]:
+    """Per row of ``src``: True for the first row of its id; repeats are ``duplicate_id`` rejects (a
+    published config never holds two rows of one id)."""
+    ids = read_table(src.path, TRACES, columns=["id"]).column("id").to_pylist()
+    keep = first_per_id(ids, set())
+    ledger.seen(len(ids))
+    for rid, first in zip(ids, keep, strict=True):
+        if not first:
+            ledger.reject("duplicate_id", id=rid or "", detail=f"{src.config}: repeated id; first row kept")
+    return keep
+
+
+def write_config(src: Source, out_dir: Path, shard_rows: int, ledger: Ledger) -> ConfigStats:
     """Stream one source into ``out_dir/<config>/train-0000k-of-0000n.parquet`` shards."""
     stats = ConfigStats()
-    total = count_rows(src.path)
+    keep = first_rows(src, ledger)
+    total = sum(keep)
     if total == 0:
         # `datasets` cannot load a zero-row split ("Instruction 'train' corresponds to no data"), so a card
         # announcing this config would promise something unloadable: stop and point at the cause instead.
@@ -240,10 +252,12 @@ def write_config(src: Source, out_dir: Path, shard_rows: int) -> ConfigStats:
     folder = out_dir / src.config
     folder.mkdir(parents=True)
     paths = [folder / f"{SPLIT}-{k:05d}-of-{n_shards:05d}.parquet" for k in range(n_shards)]
-    shard, in_shard = 0, 0
+    shard, in_shard, offset = 0, 0, 0
     writer = pq.ParquetWriter(paths[0], src.schema, compression="zstd")
     try:
         for batch in _batches(src):
+            mask, offset = keep[offset : offset + batch.num_rows], offset + batch.num_rows
+            batch = batch if all(mask) else batch.filter(pa.array(mask, pa.bool_()))
             stats.add(batch, judged=src.judgements is not None)
             start = 0
             while start < batch.num_rows:
@@ -263,6 +277,7 @@ def write_config(src: Source, out_dir: Path, shard_rows: int) -> ConfigStats:
         )
     stats.shards = n_shards
     stats.download_size = sum(p.stat().st_size for p in paths)
+    ledger.kept(stats.rows)
     return stats
 
 
@@ -279,33 +294,28 @@ def run(
     pick(params.teachers, teacher, "teacher")
     traces_dir, judgements_dir, out_dir = Path(traces_dir), Path(judgements_dir), Path(out_dir)
     srcs = sources(params, teacher, traces_dir, judgements_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
-    try:
-        built: dict[str, ConfigStats] = {}
-        schemas: dict[str, pa.Schema] = {}
-        for src in srcs:
-            built[src.config] = write_config(src, tmp, params.build.shard_rows)
-            schemas[src.config] = src.schema
-            log.info("build@%s: %s -> %d rows", teacher, src.config, built[src.config].rows)
-        write_figure(
-            tmp / FIGURE,
-            {
-                c: np.concatenate(s.ratios) if s.ratios else np.array([])
-                for c, s in built.items()
-                if c.startswith("compressed-") or c == "truncated"
-            },
-        )
-        (tmp / "README.md").write_text(render_card(params, teacher, built, schemas, FIGURE), encoding="utf-8")
-        swap_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # only left behind when something above failed
+    ledger = Ledger("build")
+    staging = Staging()
+    tmp = staging.folder(out_dir)  # staged outside data/hub, swapped in whole on commit
+    built: dict[str, ConfigStats] = {}
+    schemas: dict[str, pa.Schema] = {}
+    for src in srcs:
+        built[src.config] = write_config(src, tmp, params.build.shard_rows, ledger)
+        schemas[src.config] = src.schema
+        log.info("build@%s: %s -> %d rows", teacher, src.config, built[src.config].rows)
+    write_figure(
+        tmp / FIGURE,
+        {
+            c: np.concatenate(s.ratios) if s.ratios else np.array([])
+            for c, s in built.items()
+            if c.startswith("compressed-") or c == "truncated"
+        },
+    )
+    (tmp / "README.md").write_text(render_card(params, teacher, built, schemas, FIGURE), encoding="utf-8")
+    ledger.write_rejects(staging, out_dir)  # data/hub/T.rejects.parquet: beside the folder, never published
 
-    rows = sum(s.rows for s in built.values())
     result = {
-        "rows_in": rows,
-        "rows_out": rows,
-        "rejects": {},
+        **ledger.as_dict(),
         "configs": {
             c: {
                 "rows": s.rows,
@@ -316,7 +326,8 @@ def run(
             for c, s in built.items()
         },
     }
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # folder (one RENAME_EXCHANGE), rejects, then metrics
     return result
 
 

@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow.parquet as pq
 import typer
 
 from compress_distill.config import BackendConfig, ConfigError, Params, backend_config, load_params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Backend, ChatRequest, Completion
-from compress_distill.metrics import RowCounter, write_metrics
+from compress_distill.metrics import RowCounter
 from compress_distill.plan import expand
 from compress_distill.reasoning import split_completion
 from compress_distill.schema import (
@@ -35,11 +36,12 @@ from compress_distill.schema import (
     PREDICTIONS,
     QUESTIONS,
     REJECTS,
+    first_per_id,
     read_table,
+    rejects_path,
     to_table,
-    write_rows,
-    write_table,
 )
+from compress_distill.staging import Staging
 
 STAGE = "evaluate"
 
@@ -74,18 +76,18 @@ def select_questions(
     kept: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     per_dataset: dict[str, int] = {}
-    seen: set[str] = set()
-    for q in rows:
+    first = first_per_id([q.get("id") for q in rows], set())
+    for q, is_first in zip(rows, first, strict=True):
         counter.seen()
         reason = None
-        if not (q.get("question") or "").strip():
+        if not is_first:
+            reason = "duplicate_id"
+        elif not (q.get("question") or "").strip():
             reason = "empty_question"
         elif q.get("answer") is None or not str(q["answer"]).strip():
             reason = "empty_answer"
         elif q.get("answer_type") not in ANSWER_TYPES:
             reason = "bad_answer_type"
-        elif q["id"] in seen:
-            reason = "duplicate_id"
         elif max_per_dataset is not None and per_dataset.get(q["dataset"], 0) >= max_per_dataset:
             reason = "over_max_per_dataset"
         if reason:
@@ -102,7 +104,6 @@ def select_questions(
                     }
                 )
             continue
-        seen.add(q["id"])
         per_dataset[q["dataset"]] = per_dataset.get(q["dataset"], 0) + 1
         kept.append(dict(q))
     return kept, rejects
@@ -257,15 +258,13 @@ def run(
     rows = score(run_name, questions, completions, r_tokens, grade)
     counter.kept(len(rows))
 
-    write_table(to_table(rows, PREDICTIONS), out)
-    reject_path = out.with_name(f"{out.stem}.rejects.parquet")
-    if rejects:
-        write_rows(rejects, reject_path, REJECTS)
-    else:
-        reject_path.unlink(missing_ok=True)
     # every group/dataset of the input gets a block, even if all its questions were rejects (n = 0, null)
     metrics = {**metrics_from_predictions(rows, all_rows), **counter.as_dict(), **cost}
-    write_metrics(metrics_path, metrics)
+    staging = Staging()
+    pq.write_table(to_table(rows, PREDICTIONS), staging.file(out), compression="zstd")
+    pq.write_table(to_table(rejects, REJECTS), staging.file(rejects_path(out)), compression="zstd")
+    staging.metrics(metrics_path, metrics)
+    staging.commit()  # predictions, rejects (empty when none), then metrics
     return metrics
 
 
