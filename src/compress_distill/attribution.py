@@ -44,14 +44,23 @@ PAPER_BIBTEX = """@misc{griot2026compressdistill,
 
 _APACHE = License("apache-2.0", "https://www.apache.org/licenses/LICENSE-2.0")
 _LLAMA_NOTE = (
-    "a model trained on these outputs and distributed must include \"Llama\" at the beginning of its name, "
+    'a model trained on these outputs and distributed must include "Llama" at the beginning of its name, '
     "and the licence's acceptable use policy applies"
 )
 # (lower-case substring of the model id, licence), first match wins
 MODEL_LICENSES: tuple[tuple[str, License], ...] = (
-    ("llama-3.3", License("Llama 3.3 Community License", "https://www.llama.com/llama3_3/license/", _LLAMA_NOTE)),
-    ("llama-3.2", License("Llama 3.2 Community License", "https://www.llama.com/llama3_2/license/", _LLAMA_NOTE)),
-    ("llama-3.1", License("Llama 3.1 Community License", "https://www.llama.com/llama3_1/license/", _LLAMA_NOTE)),
+    (
+        "llama-3.3",
+        License("Llama 3.3 Community License", "https://www.llama.com/llama3_3/license/", _LLAMA_NOTE),
+    ),
+    (
+        "llama-3.2",
+        License("Llama 3.2 Community License", "https://www.llama.com/llama3_2/license/", _LLAMA_NOTE),
+    ),
+    (
+        "llama-3.1",
+        License("Llama 3.1 Community License", "https://www.llama.com/llama3_1/license/", _LLAMA_NOTE),
+    ),
     ("gpt-oss", _APACHE),
     ("qwen3", _APACHE),  # Qwen3 and Qwen3.5 open-weight models
     ("ministral-3", _APACHE),

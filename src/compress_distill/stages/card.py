@@ -178,7 +178,8 @@ def card_yaml(
     data = DatasetCardData(
         license=license_id,
         license_name=None if license_id != "other" else MIXED_LICENSE,
-        source_datasets=sorted({s.hub_id for d in benchmark_ids if (s := SPECS.get(d)) and s.hub_id}) or None,
+        source_datasets=sorted({sp.hub_id for d in benchmark_ids if (sp := SPECS.get(d)) and sp.hub_id})
+        or None,
         pretty_name=params.build.pretty_name,
         language=["en"],
         tags=TAGS,
