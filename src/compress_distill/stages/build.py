@@ -140,10 +140,10 @@ class ConfigStats:
         for b in blocks.values():
             for k, v in b.items():
                 total[k] = total.get(k, 0.0) + v
-        out = {}
+        out: dict[str, dict[str, float]] = {}
         for name, b in [*blocks.items(), ("overall", total)]:
             n = b.get("n", 0.0)
-            row = {"n": int(n)}
+            row: dict[str, float] = {"n": int(n)}  # counts stay ints (the card prints them so)
             if n:
                 row |= {f"mean_{k}": b[k] / n for k in ("chars", "tokens", "ratio")}
             judged = b.get("judged")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from compress_distill.attribution import BENCHMARKS, PAPER_BIBTEX, model_license
 from compress_distill.benchmarks.registry import SPECS
 from compress_distill.config import BackendConfig, Params
 from compress_distill.prompts import prompt_hash
+from compress_distill.provenance import git_commit
 
 if TYPE_CHECKING:
     from compress_distill.stages.build import ConfigStats
@@ -87,17 +87,6 @@ COLUMNS = {
     "prompt": "the user turn of `messages` (list of one message): TRL's prompt-completion format",
     "completion": "the assistant turn of `messages` (list of one message): TRL trains on it alone",
 }
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    """``git rev-parse HEAD`` of the working directory, or a note saying why there is none."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
-    except FileNotFoundError:
-        return "unknown (git not installed)"
-    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
 
 
 def _engine(cfg: BackendConfig) -> dict[str, Any]:
