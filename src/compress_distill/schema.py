@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 from compress_distill.errors import UserError
 from compress_distill.staging import atomic_path  # the one atomic-write helper (re-exported)
@@ -313,29 +314,22 @@ def read_rows(path: str | Path, schema: pa.Schema | None = None) -> list[dict[st
 
 
 # --------------------------------------------------------------------------------------------- judge output
-def _judge_model():  # type: ignore[no-untyped-def]
-    """The judge's structured verdict (paper Appendix G) as a pydantic model; built lazily.
+class JudgeVerdict(BaseModel):
+    """The judge's structured verdict (paper Appendix G).
 
     Strict: a JSON ``true`` is not a score, ``"yes"`` not a boolean, ``"5"`` or ``5.0`` not an integer -- a
     judge that answers off-schema gets ``schema_error``, never a silently coerced value.
     """
-    from pydantic import BaseModel, ConfigDict, Field
 
-    class JudgeVerdict(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-        faithfulness: int = Field(ge=1, le=5)
-        coverage: int = Field(ge=1, le=5)
-        clarity: int = Field(ge=1, le=5)
-        verdict: Verdict
-        answer_alignment: bool
-        failure_modes: list[FailureMode] = Field(max_length=8)
-        rationale: str = Field(max_length=2000)
-
-    return JudgeVerdict
-
-
-JudgeVerdict = _judge_model()
+    faithfulness: int = Field(ge=1, le=5)
+    coverage: int = Field(ge=1, le=5)
+    clarity: int = Field(ge=1, le=5)
+    verdict: Verdict
+    answer_alignment: bool
+    failure_modes: list[FailureMode] = Field(max_length=8)
+    rationale: str = Field(max_length=2000)
 
 
 def judge_json_schema() -> dict[str, Any]:

@@ -181,7 +181,7 @@ def loss_rows(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]])
 
 
 # --------------------------------------------------------------------------------------------- SVG
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")

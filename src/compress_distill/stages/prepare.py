@@ -68,7 +68,8 @@ def cap_per_dataset(rows: list[Row], cap: int | None, seed: int) -> tuple[list[R
 def drop_duplicates(rows: Iterable[Row]) -> tuple[list[Row], list[Row]]:
     """Exact duplicates of the rendered question text (same split); the first occurrence stays."""
     seen: set[str] = set()
-    kept, dropped = [], []
+    kept: list[Row] = []
+    dropped: list[Row] = []
     for r in rows:
         (dropped if r["question"] in seen else kept).append(r)
         seen.add(r["question"])
@@ -77,7 +78,8 @@ def drop_duplicates(rows: Iterable[Row]) -> tuple[list[Row], list[Row]]:
 
 def drop_overlap(train: list[Row], eval_rows: list[Row]) -> tuple[list[Row], list[Row]]:
     eval_texts = {normalise(r["question"]) for r in eval_rows}
-    kept, dropped = [], []
+    kept: list[Row] = []
+    dropped: list[Row] = []
     for r in train:
         (dropped if normalise(r["question"]) in eval_texts else kept).append(r)
     return kept, dropped

@@ -252,7 +252,7 @@ def gold_error(answer: str, answer_type: str) -> str | None:
 # --------------------------------------------------------------------------------------------- engines
 def request(
     prompt: str, sampling: SamplingConfig, *, seed: int | None, json_schema: dict[str, Any] | None = None
-):  # type: ignore[no-untyped-def]
+):
     from compress_distill.llm import ChatRequest
 
     return ChatRequest(

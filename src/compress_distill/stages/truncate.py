@@ -157,6 +157,7 @@ def run(
             texts = text_column(batch, "reasoning")
             datasets = batch.column("dataset").to_pylist()
             keep: list[int] = []
+            kept_texts: list[str] = []
             for i, (rid, text) in enumerate(zip(ids, texts, strict=True)):
                 if text is None:
                     ledger.reject("non_utf8", id=rid, detail="raw reasoning is not valid UTF-8")
@@ -168,9 +169,9 @@ def run(
                     ledger.reject("zero_budget", id=rid, detail="the compressed trace has no tokens")
                 else:
                     keep.append(i)
+                    kept_texts.append(text)
             if not keep:
                 continue
-            kept_texts = [texts[i] for i in keep]
             kept_budgets = [budgets[ids[i]][0] for i in keep]
             ends, n_tokens = cutter.cut(kept_texts, kept_budgets)
             cut = [t[:e] for t, e in zip(kept_texts, ends, strict=True)]
