@@ -270,6 +270,9 @@ class BuildConfig(Section):
     license: str = "apache-2.0"
     shard_rows: int = Field(50_000, ge=1)
     pretty_name: str = "Compress-Distill traces"
+    # also publish config `attempts`: every teacher attempt with its extraction rule and correctness
+    # (preference pairs, error analysis); off by default (it holds the incorrect answers too)
+    attempts: bool = False
 
 
 TEACHER_SLOT = "{teacher}"  # placeholder in publish.repo_id

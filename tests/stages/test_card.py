@@ -138,3 +138,39 @@ def test_every_benchmark_has_a_citation() -> None:
     assert set(BENCHMARKS) == set(DATASET_IDS) - {"demo"}
     assert all(b.bibtex.startswith("@") and b.bibtex.endswith("}") for b in BENCHMARKS.values())
     assert "not revealed in plain text" in BENCHMARKS["gpqa_diamond"].terms
+
+
+def attempt(qid: str, k: int, correct: bool) -> dict:
+    return {"question_id": qid, "teacher": "smol", "round": k, "attempt": k, "reasoning": "r", "response": "x",
+            "extracted": "4" if correct else "5", "extraction_rule": "answer_is", "correct": correct,
+            "prompt_tokens": 10, "completion_tokens": 20, "finish_reason": "stop", "request_hash": f"h{qid}{k}"}  # fmt: skip
+
+
+def test_attempts_config_is_opt_in_and_documented(tmp_path: Path) -> None:
+    import datasets
+
+    from compress_distill.schema import ATTEMPTS, write_rows
+
+    traces, judgements = make_traces(tmp_path)
+    assert not (build_card(tmp_path / "off")[0] / "attempts").exists()  # off by default
+    params = make_params(**{"build.attempts": True})
+    with pytest.raises(FileNotFoundError, match=r"generate@smol"):
+        build.run(params, "smol", traces, judgements, tmp_path / "hub" / "smol", tmp_path / "m.json")
+    rows = [
+        attempt("gsm8k/train/0", 0, False),
+        attempt("gsm8k/train/0", 1, True),
+        attempt("medqa/train/3", 0, True),
+    ]
+    write_rows(rows, traces / "attempts.parquet", ATTEMPTS)
+    m = build.run(params, "smol", traces, judgements, tmp_path / "hub" / "smol", tmp_path / "m.json")
+    assert m["configs"]["attempts"]["rows"] == 3 and m["rows_in"] == m["rows_out"] == 23
+    folder = tmp_path / "hub" / "smol"
+    ds = datasets.load_dataset(str(folder), "attempts", split="train", cache_dir=str(tmp_path / "cache"))
+    assert ds.num_rows == 3 and ds[0]["extraction_rule"] == "answer_is" and "messages" not in ds.column_names
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    columns = section(text, "Columns")
+    for name in ATTEMPTS.names:
+        assert f"- `{name}`: {COLUMNS[name]}" in columns
+    stats = section(text, "Per-dataset statistics")
+    assert "| gsm8k | 2 | 1 | 50.0 |" in stats and "| **overall** | 3 | 2 | 66.7 |" in stats
+    assert "`attempts` holds incorrect answers" in section(text, "Limitations")

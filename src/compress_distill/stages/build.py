@@ -33,11 +33,12 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.reasoning import conversation
-from compress_distill.schema import JUDGEMENTS, TRACES, first_per_id, iter_batches, read_table
+from compress_distill.schema import ATTEMPTS, JUDGEMENTS, TRACES, first_per_id, iter_batches, read_table
 from compress_distill.stages.traces_common import (
     ROW_GROUP_ROWS,
     Ledger,
     StageError,
+    count_rows,
     pick,
     rejects_path,
 )
@@ -67,6 +68,8 @@ JUDGED_SCHEMA = pa.schema(
     ]
 )
 PLAIN_SCHEMA = pa.schema([*TRACES, *CHAT_COLUMNS])
+# optional config (build.attempts): every teacher attempt as generate logged it, correct or not
+ATTEMPTS_CONFIG = "attempts"
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Source:
 
     @property
     def schema(self) -> pa.Schema:
+        if self.config == ATTEMPTS_CONFIG:
+            return ATTEMPTS
         return JUDGED_SCHEMA if self.judgements else PLAIN_SCHEMA
 
 
@@ -96,6 +101,18 @@ class ConfigStats:
     judged_rows: int | None = (
         None  # rows with a readable judge verdict; None for a config the judge never saw
     )
+
+    def add_attempts(self, table: pa.Table) -> None:
+        """Attempts (ATTEMPTS schema): per dataset (the ``question_id`` prefix) ``n`` and ``correct``."""
+        self.rows += table.num_rows
+        self.num_bytes += table.nbytes
+        datasets = pc.list_element(pc.split_pattern(table.column("question_id"), "/"), 0)
+        t = pa.table({"dataset": datasets, "correct": pc.fill_null(table.column("correct"), False)})
+        agg = t.group_by("dataset").aggregate([("correct", "count"), ("correct", "sum")])
+        for row in agg.to_pylist():
+            block = self.datasets.setdefault(row["dataset"], {"n": 0.0, "correct": 0.0})
+            block["n"] += row["correct_count"]
+            block["correct"] += row["correct_sum"] or 0
 
     def add(self, table: pa.Table, judged: bool) -> None:
         if self.example is None and table.num_rows:
@@ -182,6 +199,8 @@ def sources(params: Params, teacher: str, traces_dir: Path, judgements_dir: Path
     for name in ("truncated", "answer-only"):
         if (traces_dir / f"{name}.parquet").exists():
             out.append(Source(name, traces_dir / f"{name}.parquet"))
+    if params.build.attempts:
+        out.append(Source(ATTEMPTS_CONFIG, need(traces_dir / "attempts.parquet", f"generate@{teacher}")))
     return out
 
 
@@ -238,7 +257,11 @@ def first_rows(src: Source, ledger: Ledger) -> list[bool]:
 def write_config(src: Source, out_dir: Path, shard_rows: int, ledger: Ledger) -> ConfigStats:
     """Stream one source into ``out_dir/<config>/train-0000k-of-0000n.parquet`` shards."""
     stats = ConfigStats()
-    keep = first_rows(src, ledger)
+    attempts = src.config == ATTEMPTS_CONFIG
+    # attempts repeat their question_id by design (one row per attempt): nothing to de-duplicate
+    keep = [True] * count_rows(src.path) if attempts else first_rows(src, ledger)
+    if attempts:
+        ledger.seen(len(keep))
     total = sum(keep)
     if total == 0:
         # `datasets` cannot load a zero-row split ("Instruction 'train' corresponds to no data"), so a card
@@ -255,10 +278,14 @@ def write_config(src: Source, out_dir: Path, shard_rows: int, ledger: Ledger) ->
     shard, in_shard, offset = 0, 0, 0
     writer = pq.ParquetWriter(paths[0], src.schema, compression="zstd")
     try:
-        for batch in _batches(src):
+        batches = iter_batches(src.path, ATTEMPTS, batch_size=BATCH_ROWS) if attempts else _batches(src)
+        for batch in batches:
             mask, offset = keep[offset : offset + batch.num_rows], offset + batch.num_rows
             batch = batch if all(mask) else batch.filter(pa.array(mask, pa.bool_()))
-            stats.add(batch, judged=src.judgements is not None)
+            if attempts:
+                stats.add_attempts(batch)
+            else:
+                stats.add(batch, judged=src.judgements is not None)
             start = 0
             while start < batch.num_rows:
                 if in_shard == shard_rows:

@@ -51,6 +51,8 @@ DESCRIPTIONS = {
     "raw": "verified-correct teacher traces (rejection sampling; first correct attempt per question)",
     "truncated": "raw reasoning cut to the token length of the most aggressive compressor's trace",
     "answer-only": "think block removed, final response kept (answer-only ablation)",
+    "attempts": "every teacher attempt, correct or not, with its extraction rule and correctness (preference "
+    "pairs, error analysis); no train-ready columns",
 }
 # every column a config can have (judge_* on compressed configs only), in schema order; test_card checks that
 # each column of each built config is described here
@@ -82,6 +84,16 @@ COLUMNS = {
     "judge_model": "model id of the judge",
     "judge_parse_status": "ok, or why the verdict could not be read (truncated, invalid_json, schema_error); "
     "scores are null unless ok, and null altogether where the judge has no row for the trace",
+    "teacher": "teacher id (`attempts`)",
+    "round": "rejection-sampling round of the attempt, from 0 (`attempts`)",
+    "attempt": "attempt index within the question (`attempts`)",
+    "extracted": "answer extracted from the attempt's final response, null when none was found (`attempts`)",
+    "extraction_rule": "which extraction rule found it (`attempts`)",
+    "correct": "the extracted answer matches the canonical answer (`attempts`)",
+    "prompt_tokens": "tokens of the teacher prompt (`attempts`)",
+    "completion_tokens": "tokens the teacher generated (`attempts`)",
+    "finish_reason": "stop, or length when the attempt was cut at the token cap (`attempts`)",
+    "request_hash": "hash of the generation request (cache key; `attempts`)",
     "messages": "train-ready conversation `[{role: user, content: question}, {role: assistant, content: "
     "<think>\\nreasoning\\n</think>\\n\\nresponse}]`, exactly the target the project's own trainer uses",
     "prompt": "the user turn of `messages` (list of one message): TRL's prompt-completion format",
@@ -445,6 +457,11 @@ def _limitations(params: Params, built: Mapping[str, ConfigStats]) -> str:
         ),
         "- English only; benchmark questions may be in the pre-training data of the models involved.",
     ]
+    if "attempts" in built:
+        lines.append(
+            "- `attempts` holds incorrect answers and cut-off completions too (`correct`, `finish_reason`): "
+            "filter before training on it."
+        )
     lines += [
         f"- `{d}`: {BENCHMARKS[d].terms}." for d in sorted(ids) if d in BENCHMARKS and BENCHMARKS[d].terms
     ]
@@ -463,6 +480,16 @@ def _citation(built: Mapping[str, ConfigStats]) -> str:
             else ""
         )
     )
+
+
+def _attempts_table(stats: ConfigStats) -> str:
+    lines = ["| dataset | attempts | correct | % correct |", "|---|---|---|---|"]
+    blocks = dict(sorted(stats.datasets.items()))
+    total = {"n": sum(b["n"] for b in blocks.values()), "correct": sum(b["correct"] for b in blocks.values())}
+    for name, b in [*blocks.items(), ("**overall**", total)]:
+        pct = 100 * b["correct"] / b["n"] if b["n"] else None
+        lines.append(f"| {name} | {_fmt(int(b['n']))} | {_fmt(int(b['correct']))} | {_fmt(pct)} |")
+    return "\n".join(lines)
 
 
 def render_card(
@@ -494,7 +521,12 @@ def render_card(
     parts.append(_example(built))
     parts.append("## Per-dataset statistics\n")
     for c, s in built.items():
-        parts.append(f"### `{c}`\n\n{_stats_table(s, judged='judge_verdict' in schemas[c].names)}\n")
+        table = (
+            _attempts_table(s)
+            if "extraction_rule" in schemas[c].names
+            else _stats_table(s, judged="judge_verdict" in schemas[c].names)
+        )
+        parts.append(f"### `{c}`\n\n{table}\n")
     parts.append(f"## Compression ratio\n\n![Distribution of the per-trace compression ratio]({figure})\n")
     present = list(dict.fromkeys(n for schema in schemas.values() for n in schema.names))
     parts.append(
