@@ -273,6 +273,9 @@ class BuildConfig(Section):
     # also publish config `attempts`: every teacher attempt with its extraction rule and correctness
     # (preference pairs, error analysis); off by default (it holds the incorrect answers too)
     attempts: bool = False
+    # also publish config `eval-questions`: the evaluation split's questions and answers (off by default:
+    # a published test set ends up in future training corpora)
+    eval_questions: bool = False
 
 
 TEACHER_SLOT = "{teacher}"  # placeholder in publish.repo_id

@@ -174,3 +174,30 @@ def test_attempts_config_is_opt_in_and_documented(tmp_path: Path) -> None:
     stats = section(text, "Per-dataset statistics")
     assert "| gsm8k | 2 | 1 | 50.0 |" in stats and "| **overall** | 3 | 2 | 66.7 |" in stats
     assert "`attempts` holds incorrect answers" in section(text, "Limitations")
+
+
+def test_eval_questions_config_is_opt_in_and_documented(tmp_path: Path) -> None:
+    import datasets
+    from trace_stage_helpers import question, write_questions
+
+    from compress_distill.config import ConfigError
+    from compress_distill.schema import QUESTIONS
+
+    traces, judgements = make_traces(tmp_path)
+    eval_path = write_questions(
+        tmp_path / "eval.parquet",
+        [question(f"gsm8k/test/{i}", f"What is {i} + 1?", str(i + 1), dataset="gsm8k") for i in range(3)],
+    )
+    params = make_params(**{"build.eval_questions": True})
+    out = tmp_path / "hub" / "smol"
+    with pytest.raises(ConfigError, match="--eval-questions"):
+        build.run(params, "smol", traces, judgements, out, tmp_path / "m.json")
+    m = build.run(params, "smol", traces, judgements, out, tmp_path / "m.json", eval_questions=eval_path)
+    assert m["configs"]["eval-questions"]["rows"] == 3 and m["rows_in"] == m["rows_out"] == 23
+    ds = datasets.load_dataset(str(out), "eval-questions", split="train", cache_dir=str(tmp_path / "cache"))
+    assert ds["answer"] == ["1", "2", "3"]
+    text = (out / "README.md").read_text(encoding="utf-8")
+    for name in QUESTIONS.names:
+        assert f"- `{name}`: {COLUMNS[name]}" in section(text, "Columns")
+    assert "| gsm8k | 3 |" in section(text, "Per-dataset statistics")
+    assert "`eval-questions` is a test set" in section(text, "Limitations")

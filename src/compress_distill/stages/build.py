@@ -31,9 +31,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import typer
 
-from compress_distill.config import Params, load_params
+from compress_distill.config import ConfigError, Params, load_params
 from compress_distill.reasoning import conversation
-from compress_distill.schema import ATTEMPTS, JUDGEMENTS, TRACES, first_per_id, iter_batches, read_table
+from compress_distill.schema import (
+    ATTEMPTS,
+    JUDGEMENTS,
+    QUESTIONS,
+    TRACES,
+    first_per_id,
+    iter_batches,
+    read_table,
+)
 from compress_distill.stages.traces_common import (
     ROW_GROUP_ROWS,
     Ledger,
@@ -68,8 +76,11 @@ JUDGED_SCHEMA = pa.schema(
     ]
 )
 PLAIN_SCHEMA = pa.schema([*TRACES, *CHAT_COLUMNS])
-# optional config (build.attempts): every teacher attempt as generate logged it, correct or not
+# optional configs: every teacher attempt as generate logged it, correct or not (build.attempts), and the
+# evaluation split's questions (build.eval_questions)
 ATTEMPTS_CONFIG = "attempts"
+EVAL_CONFIG = "eval-questions"
+EXTRA_SCHEMAS = {ATTEMPTS_CONFIG: ATTEMPTS, EVAL_CONFIG: QUESTIONS}
 
 
 @dataclass
@@ -80,8 +91,8 @@ class Source:
 
     @property
     def schema(self) -> pa.Schema:
-        if self.config == ATTEMPTS_CONFIG:
-            return ATTEMPTS
+        if self.config in EXTRA_SCHEMAS:
+            return EXTRA_SCHEMAS[self.config]
         return JUDGED_SCHEMA if self.judgements else PLAIN_SCHEMA
 
 
@@ -102,12 +113,20 @@ class ConfigStats:
         None  # rows with a readable judge verdict; None for a config the judge never saw
     )
 
-    def add_attempts(self, table: pa.Table) -> None:
-        """Attempts (ATTEMPTS schema): per dataset (the ``question_id`` prefix) ``n`` and ``correct``."""
+    def add_extra(self, table: pa.Table) -> None:
+        """An optional config (EXTRA_SCHEMAS): per dataset ``n`` and ``correct`` (attempts; 0 for questions)."""
         self.rows += table.num_rows
         self.num_bytes += table.nbytes
-        datasets = pc.list_element(pc.split_pattern(table.column("question_id"), "/"), 0)
-        t = pa.table({"dataset": datasets, "correct": pc.fill_null(table.column("correct"), False)})
+        if "dataset" in table.column_names:
+            datasets = table.column("dataset")
+        else:  # attempts: the dataset is the question_id's prefix
+            datasets = pc.list_element(pc.split_pattern(table.column("question_id"), "/"), 0)
+        correct = (
+            pc.fill_null(table.column("correct"), False)
+            if "correct" in table.column_names
+            else pa.array([False] * table.num_rows)
+        )
+        t = pa.table({"dataset": datasets, "correct": correct})
         agg = t.group_by("dataset").aggregate([("correct", "count"), ("correct", "sum")])
         for row in agg.to_pylist():
             block = self.datasets.setdefault(row["dataset"], {"n": 0.0, "correct": 0.0})
@@ -176,7 +195,9 @@ class ConfigStats:
         return out
 
 
-def sources(params: Params, teacher: str, traces_dir: Path, judgements_dir: Path) -> list[Source]:
+def sources(
+    params: Params, teacher: str, traces_dir: Path, judgements_dir: Path, eval_questions: Path | None = None
+) -> list[Source]:
     """The configs to build, in card order; raw and every compressed config are required."""
 
     def need(path: Path, stage: str) -> Path:
@@ -201,6 +222,13 @@ def sources(params: Params, teacher: str, traces_dir: Path, judgements_dir: Path
             out.append(Source(name, traces_dir / f"{name}.parquet"))
     if params.build.attempts:
         out.append(Source(ATTEMPTS_CONFIG, need(traces_dir / "attempts.parquet", f"generate@{teacher}")))
+    if params.build.eval_questions:
+        if eval_questions is None:
+            raise ConfigError(
+                "build.eval_questions is true but build got no --eval-questions file; pass "
+                "data/questions/eval.parquet (dvc.yaml does)"
+            )
+        out.append(Source(EVAL_CONFIG, need(Path(eval_questions), "prepare")))
     return out
 
 
@@ -257,10 +285,11 @@ def first_rows(src: Source, ledger: Ledger) -> list[bool]:
 def write_config(src: Source, out_dir: Path, shard_rows: int, ledger: Ledger) -> ConfigStats:
     """Stream one source into ``out_dir/<config>/train-0000k-of-0000n.parquet`` shards."""
     stats = ConfigStats()
-    attempts = src.config == ATTEMPTS_CONFIG
-    # attempts repeat their question_id by design (one row per attempt): nothing to de-duplicate
-    keep = [True] * count_rows(src.path) if attempts else first_rows(src, ledger)
-    if attempts:
+    extra = src.config in EXTRA_SCHEMAS
+    # attempts repeat their question_id by design (one row per attempt), questions are prepare's (unique by
+    # construction): nothing to de-duplicate
+    keep = [True] * count_rows(src.path) if extra else first_rows(src, ledger)
+    if extra:
         ledger.seen(len(keep))
     total = sum(keep)
     if total == 0:
@@ -278,12 +307,12 @@ def write_config(src: Source, out_dir: Path, shard_rows: int, ledger: Ledger) ->
     shard, in_shard, offset = 0, 0, 0
     writer = pq.ParquetWriter(paths[0], src.schema, compression="zstd")
     try:
-        batches = iter_batches(src.path, ATTEMPTS, batch_size=BATCH_ROWS) if attempts else _batches(src)
+        batches = iter_batches(src.path, src.schema, batch_size=BATCH_ROWS) if extra else _batches(src)
         for batch in batches:
             mask, offset = keep[offset : offset + batch.num_rows], offset + batch.num_rows
             batch = batch if all(mask) else batch.filter(pa.array(mask, pa.bool_()))
-            if attempts:
-                stats.add_attempts(batch)
+            if extra:
+                stats.add_extra(batch)
             else:
                 stats.add(batch, judged=src.judgements is not None)
             start = 0
@@ -315,12 +344,15 @@ def run(
     judgements_dir: str | Path,
     out_dir: str | Path,
     metrics: str | Path,
+    eval_questions: str | Path | None = None,
 ) -> dict[str, Any]:
     from compress_distill.stages.card import render_card, write_figure
 
     pick(params.teachers, teacher, "teacher")
     traces_dir, judgements_dir, out_dir = Path(traces_dir), Path(judgements_dir), Path(out_dir)
-    srcs = sources(params, teacher, traces_dir, judgements_dir)
+    srcs = sources(
+        params, teacher, traces_dir, judgements_dir, Path(eval_questions) if eval_questions else None
+    )
     ledger = Ledger("build")
     staging = Staging()
     tmp = staging.folder(out_dir)  # staged outside data/hub, swapped in whole on commit
@@ -367,7 +399,11 @@ def main(
     out_dir: Annotated[Path, typer.Option(help="Hub-ready dataset folder to write")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    eval_questions: Annotated[
+        Path | None,
+        typer.Option(help="data/questions/eval.parquet (config eval-questions, build.eval_questions)"),
+    ] = None,
 ) -> None:
     """Build the Hub-ready dataset folder: one config per source, Parquet shards, dataset card."""
-    r = run(load_params(params), teacher, traces_dir, judgements_dir, out_dir, metrics)
+    r = run(load_params(params), teacher, traces_dir, judgements_dir, out_dir, metrics, eval_questions)
     typer.echo(f"build@{teacher}: " + ", ".join(f"{c} {v['rows']} rows" for c, v in r["configs"].items()))

@@ -51,6 +51,8 @@ DESCRIPTIONS = {
     "raw": "verified-correct teacher traces (rejection sampling; first correct attempt per question)",
     "truncated": "raw reasoning cut to the token length of the most aggressive compressor's trace",
     "answer-only": "think block removed, final response kept (answer-only ablation)",
+    "eval-questions": "the evaluation split's questions and canonical answers (what students are scored on); "
+    "no traces",
     "attempts": "every teacher attempt, correct or not, with its extraction rule and correctness (preference "
     "pairs, error analysis); no train-ready columns",
 }
@@ -63,7 +65,7 @@ COLUMNS = {
     "domain": "math, science, commonsense or medicine",
     "question": "question as shown to the teacher (lettered choices included)",
     "answer": "canonical answer of the benchmark",
-    "answer_type": "how answers are extracted and compared: numeric, letter, yes_no or text",
+    "answer_type": "how answers are extracted and compared: numeric, letter, boolean, latex or text",
     "reasoning": "the think block without its tags (empty for answer-only)",
     "response": "the teacher's final response after the think block, identical across configs",
     "source": "the config the row belongs to: raw, compressed-<C>, truncated or answer-only",
@@ -84,6 +86,10 @@ COLUMNS = {
     "judge_model": "model id of the judge",
     "judge_parse_status": "ok, or why the verdict could not be read (truncated, invalid_json, schema_error); "
     "scores are null unless ok, and null altogether where the judge has no row for the trace",
+    "group": "evaluation group: Math, Science, Medicine, Commonsense, OOD-Reasoning, OOD-Knowledge "
+    "(`eval-questions`)",
+    "split": "train or eval (`eval-questions`)",
+    "choices": "option texts without their letters, empty for open answers (`eval-questions`)",
     "teacher": "teacher id (`attempts`)",
     "round": "rejection-sampling round of the attempt, from 0 (`attempts`)",
     "attempt": "attempt index within the question (`attempts`)",
@@ -457,6 +463,11 @@ def _limitations(params: Params, built: Mapping[str, ConfigStats]) -> str:
         ),
         "- English only; benchmark questions may be in the pre-training data of the models involved.",
     ]
+    if "eval-questions" in built:
+        lines.append(
+            "- `eval-questions` is a test set: keep it out of training data, and expect it to leak into future "
+            "web-scale corpora once published."
+        )
     if "attempts" in built:
         lines.append(
             "- `attempts` holds incorrect answers and cut-off completions too (`correct`, `finish_reason`): "
@@ -492,6 +503,14 @@ def _attempts_table(stats: ConfigStats) -> str:
     return "\n".join(lines)
 
 
+def _questions_table(stats: ConfigStats) -> str:
+    lines = ["| dataset | questions |", "|---|---|"]
+    blocks = dict(sorted(stats.datasets.items()))
+    lines += [f"| {name} | {_fmt(int(b['n']))} |" for name, b in blocks.items()]
+    lines.append(f"| **overall** | {_fmt(stats.rows)} |")
+    return "\n".join(lines)
+
+
 def render_card(
     params: Params,
     teacher: str,
@@ -521,11 +540,12 @@ def render_card(
     parts.append(_example(built))
     parts.append("## Per-dataset statistics\n")
     for c, s in built.items():
-        table = (
-            _attempts_table(s)
-            if "extraction_rule" in schemas[c].names
-            else _stats_table(s, judged="judge_verdict" in schemas[c].names)
-        )
+        if "extraction_rule" in schemas[c].names:
+            table = _attempts_table(s)
+        elif "choices" in schemas[c].names:
+            table = _questions_table(s)
+        else:
+            table = _stats_table(s, judged="judge_verdict" in schemas[c].names)
         parts.append(f"### `{c}`\n\n{table}\n")
     parts.append(f"## Compression ratio\n\n![Distribution of the per-trace compression ratio]({figure})\n")
     present = list(dict.fromkeys(n for schema in schemas.values() for n in schema.names))
