@@ -236,8 +236,7 @@ def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None
     # the stage I/O convention along the chain: a rejects file beside every output (empty here), row accounting
     # in every metrics file, and nothing but outputs in the folders the stages wrote
     from compress_distill.metrics import read_metrics
-    from compress_distill.schema import read_rows
-    from compress_distill.stages.traces_common import rejects_path
+    from compress_distill.schema import read_rows, rejects_path
 
     outputs = [
         t / f"{n}.parquet"

@@ -19,15 +19,9 @@ import pyarrow.compute as pc
 import typer
 
 from compress_distill.config import Params, load_params
+from compress_distill.rejects import Ledger, text_column
 from compress_distill.schema import TRACES, iter_batches
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    Ledger,
-    parquet_sink,
-    pick,
-    split_overall,
-    text_column,
-)
+from compress_distill.stages.traces_common import GroupMeans, parquet_sink, pick, split_overall
 from compress_distill.staging import Staging
 
 BATCH_ROWS = 65_536  # no reasoning text is read: a batch is a few MB of questions and responses

@@ -33,6 +33,7 @@ import typer
 
 from compress_distill.config import ConfigError, Params, load_params
 from compress_distill.reasoning import conversation
+from compress_distill.rejects import Ledger
 from compress_distill.schema import (
     ATTEMPTS,
     JUDGEMENTS,
@@ -41,15 +42,9 @@ from compress_distill.schema import (
     first_per_id,
     iter_batches,
     read_table,
-)
-from compress_distill.stages.traces_common import (
-    ROW_GROUP_ROWS,
-    Ledger,
-    StageError,
-    count_rows,
-    pick,
     rejects_path,
 )
+from compress_distill.stages.traces_common import ROW_GROUP_ROWS, StageError, count_rows, pick
 from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)

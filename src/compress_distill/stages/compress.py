@@ -31,21 +31,19 @@ import typer
 from compress_distill.config import Params, load_params
 from compress_distill.evaluation.metrics import with_ratio_of_means
 from compress_distill.prompts import load_prompt, prompt_hash, render
+from compress_distill.rejects import Ledger, is_utf8, text_column
 from compress_distill.schema import TRACES, iter_batches
 from compress_distill.stages.traces_common import (
     GroupMeans,
-    Ledger,
     count_tokens,
     engine,
     engine_stats,
     gold_error,
-    is_utf8,
     parquet_sink,
     pick,
     preflight_tokenizer,
     request,
     split_overall,
-    text_column,
     trace_row,
 )
 from compress_distill.staging import Staging

@@ -42,22 +42,19 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.prompts import load_prompt, prompt_hash, render
+from compress_distill.rejects import Ledger, is_utf8, safe_text, text_column
 from compress_distill.schema import ANSWER_TYPES, ATTEMPTS, QUESTIONS, TRACES, first_per_id, read_table
 from compress_distill.stages.traces_common import (
     GroupMeans,
-    Ledger,
     count_tokens,
     engine,
     engine_stats,
     gold_error,
-    is_utf8,
     parquet_sink,
     pick,
     preflight_tokenizer,
     request,
-    safe_text,
     split_overall,
-    text_column,
     trace_row,
 )
 from compress_distill.staging import Staging
@@ -188,7 +185,9 @@ def run(
                     "the engine contract is one completion per request, in order"
                 )
             attempt_rows: list[dict[str, Any]] = []
-            accepted: list[tuple[dict[str, Any], Any, str, str]] = []  # question, completion, reasoning, response
+            accepted: list[
+                tuple[dict[str, Any], Any, str, str]
+            ] = []  # question, completion, reasoning, response
             still_pending: list[dict[str, Any]] = []
             for q, c in zip(pending, completions, strict=True):
                 reasoning, response = c.reasoning or "", c.text or ""

@@ -32,6 +32,7 @@ import typer
 from compress_distill.config import Params, load_params
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.reasoning import middle_truncate
+from compress_distill.rejects import Ledger, text_column
 from compress_distill.schema import (
     FAILURE_MODES,
     JUDGEMENTS,
@@ -44,14 +45,12 @@ from compress_distill.schema import (
 )
 from compress_distill.stages.traces_common import (
     GroupMeans,
-    Ledger,
     engine,
     engine_stats,
     parquet_sink,
     pick,
     request,
     split_overall,
-    text_column,
 )
 from compress_distill.staging import Staging
 

@@ -44,8 +44,8 @@ from compress_distill.evaluation.metrics import (
 from compress_distill.evaluation.tables import GridOrder, RunResult, Table
 from compress_distill.metrics import RowCounter, read_metrics
 from compress_distill.plan import expand, run_id
+from compress_distill.rejects import Ledger
 from compress_distill.schema import PREDICTIONS, read_table
-from compress_distill.stages.traces_common import Ledger
 from compress_distill.staging import Staging
 
 # per-run numbers copied from metrics/eval/RUN.json (overall block) into the summary

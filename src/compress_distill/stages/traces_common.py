@@ -1,9 +1,7 @@
 """Helpers shared by the trace stages (generate, compress, truncate, answer_only, judge, build).
 
-What lives here is what every trace stage needs in the same form: the reject ledger behind each
-``<out>.rejects.parquet`` (with the ``duplicate_id`` rule), a streaming Parquet sink into a staged path
-(``staging.Staging`` renames it into place with the stage's other outputs), UTF-8-safe reads of text
-columns, token counting with a model's own tokenizer, per-dataset means for the metrics tables, and
+What lives here is what every trace stage needs in the same form: a streaming Parquet sink into a staged
+path (``staging.Staging`` renames it into place with the stage's other outputs), token counting with a model's own tokenizer, per-dataset means for the metrics tables, and
 the backend lifecycle.  Heavy imports (transformers, the engine layer) stay inside functions.
 """
 
@@ -22,20 +20,11 @@ import pyarrow.parquet as pq
 
 from compress_distill.config import BackendConfig, ConfigError, SamplingConfig
 from compress_distill.errors import UserError
-from compress_distill.metrics import RowCounter
 from compress_distill.schema import (
-    REJECTS,
     TRACES,
-    first_per_id,
-    rejects_path,
     to_table,
     validate,
 )
-from compress_distill.staging import Staging
-
-# Rejected rows keep this much of the offending text (chars): enough to see what went wrong, small enough
-# that a corpus of runaway 1 MB generations does not turn the rejects file into a second copy of it.
-DETAIL_CHARS = 2_000
 
 # Rows per Parquet row group of the trace tables: ~8k traces of ~7 kB reasoning (paper Table 4) is
 # ~60 MB uncompressed, the scale at which readers stream efficiently without holding whole files.
@@ -54,89 +43,6 @@ def pick(mapping: Mapping[str, Any], key: str, what: str) -> Any:
             f"{what} {key!r} is not defined in params; defined: {', '.join(mapping) or '(none)'}"
         )
     return mapping[key]
-
-
-# --------------------------------------------------------------------------------------------- rejects
-class Ledger(RowCounter):
-    """Row accounting plus the rejected rows themselves (id, reason, clipped detail)."""
-
-    def __init__(self, stage: str) -> None:
-        super().__init__()
-        self.stage = stage
-        self.rows: list[dict[str, str]] = []
-
-    def reject(self, reason: str, n: int = 1, *, id: str = "", detail: str = "") -> None:
-        super().reject(reason, n)
-        self.rows.append({"id": id, "stage": self.stage, "reason": reason, "detail": clip(detail)})
-
-    def drop_duplicates(self, table: pa.Table, seen: set[str], what: str = "input") -> pa.Table:
-        """``table`` without rows whose ``id`` was already in ``seen`` (or earlier in ``table``); each
-        dropped row is a ``duplicate_id`` reject.  The rows must already be counted as seen."""
-        ids = table.column("id").to_pylist()
-        keep = first_per_id(ids, seen)
-        if all(keep):
-            return table
-        for rid, first in zip(ids, keep, strict=True):
-            if not first:
-                self.reject(
-                    "duplicate_id",
-                    id=rid or "",
-                    detail=f"{what} id repeats an earlier row; the first one is kept",
-                )
-        return table.filter(pa.array(keep, pa.bool_()))
-
-    def write_rejects(self, staging: Staging, out: str | Path) -> Path:
-        """Stage ``<out>.rejects.parquet``: always written (possibly empty) so it is a stable DVC output."""
-        path = staging.file(rejects_path(out))
-        pq.write_table(to_table(self.rows, REJECTS), path, compression="zstd")
-        return path
-
-
-def clip(text: str | None, limit: int = DETAIL_CHARS) -> str:
-    if not text:
-        return ""
-    text = safe_text(text)
-    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} chars clipped]"
-
-
-# --------------------------------------------------------------------------------------------- text
-def is_utf8(text: str) -> bool:
-    """False for strings that cannot be written as UTF-8 (lone surrogates from a broken decoder)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def safe_text(text: str) -> str:
-    """``text`` with unencodable code points replaced, for storing what a bad row looked like."""
-    return text if is_utf8(text) else text.encode("utf-8", "replace").decode("utf-8")
-
-
-def text_column(table: pa.Table | pa.RecordBatch, name: str) -> list[str | None]:
-    """A string column as Python strs; values that are not valid UTF-8 come back as ``None``.
-
-    Arrow's ``string`` type does not guarantee valid UTF-8 in a file written by another tool; the fast
-    path converts the whole column at once, and only a column that fails validation is decoded value by
-    value so the bad rows can be rejected by id instead of crashing the stage.
-    """
-    col = table.column(name)
-    try:
-        col.validate(full=True)
-    except pa.ArrowInvalid:
-        raw = col.cast(pa.binary()) if isinstance(col, pa.ChunkedArray) else col.view(pa.binary())
-        out: list[str | None] = []
-        for value in raw.to_pylist():
-            if value is None:
-                out.append("")
-                continue
-            try:
-                out.append(value.decode("utf-8"))
-            except UnicodeDecodeError:
-                out.append(None)
-        return out
-    return [("" if v is None else v) for v in col.to_pylist()]
 
 
 # --------------------------------------------------------------------------------------------- sinks
@@ -226,6 +132,14 @@ def preflight_tokenizer(cfg: BackendConfig, key: str) -> Any:
     directory), which would otherwise fail in ``count_tokens`` after every request had been paid for.
     ``key`` is the params path of the engine (``compressors.concise``), named in the fix-it.
     """
+    where = Path(cfg.tokenizer_id)
+    if (where.is_absolute() or cfg.tokenizer_id.startswith(".")) and not where.exists():
+        # a path, not a Hub id: say which key holds it rather than what the tokenizer loader made of it
+        key_path = f"{key}.tokenizer" if cfg.tokenizer else f"{key}.model"
+        raise ConfigError(
+            f"{key_path}: the model directory {cfg.tokenizer_id} does not exist; fix the path, or produce the "
+            "model first (dvc repro)"
+        )
     try:
         return load_tokenizer(cfg.tokenizer_id)
     except (OSError, ValueError, RuntimeError) as err:  # what from_pretrained raises for a missing tokenizer
