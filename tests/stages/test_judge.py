@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from trace_stage_helpers import (
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import FAILURE_MODES, JUDGEMENTS, REJECTS, judge_json_schema, read_rows
+from compress_distill.stages import judge
+from tests.helpers.traces import (
     SMOL,
     ScriptedBackend,
     completion,
@@ -17,10 +21,6 @@ from trace_stage_helpers import (
     write_params,
     write_traces,
 )
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import FAILURE_MODES, JUDGEMENTS, REJECTS, judge_json_schema, read_rows
-from compress_distill.stages import judge
 
 
 def verdict(**kw) -> str:  # type: ignore[no-untyped-def]

@@ -11,7 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from trace_stage_helpers import (
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import JUDGEMENTS, QUESTIONS, REJECTS, TRACES, SchemaError, read_rows
+from compress_distill.stages import answer_only, build, compress, generate, judge, prepare, truncate
+from compress_distill.stages.traces_common import rejects_path
+from tests.helpers.traces import (
     REPO,
     ScriptedBackend,
     completion,
@@ -22,11 +27,6 @@ from trace_stage_helpers import (
     trace,
     write_traces,
 )
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import JUDGEMENTS, QUESTIONS, REJECTS, TRACES, SchemaError, read_rows
-from compress_distill.stages import answer_only, build, compress, generate, judge, prepare, truncate
-from compress_distill.stages.traces_common import rejects_path
 
 LONG = "First I add 2 and 2. " * 10 + "So 2 + 2 = 4, the answer is 4."
 
@@ -274,9 +274,8 @@ def test_a_failed_build_leaves_the_previous_folder(tmp_path: Path) -> None:
 
 def test_train_trains_on_the_first_row_per_id_and_commits_model_with_metrics(tmp_path: Path) -> None:
     """A pulled revision can repeat an id; train counts the repeat as a ``duplicate_id`` reject."""
-    from trace_stage_helpers import write_params
-
     from compress_distill.stages import train
+    from tests.helpers.traces import write_params
 
     source = write_traces(
         tmp_path / "hub" / "smol" / "raw" / "train-00000-of-00001.parquet",
@@ -309,7 +308,7 @@ def test_a_stage_killed_mid_write_leaves_dvc_status_unchanged(tmp_path: Path) ->
     import sys
     import time
 
-    from trace_stage_helpers import write_params
+    from tests.helpers.traces import write_params
 
     dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
     if not Path(dvc).exists():

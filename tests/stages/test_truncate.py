@@ -6,12 +6,12 @@ import random
 from pathlib import Path
 
 import pytest
-from trace_stage_helpers import SMOL, make_params, trace, write_traces
 
 from compress_distill.metrics import read_metrics
 from compress_distill.schema import REJECTS, TRACES, read_rows
 from compress_distill.stages import truncate
 from compress_distill.stages.traces_common import load_tokenizer
+from tests.helpers.traces import SMOL, make_params, trace, write_traces
 
 WORDS = ["the", "answer", "is", "42", "1234567", "x^2", "=", "+", "(B)", "**Step", "1:**", "\n", "\n\n", "  ",
          "don't", "we'll", "naïve", "café", "√2", "≤", "日本語", "🙂", "---", "...", "internationalization",

@@ -1,5 +1,5 @@
-"""Shared fixtures of the trace-stage tests: params with absolute prompt paths, table builders, a scripted
-in-test backend for the pure cores, and the SIGKILL-and-resume harness run against the real hf backend."""
+"""Helpers of the trace-stage tests: params with absolute prompt paths, table builders, a scripted in-test
+backend for the pure cores, and the SIGKILL-and-resume harness run against the real hf backend."""
 
 from __future__ import annotations
 
@@ -21,11 +21,6 @@ import yaml
 from compress_distill.config import Params
 from compress_distill.llm.types import ChatRequest, Completion
 from compress_distill.schema import JUDGEMENTS, QUESTIONS, TRACES, write_rows
-
-# Test modules import these helpers as ``trace_stage_helpers``: several test folders have a conftest.py and
-# ``from conftest import ...`` resolves to whichever was imported last (``pytest tests/a tests/b`` loads
-# both before collecting), so this module also registers itself under a name of its own.
-sys.modules["trace_stage_helpers"] = sys.modules[__name__]
 
 REPO = Path(__file__).resolve().parents[2]
 SMOL = "smollm2-135m-instruct"
