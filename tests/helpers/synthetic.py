@@ -23,7 +23,7 @@ from compress_distill.config import Params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.metrics import write_metrics
 from compress_distill.plan import expand
-from compress_distill.schema import PREDICTIONS, TRACES, to_table, write_table
+from compress_distill.schema import PREDICTIONS, TRACES, VERDICTS, to_table, write_table
 
 # dataset -> (domain, eval group)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -41,7 +41,6 @@ PROFILE: dict[str, tuple[float, float, float]] = {
     "truncated": (0.72, 400.0, 0.001),
     "answer-only": (0.55, 4.0, 0.0),
 }
-VERDICTS = ("faithful", "partially_faithful", "unfaithful")
 
 
 def _kind(source: str) -> str:
