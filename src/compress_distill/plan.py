@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from compress_distill.config import GridExclusion, Params
+from compress_distill.names import compressor_of
 
 
 def run_id(teacher: str, student: str, method: str, source: str) -> str:
@@ -46,8 +47,9 @@ def source_available(params: Params, teacher: str, source: str) -> bool:
     """A run needs its source config to exist for that teacher."""
     if source == "truncated":
         return teacher in params.truncate
-    if source.startswith("compressed-"):
-        return source.removeprefix("compressed-") in params.compressors
+    compressor = compressor_of(source)
+    if compressor is not None:
+        return compressor in params.compressors
     return source in ("raw", "answer-only")
 
 

@@ -22,8 +22,9 @@ import pyarrow as pa
 from compress_distill.config import Params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.metrics import write_metrics
+from compress_distill.names import VERDICTS, compressed_source, compressor_of
 from compress_distill.plan import expand
-from compress_distill.schema import PREDICTIONS, TRACES, VERDICTS, to_table, write_table
+from compress_distill.schema import PREDICTIONS, TRACES, to_table, write_table
 
 # dataset -> (domain, eval group)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -44,7 +45,7 @@ PROFILE: dict[str, tuple[float, float, float]] = {
 
 
 def _kind(source: str) -> str:
-    return "compressed" if source.startswith("compressed-") else source
+    return source if compressor_of(source) is None else "compressed"
 
 
 def _question_ids(n: int) -> list[tuple[str, str, str]]:
@@ -60,7 +61,7 @@ def write_run(
 ) -> None:
     rng = np.random.default_rng(seed)
     acc, mean_tokens, trunc_rate = PROFILE[_kind(spec["source"])]
-    if spec["source"].startswith("compressed-"):
+    if compressor_of(spec["source"]) is not None:
         acc -= 0.01 * (sum(map(ord, spec["source"])) % 3)  # compressors differ a little
     qs = _question_ids(len(difficulty))
     noise = rng.random(len(qs)) < 0.1
@@ -165,7 +166,7 @@ def write_hub(
         ratios = np.clip(rng.beta(2.0, 12.0 + 4 * k, n_traces), 0.01, 1.4)
         rows = []
         for i, (q, ds, _) in enumerate(qs):
-            r = base(i, q, ds, f"compressed-{comp}", text(i, max(20, int(raw_chars[i] * ratios[i])), comp))
+            r = base(i, q, ds, compressed_source(comp), text(i, max(20, int(raw_chars[i] * ratios[i])), comp))
             verdict = VERDICTS[0] if rng.random() < 0.9 else VERDICTS[1 + int(rng.random() < 0.4)]
             r.update(
                 compressor_model=f"org/{comp}",
@@ -179,7 +180,7 @@ def write_hub(
                 judge_parse_status="ok",
             )
             rows.append(r)
-        configs[f"compressed-{comp}"] = rows
+        configs[compressed_source(comp)] = rows
     configs["truncated"] = [
         base(i, q, ds, "truncated", raw[i]["reasoning"][: max(20, raw_chars[i] // 10)])
         for i, (q, ds, _) in enumerate(qs)

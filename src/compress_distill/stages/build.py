@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import typer
 
 from compress_distill.config import Params, load_params
+from compress_distill.names import compressed_source, compressor_of
 from compress_distill.schema import JUDGEMENTS, TRACES, first_per_id, iter_batches, read_table
 from compress_distill.stages.traces_common import (
     ROW_GROUP_ROWS,
@@ -155,8 +156,8 @@ def sources(params: Params, teacher: str, traces_dir: Path, judgements_dir: Path
         judged = judgements_dir / f"{c}.parquet"
         out.append(
             Source(
-                f"compressed-{c}",
-                need(traces_dir / f"compressed-{c}.parquet", f"compress@{teacher}-{c}"),
+                compressed_source(c),
+                need(traces_dir / f"{compressed_source(c)}.parquet", f"compress@{teacher}-{c}"),
                 judged if judged.exists() else None,
             )
         )
@@ -271,7 +272,7 @@ def run(
         {
             c: np.concatenate(s.ratios) if s.ratios else np.array([])
             for c, s in built.items()
-            if c.startswith("compressed-") or c == "truncated"
+            if compressor_of(c) is not None or c == "truncated"
         },
     )
     (tmp / "README.md").write_text(render_card(params, teacher, built, schemas, FIGURE), encoding="utf-8")

@@ -21,6 +21,7 @@ import pyarrow as pa
 import yaml
 
 from compress_distill.config import BackendConfig, Params
+from compress_distill.names import compressor_of
 from compress_distill.prompts import prompt_hash
 
 if TYPE_CHECKING:
@@ -219,12 +220,12 @@ def render_card(
     )
     parts.append("## Configs\n\n| config | contents | rows | shards |\n|---|---|---|---|")
     for c, s in built.items():
-        what = DESCRIPTIONS.get(c) or (
-            f"raw reasoning rewritten by compressor `{c.removeprefix('compressed-')}` "
-            f"(`{params.compressors[c.removeprefix('compressed-')].model}`), teacher's final response re-attached"
+        what = DESCRIPTIONS[c] if (comp := compressor_of(c)) is None else (
+            f"raw reasoning rewritten by compressor `{comp}` "
+            f"(`{params.compressors[comp].model}`), teacher's final response re-attached"
         )
         parts.append(f"| `{c}` | {what} | {s.rows:,} | {s.shards} |")
-    first_compressed = next((c for c in built if c.startswith("compressed-")), "raw")
+    first_compressed = next((c for c in built if compressor_of(c) is not None), "raw")
     parts.append(
         "\n## Usage\n\n```python\nfrom datasets import load_dataset\n\n"
         f'ds = load_dataset("<this repo or folder>", "{first_compressed}", split="train")\n```\n'

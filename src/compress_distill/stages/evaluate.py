@@ -29,10 +29,10 @@ from compress_distill.config import BackendConfig, ConfigError, Params, backend_
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Backend, ChatRequest, Completion
 from compress_distill.metrics import RowCounter
+from compress_distill.names import ANSWER_TYPES
 from compress_distill.plan import expand
 from compress_distill.reasoning import split_completion
 from compress_distill.schema import (
-    ANSWER_TYPES,
     PREDICTIONS,
     QUESTIONS,
     REJECTS,

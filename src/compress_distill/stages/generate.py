@@ -41,8 +41,9 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import Params, load_params
+from compress_distill.names import ANSWER_TYPES
 from compress_distill.prompts import load_prompt, prompt_hash, render
-from compress_distill.schema import ANSWER_TYPES, ATTEMPTS, QUESTIONS, TRACES, first_per_id, read_table
+from compress_distill.schema import ATTEMPTS, QUESTIONS, TRACES, first_per_id, read_table
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,

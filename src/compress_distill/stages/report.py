@@ -43,6 +43,7 @@ from compress_distill.evaluation.metrics import (
 )
 from compress_distill.evaluation.tables import GridOrder, RunResult, Table
 from compress_distill.metrics import RowCounter, read_metrics
+from compress_distill.names import compressor_of
 from compress_distill.plan import expand, run_id
 from compress_distill.schema import PREDICTIONS, read_table
 from compress_distill.stages.traces_common import Ledger
@@ -315,7 +316,7 @@ def _headline(
     rets = [
         r.vs_raw["retention"]
         for r in runs
-        if r.vs_raw.get("retention") is not None and r.source.startswith("compressed-")
+        if r.vs_raw.get("retention") is not None and compressor_of(r.source) is not None
     ]
     if rets:
         items.append(
