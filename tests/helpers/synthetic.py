@@ -23,7 +23,7 @@ from compress_distill.config import Params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.metrics import write_metrics
 from compress_distill.names import VERDICTS, compressed_source, compressor_of
-from compress_distill.plan import expand
+from compress_distill.plan import Run, expand_runs
 from compress_distill.schema import PREDICTIONS, TRACES, to_table, write_table
 
 # dataset -> (domain, eval group)
@@ -57,19 +57,19 @@ def _question_ids(n: int) -> list[tuple[str, str, str]]:
 
 
 def write_run(
-    root: Path, run: str, spec: dict[str, str], difficulty: np.ndarray, seed: int, cap: int
+    root: Path, run: str, spec: Run, difficulty: np.ndarray, seed: int, cap: int
 ) -> None:
     rng = np.random.default_rng(seed)
-    acc, mean_tokens, trunc_rate = PROFILE[_kind(spec["source"])]
-    if compressor_of(spec["source"]) is not None:
-        acc -= 0.01 * (sum(map(ord, spec["source"])) % 3)  # compressors differ a little
+    acc, mean_tokens, trunc_rate = PROFILE[_kind(spec.source)]
+    if compressor_of(spec.source) is not None:
+        acc -= 0.01 * (sum(map(ord, spec.source)) % 3)  # compressors differ a little
     qs = _question_ids(len(difficulty))
     noise = rng.random(len(qs)) < 0.1
     correct = (difficulty < acc) ^ noise
     truncated = rng.random(len(qs)) < trunc_rate
     tokens = np.where(truncated, cap, np.maximum(1, rng.gamma(2.0, mean_tokens / 2.0, len(qs)))).astype(int)
     correct &= ~truncated
-    no_reasoning = spec["source"] == "answer-only"
+    no_reasoning = spec.source == "answer-only"
     rows = [
         {
             "question_id": qid,
@@ -95,11 +95,11 @@ def write_run(
         root / "metrics/eval" / f"{run}.json",
         {**m, "rows_in": n, "rows_out": n, "rejects": {}, "wall_clock_s": 60.0, "gpu_hours": 60.0 / 3600},
     )
-    hours = {"raw": 2.5, "compressed": 0.6, "truncated": 0.4, "answer-only": 0.1}[_kind(spec["source"])]
+    hours = {"raw": 2.5, "compressed": 0.6, "truncated": 0.4, "answer-only": 0.1}[_kind(spec.source)]
     tokens_m = {"raw": 600e6, "compressed": 90e6, "truncated": 75e6, "answer-only": 24e6}[
-        _kind(spec["source"])
+        _kind(spec.source)
     ]
-    final = {"raw": 0.31, "compressed": 0.45, "truncated": 0.40, "answer-only": 0.29}[_kind(spec["source"])]
+    final = {"raw": 0.31, "compressed": 0.45, "truncated": 0.40, "answer-only": 0.29}[_kind(spec.source)]
     write_metrics(
         root / "metrics/train" / f"{run}.json",
         {
@@ -204,7 +204,7 @@ def write_grid(
     missing: tuple[str, ...] = (),
 ) -> list[str]:
     """Write the whole synthetic grid under ``root``; returns the run ids (``missing`` ones are skipped)."""
-    runs = expand(params)["runs"]
+    runs = expand_runs(params)
     difficulty = np.random.default_rng(seed).random(n_questions)
     for i, (run, spec) in enumerate(runs.items()):
         if run in missing:

@@ -25,12 +25,12 @@ from typing import Annotated, Any
 import pyarrow.parquet as pq
 import typer
 
-from compress_distill.config import BackendConfig, ConfigError, Params, backend_config, load_params
+from compress_distill.config import BackendConfig, Params, backend_config, load_params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Backend, ChatRequest, Completion
 from compress_distill.metrics import RowCounter
 from compress_distill.names import ANSWER_TYPES
-from compress_distill.plan import expand
+from compress_distill.plan import find_run
 from compress_distill.reasoning import split_completion
 from compress_distill.schema import (
     PREDICTIONS,
@@ -47,16 +47,6 @@ STAGE = "evaluate"
 
 
 # --------------------------------------------------------------------------------------------- pure core
-def resolve_run(params: Params, run: str) -> dict[str, str]:
-    runs = expand(params)["runs"]
-    if run not in runs:
-        close = ", ".join(list(runs)[:8]) + (" ..." if len(runs) > 8 else "")
-        raise ConfigError(
-            f"run {run!r} is not in the grid of params (run `compress-distill plan`); runs: {close}"
-        )
-    return runs[run]
-
-
 def engine_config(params: Params, model_dir: str | Path) -> dict[str, Any]:
     """``params.evaluate.engine`` (backend overrides) with the student's model directory as ``model``."""
     cfg = dict(params.evaluate.engine)
@@ -230,13 +220,13 @@ def run(
     from compress_distill.llm import make_backend
     from compress_distill.llm.tokens import count_tokens, load_tokenizer, template_format
 
-    spec = resolve_run(params, run_name)
+    spec = find_run(params, run_name)
     if not model_dir.exists():
         raise FileNotFoundError(
             f"model directory {model_dir} not found; run the train stage first (dvc repro train@{run_name})"
         )
     cfg = backend_config(engine_config(params, model_dir))
-    cap = max_new_tokens(params, spec["student"])
+    cap = max_new_tokens(params, spec.student)
 
     counter = RowCounter()
     all_rows = read_table(questions_path, QUESTIONS).to_pylist()
