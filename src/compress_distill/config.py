@@ -178,6 +178,25 @@ class BackendConfig(Section):
         return self
 
 
+class StudentEngineConfig(BackendConfig):
+    """``evaluate.engine``: the student engine's backend keys, validated at load.  Its ``model`` is each
+    run's trained student (``models/RUN``), filled in at run time by ``for_model``; params never set it."""
+
+    model: str = Field("", exclude=True)  # left out of dumps: a dumped params file must load again
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        raise ValueError(
+            "the student engine serves each run's trained model (models/RUN), filled in at run time; "
+            "remove this key"
+        )
+
+    def for_model(self, model_dir: str | Path) -> BackendConfig:
+        """The backend config of one run: these keys, with ``model`` the run's model directory."""
+        return backend_config({**self.model_dump(exclude={"model"}), "model": str(model_dir)})
+
+
 class SamplingConfig(Section):
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -349,7 +368,7 @@ class TrainConfig(Section):
 
 
 class EvaluateConfig(Section):
-    engine: dict[str, Any] = Field(default_factory=dict)  # backend overrides for the student engine
+    engine: StudentEngineConfig = Field(default_factory=StudentEngineConfig)
     max_new_tokens: int = Field(8192, ge=1)
     max_per_dataset: int | None = Field(None, ge=1)
 

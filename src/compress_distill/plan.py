@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from compress_distill.config import ConfigError, GridExclusion, Params
+from compress_distill.config import ConfigError, GridExclusion, Method, Params
 from compress_distill.names import compressor_of
 
 
@@ -42,7 +42,7 @@ class Run:
 
     teacher: str
     student: str
-    method: str
+    method: Method
     source: str  # raw | compressed-<C> | truncated | answer-only
 
     @property

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import pyarrow.parquet as pq
 import typer
 
-from compress_distill.config import BackendConfig, Params, backend_config, load_params
+from compress_distill.config import BackendConfig, Params, load_params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Backend, ChatRequest, Completion
 from compress_distill.metrics import RowCounter
@@ -47,13 +47,6 @@ STAGE = "evaluate"
 
 
 # --------------------------------------------------------------------------------------------- pure core
-def engine_config(params: Params, model_dir: str | Path) -> dict[str, Any]:
-    """``params.evaluate.engine`` (backend overrides) with the student's model directory as ``model``."""
-    cfg = dict(params.evaluate.engine)
-    cfg["model"] = str(model_dir)
-    return cfg
-
-
 def max_new_tokens(params: Params, student: str) -> int:
     override = params.students[student].max_tokens_eval
     return override if override is not None else params.evaluate.max_new_tokens
@@ -225,7 +218,7 @@ def run(
         raise FileNotFoundError(
             f"model directory {model_dir} not found; run the train stage first (dvc repro train@{run_name})"
         )
-    cfg = backend_config(engine_config(params, model_dir))
+    cfg = params.evaluate.engine.for_model(model_dir)
     cap = max_new_tokens(params, spec.student)
 
     counter = RowCounter()
