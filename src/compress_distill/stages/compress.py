@@ -30,20 +30,19 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.evaluation.metrics import with_ratio_of_means
+from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
 from compress_distill.names import compressed_source
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.schema import TRACES, iter_batches
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
-    count_tokens,
     engine,
     engine_stats,
     gold_error,
     is_utf8,
     parquet_sink,
     pick,
-    preflight_tokenizer,
     request,
     split_overall,
     text_column,

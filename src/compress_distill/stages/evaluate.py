@@ -237,7 +237,7 @@ def run(
     tokenizer = load_tokenizer(str(model_dir))
     prefilled = template_format(tokenizer, cfg.chat_template_kwargs) == "think"
     completions = final_split(completions, prefilled)
-    r_tokens = count_tokens(tokenizer, [c.reasoning or "" for c in completions])
+    r_tokens = count_tokens(str(model_dir), [c.reasoning or "" for c in completions])
     rows = score(run_name, questions, completions, r_tokens, grade)
     counter.kept(len(rows))
 

@@ -41,20 +41,19 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import Params, load_params
+from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
 from compress_distill.names import ANSWER_TYPES
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.schema import ATTEMPTS, QUESTIONS, TRACES, first_per_id, read_table
 from compress_distill.stages.traces_common import (
     GroupMeans,
     Ledger,
-    count_tokens,
     engine,
     engine_stats,
     gold_error,
     is_utf8,
     parquet_sink,
     pick,
-    preflight_tokenizer,
     request,
     safe_text,
     split_overall,
