@@ -56,9 +56,7 @@ def _question_ids(n: int) -> list[tuple[str, str, str]]:
     ]
 
 
-def write_run(
-    root: Path, run: str, spec: Run, difficulty: np.ndarray, seed: int, cap: int
-) -> None:
+def write_run(root: Path, run: str, spec: Run, difficulty: np.ndarray, seed: int, cap: int) -> None:
     rng = np.random.default_rng(seed)
     acc, mean_tokens, trunc_rate = PROFILE[_kind(spec.source)]
     if compressor_of(spec.source) is not None:
@@ -96,9 +94,7 @@ def write_run(
         {**m, "rows_in": n, "rows_out": n, "rejects": {}, "wall_clock_s": 60.0, "gpu_hours": 60.0 / 3600},
     )
     hours = {"raw": 2.5, "compressed": 0.6, "truncated": 0.4, "answer-only": 0.1}[_kind(spec.source)]
-    tokens_m = {"raw": 600e6, "compressed": 90e6, "truncated": 75e6, "answer-only": 24e6}[
-        _kind(spec.source)
-    ]
+    tokens_m = {"raw": 600e6, "compressed": 90e6, "truncated": 75e6, "answer-only": 24e6}[_kind(spec.source)]
     final = {"raw": 0.31, "compressed": 0.45, "truncated": 0.40, "answer-only": 0.29}[_kind(spec.source)]
     write_metrics(
         root / "metrics/train" / f"{run}.json",

@@ -220,9 +220,13 @@ def render_card(
     )
     parts.append("## Configs\n\n| config | contents | rows | shards |\n|---|---|---|---|")
     for c, s in built.items():
-        what = DESCRIPTIONS[c] if (comp := compressor_of(c)) is None else (
-            f"raw reasoning rewritten by compressor `{comp}` "
-            f"(`{params.compressors[comp].model}`), teacher's final response re-attached"
+        what = (
+            DESCRIPTIONS[c]
+            if (comp := compressor_of(c)) is None
+            else (
+                f"raw reasoning rewritten by compressor `{comp}` "
+                f"(`{params.compressors[comp].model}`), teacher's final response re-attached"
+            )
         )
         parts.append(f"| `{c}` | {what} | {s.rows:,} | {s.shards} |")
     first_compressed = next((c for c in built if compressor_of(c) is not None), "raw")
