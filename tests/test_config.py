@@ -197,6 +197,31 @@ def test_backend_config_unknown_key() -> None:
         backend_config({"backend": "hf", "model": "smollm2-135m-instruct", "bach_size": 3})
 
 
+@pytest.mark.parametrize(
+    ("engine", "needle"),
+    [
+        ({"device": "gpu"}, "evaluate.engine.device: Input should be 'cpu', 'cuda' or 'auto' (got 'gpu')"),
+        ({"batchsize": 4}, "evaluate.engine.batchsize: unknown key (did you mean 'batch_size'?)"),
+        ({"backend": "openai"}, "evaluate.engine: backend 'openai' needs base_urls"),
+        ({"model": "x"}, "evaluate.engine.model: the student engine serves each run's trained model"),
+    ],
+)
+def test_evaluate_engine_is_validated_at_load(demo: dict, engine: dict, needle: str) -> None:
+    # evaluate.engine used to be a plain dict, checked only when evaluate@RUN built its engine
+    d = copy.deepcopy(demo)
+    d["evaluate"]["engine"] = engine
+    assert needle in _err(d)
+
+
+def test_evaluate_engine_takes_the_runs_model_at_run_time(demo: dict, tmp_path: Path) -> None:
+    engine = parse_params(demo).evaluate.engine
+    cfg = engine.for_model(tmp_path / "models" / "run")
+    assert type(cfg).__name__ == "BackendConfig" and cfg.model == str(tmp_path / "models" / "run")
+    assert (cfg.backend, cfg.device, cfg.dtype, cfg.batch_size) == ("hf", "cpu", "float32", 12)
+    # a dumped params file loads again (the placeholder model is not written out)
+    assert parse_params(parse_params(demo).model_dump(mode="json")).evaluate.engine == engine
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")

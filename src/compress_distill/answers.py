@@ -76,10 +76,9 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from compress_distill.names import ANSWER_TYPES
 from compress_distill.reasoning import split_reasoning
 
-# Same tuple as schema.ANSWER_TYPES (a test pins it); not imported to keep this module free of pyarrow.
-ANSWER_TYPES = ("numeric", "letter", "boolean", "latex", "text")
 LETTERS = "ABCDEFGHIJ"
 
 # Only the tail of a longer final response is scanned: answers come last, and a 1 MB response must stay fast.

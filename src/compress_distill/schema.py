@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress_distill.errors import UserError
+from compress_distill.names import FailureMode, Verdict
 from compress_distill.staging import atomic_path  # the one atomic-write helper (re-exported)
 
 # --------------------------------------------------------------------------------------------- tables
@@ -125,23 +126,6 @@ TABLES: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "rejects": REJECTS,
 }
-
-# The judge's enumerations (paper Appendix G), each defined once: the Literal types drive the verdict model
-# and its JSON schema, the tuples everything that counts or lists them.
-FailureMode = Literal[
-    "contradiction",
-    "unsupported_claim",
-    "omitted_key_step",
-    "answer_mismatch",
-    "overcompression",
-    "incoherent",
-    "empty_original",
-    "empty_compressed",
-]
-Verdict = Literal["faithful", "partially_faithful", "unfaithful"]
-FAILURE_MODES: tuple[str, ...] = get_args(FailureMode)
-VERDICTS: tuple[str, ...] = get_args(Verdict)
-ANSWER_TYPES = ("numeric", "letter", "boolean", "latex", "text")
 
 
 class SchemaError(UserError, ValueError):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trace_stage_helpers import SMOL, make_params, make_traces
 
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build
 from compress_distill.stages.traces_common import StageError
+from tests.helpers.traces import SMOL, make_params, make_traces
 
 SECRET = "sk-topsecret-123"
 
@@ -138,9 +138,9 @@ def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None
     import json
 
     import datasets
-    from trace_stage_helpers import ScriptedBackend, completion, prompt_of, question, write_questions
 
     from compress_distill.stages import answer_only, compress, generate, judge, truncate
+    from tests.helpers.traces import ScriptedBackend, completion, prompt_of, question, write_questions
 
     def engine(req):  # type: ignore[no-untyped-def]
         p = prompt_of(req)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from trace_stage_helpers import make_params, make_traces
 
 from compress_distill.attribution import BENCHMARKS, UNKNOWN_LICENSE, model_license
 from compress_distill.config import DATASET_IDS
 from compress_distill.stages import build
 from compress_distill.stages.card import COLUMNS, MIXED_LICENSE
+from tests.helpers.traces import make_params, make_traces
 
 LLAMA = "meta-llama/Llama-3.3-70B-Instruct"
 
@@ -178,10 +178,10 @@ def test_attempts_config_is_opt_in_and_documented(tmp_path: Path) -> None:
 
 def test_eval_questions_config_is_opt_in_and_documented(tmp_path: Path) -> None:
     import datasets
-    from trace_stage_helpers import question, write_questions
 
     from compress_distill.config import ConfigError
     from compress_distill.schema import QUESTIONS
+    from tests.helpers.traces import question, write_questions
 
     traces, judgements = make_traces(tmp_path)
     eval_path = write_questions(

@@ -16,6 +16,7 @@ from compress_distill.config import ConfigError, load_params, parse_params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Completion
 from compress_distill.metrics import RowCounter
+from compress_distill.plan import find_run
 from compress_distill.schema import PREDICTIONS, QUESTIONS, REJECTS, read_rows, read_table, write_rows
 from compress_distill.stages import evaluate
 
@@ -131,7 +132,7 @@ def test_cut_inside_a_prefilled_think_block_is_never_graded() -> None:
 def test_unknown_run_and_missing_model(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     with pytest.raises(ConfigError, match="not in the grid"):
-        evaluate.resolve_run(params, "nope")
+        find_run(params, "nope")
     write_rows([q(0)], tmp_path / "eval.parquet", QUESTIONS)
     with pytest.raises(FileNotFoundError, match="train stage"):
         evaluate.run(

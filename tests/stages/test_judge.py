@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from trace_stage_helpers import (
+
+from compress_distill.metrics import read_metrics
+from compress_distill.names import FAILURE_MODES
+from compress_distill.schema import JUDGEMENTS, REJECTS, judge_json_schema, read_rows
+from compress_distill.stages import judge
+from tests.helpers.traces import (
     SMOL,
     ScriptedBackend,
     completion,
@@ -17,10 +22,6 @@ from trace_stage_helpers import (
     write_params,
     write_traces,
 )
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import FAILURE_MODES, JUDGEMENTS, REJECTS, judge_json_schema, read_rows
-from compress_distill.stages import judge
 
 
 def verdict(**kw) -> str:  # type: ignore[no-untyped-def]
@@ -109,7 +110,8 @@ def test_last_valid_json_object_of_a_reply_wins() -> None:
 
 
 def test_parse_statuses_and_enumerations_are_defined_once() -> None:
-    from compress_distill.schema import VERDICTS, JudgeVerdict
+    from compress_distill.names import VERDICTS
+    from compress_distill.schema import JudgeVerdict
 
     assert judge.PARSE_STATUSES == ("ok", "truncated", "invalid_json", "schema_error", "inconsistent")
     props = JudgeVerdict.model_json_schema()

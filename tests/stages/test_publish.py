@@ -9,15 +9,15 @@ from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
-from echo_server import echo_server
-from fake_hub import FakeHub
 from huggingface_hub import HfApi, constants
-from trace_stage_helpers import SMOL, make_params, make_traces
 
 from compress_distill.config import ConfigError
 from compress_distill.errors import HubError, describe, redact_logs
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, publish, pull
+from tests.helpers.echo_server import echo_server
+from tests.helpers.fake_hub import FakeHub
+from tests.helpers.traces import SMOL, make_params, make_traces
 
 # assembled at run time so secret scanners do not flag a (fake) token committed in the source
 TOKEN = "hf_" + "FAKEtokenThatMustNeverBeWritten0123"

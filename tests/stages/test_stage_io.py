@@ -11,17 +11,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from trace_stage_helpers import (
-    REPO,
-    ScriptedBackend,
-    completion,
-    make_params,
-    make_traces,
-    prompt_of,
-    question,
-    trace,
-    write_traces,
-)
 
 from compress_distill.metrics import read_metrics
 from compress_distill.schema import (
@@ -34,6 +23,17 @@ from compress_distill.schema import (
     rejects_path,
 )
 from compress_distill.stages import answer_only, build, compress, generate, judge, prepare, truncate
+from tests.helpers.traces import (
+    REPO,
+    ScriptedBackend,
+    completion,
+    make_params,
+    make_traces,
+    prompt_of,
+    question,
+    trace,
+    write_traces,
+)
 
 LONG = "First I add 2 and 2. " * 10 + "So 2 + 2 = 4, the answer is 4."
 
@@ -283,9 +283,8 @@ def test_a_failed_build_leaves_the_previous_folder(tmp_path: Path) -> None:
 
 def test_train_trains_on_the_first_row_per_id_and_commits_model_with_metrics(tmp_path: Path) -> None:
     """A pulled revision can repeat an id; train counts the repeat as a ``duplicate_id`` reject."""
-    from trace_stage_helpers import write_params
-
     from compress_distill.stages import train
+    from tests.helpers.traces import write_params
 
     source = write_traces(
         tmp_path / "hub" / "smol" / "raw" / "train-00000-of-00001.parquet",
@@ -318,7 +317,7 @@ def test_a_stage_killed_mid_write_leaves_dvc_status_unchanged(tmp_path: Path) ->
     import sys
     import time
 
-    from trace_stage_helpers import write_params
+    from tests.helpers.traces import write_params
 
     dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
     if not Path(dvc).exists():

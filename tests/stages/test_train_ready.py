@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from trace_stage_helpers import make_params, make_traces
 
 from compress_distill.reasoning import join_reasoning
 from compress_distill.stages import build
 from compress_distill.training.data import encode_rows, load_chat_template, read_source
+from tests.helpers.traces import make_params, make_traces
 
 
 @pytest.fixture(scope="module")

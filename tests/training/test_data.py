@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import trace_rows, write_source
 
 from compress_distill.reasoning import join_reasoning
 from compress_distill.training.data import (
@@ -20,6 +19,7 @@ from compress_distill.training.data import (
     validation_size,
 )
 from compress_distill.training.packing import IGNORE, row_targets
+from tests.helpers.training import trace_rows, write_source
 
 
 def row(question: str, reasoning: str, response: str, ident: str = "r") -> dict[str, str]:

@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_qwen35, trace_rows
 
 from compress_distill.training.data import encode_rows
 from compress_distill.training.packing import (
@@ -22,6 +21,7 @@ from compress_distill.training.packing import (
     packed_batch,
     register_varlen_sdpa,
 )
+from tests.helpers.training import tiny_qwen35, trace_rows
 
 
 def test_bfd_places_every_item_once_within_capacity() -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import trace_rows, write_params, write_source
 
 from compress_distill.config import TrainConfig
 from compress_distill.training.data import Encoded
 from compress_distill.training.trainer import build_schedule
+from tests.helpers.training import trace_rows, write_params, write_source
 
 RUN = "smol-smol-lora-raw"
 
@@ -99,9 +99,8 @@ def adapted(model) -> set[str]:  # type: ignore[no-untyped-def]
 
 def test_lora_adapts_exactly_the_configured_targets_on_a_hybrid_model() -> None:
     # the hybrid Qwen3.5 used to get every Linear of its Gated DeltaNet blocks adapted as well
-    from conftest import tiny_qwen35
-
     from compress_distill.training.trainer import add_lora
+    from tests.helpers.training import tiny_qwen35
 
     cfg = TrainConfig(lora={"r": 2, "alpha": 4, "target_modules": PAPER_TARGETS})
     model, targets = add_lora(tiny_qwen35(), cfg)
@@ -117,10 +116,9 @@ def test_lora_adapts_exactly_the_configured_targets_on_a_hybrid_model() -> None:
 
 def test_lora_target_matching_no_module_is_an_error_listing_the_linear_layers() -> None:
     # one misspelt target used to be skipped with a warning, silently training fewer adapters
-    from conftest import tiny_qwen35
-
     from compress_distill.config import ConfigError
     from compress_distill.training.trainer import add_lora
+    from tests.helpers.training import tiny_qwen35
 
     cfg = TrainConfig(lora={"target_modules": ["q_proj", "v_prj"]})
     with pytest.raises(ConfigError) as err:

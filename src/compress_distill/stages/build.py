@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import typer
 
 from compress_distill.config import ConfigError, Params, load_params
+from compress_distill.names import compressed_source, compressor_of
 from compress_distill.reasoning import conversation
 from compress_distill.rejects import Ledger
 from compress_distill.schema import (
@@ -207,8 +208,8 @@ def sources(
         judged = judgements_dir / f"{c}.parquet"
         out.append(
             Source(
-                f"compressed-{c}",
-                need(traces_dir / f"compressed-{c}.parquet", f"compress@{teacher}-{c}"),
+                compressed_source(c),
+                need(traces_dir / f"{compressed_source(c)}.parquet", f"compress@{teacher}-{c}"),
                 judged if judged.exists() else None,
             )
         )
@@ -362,7 +363,7 @@ def run(
         {
             c: np.concatenate(s.ratios) if s.ratios else np.array([])
             for c, s in built.items()
-            if c.startswith("compressed-") or c == "truncated"
+            if compressor_of(c) is not None or c == "truncated"
         },
     )
     (tmp / "README.md").write_text(render_card(params, teacher, built, schemas, FIGURE), encoding="utf-8")

@@ -23,6 +23,7 @@ import yaml
 from compress_distill.attribution import BENCHMARKS, PAPER_BIBTEX, model_license
 from compress_distill.benchmarks.registry import SPECS
 from compress_distill.config import BackendConfig, Params
+from compress_distill.names import compressor_of
 from compress_distill.prompts import prompt_hash
 from compress_distill.provenance import git_commit
 
@@ -245,8 +246,7 @@ def models_used(params: Params, teacher: str, built: Mapping[str, ConfigStats]) 
     """Model id -> its role(s) in this folder: the teacher, the compressors of the built configs, the judge."""
     roles: dict[str, list[str]] = {params.teachers[teacher].model: [f"teacher `{teacher}`"]}
     for c in built:
-        if c.startswith("compressed-"):
-            cid = c.removeprefix("compressed-")
+        if (cid := compressor_of(c)) is not None:
             roles.setdefault(params.compressors[cid].model, []).append(f"compressor `{cid}`")
     if any(s.judged_rows is not None for s in built.values()):
         roles.setdefault(params.judge.engine.model, []).append("judge")
@@ -271,7 +271,7 @@ def _usage(params: Params, teacher: str, built: Mapping[str, ConfigStats]) -> st
     repo = params.published_repo_id(teacher)
     revision = params.publish.tag or "main"
     repo_ref = repo or "<org>/<name>"
-    config = next((c for c in built if c.startswith("compressed-")), "raw")
+    config = next((c for c in built if compressor_of(c) is not None), "raw")
     unset = (
         ""
         if repo
@@ -315,7 +315,7 @@ def _usage(params: Params, teacher: str, built: Mapping[str, ConfigStats]) -> st
 
 
 def _example(built: Mapping[str, ConfigStats], max_chars: int = 400) -> str:
-    config = next((c for c in built if c.startswith("compressed-")), next(iter(built)))
+    config = next((c for c in built if compressor_of(c) is not None), next(iter(built)))
     row = built[config].example
     if row is None:
         return ""
@@ -435,7 +435,7 @@ def _limitations(params: Params, built: Mapping[str, ConfigStats]) -> str:
         if s.judged_rows is not None
         else f"`{c}` not judged"
         for c, s in built.items()
-        if c.startswith("compressed-")
+        if compressor_of(c) is not None
     )
     ids = {d for s in built.values() for d in s.datasets}
     lines = [
@@ -531,9 +531,13 @@ def render_card(
     )
     parts.append("## Configs\n\n| config | contents | rows | shards |\n|---|---|---|---|")
     for c, s in built.items():
-        what = DESCRIPTIONS.get(c) or (
-            f"raw reasoning rewritten by compressor `{c.removeprefix('compressed-')}` "
-            f"(`{params.compressors[c.removeprefix('compressed-')].model}`), teacher's final response re-attached"
+        what = (
+            DESCRIPTIONS[c]
+            if (comp := compressor_of(c)) is None
+            else (
+                f"raw reasoning rewritten by compressor `{comp}` "
+                f"(`{params.compressors[comp].model}`), teacher's final response re-attached"
+            )
         )
         parts.append(f"| `{c}` | {what} | {s.rows:,} | {s.shards} |")
     parts.append("\n" + _usage(params, teacher, built))

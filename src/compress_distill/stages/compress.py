@@ -30,18 +30,18 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.evaluation.metrics import with_ratio_of_means
+from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
+from compress_distill.names import compressed_source
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.rejects import Ledger, is_utf8, text_column
 from compress_distill.schema import TRACES, iter_batches
 from compress_distill.stages.traces_common import (
     GroupMeans,
-    count_tokens,
     engine,
     engine_stats,
     gold_error,
     parquet_sink,
     pick,
-    preflight_tokenizer,
     request,
     split_overall,
     trace_row,
@@ -199,7 +199,7 @@ def run(
                         answer_type=row["answer_type"],
                         reasoning=text,
                         response=responses[i],  # the teacher's final response, re-attached unchanged
-                        source=f"compressed-{compressor}",
+                        source=compressed_source(compressor),
                         reasoning_chars=len(text),
                         reasoning_tokens=n_tok,  # in the compressor's tokenizer (truncate relies on it)
                         compression_ratio=ratio,

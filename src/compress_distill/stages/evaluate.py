@@ -26,16 +26,16 @@ from typing import Annotated, Any
 import pyarrow.parquet as pq
 import typer
 
-from compress_distill.config import BackendConfig, ConfigError, Params, backend_config, load_params
+from compress_distill.config import BackendConfig, Params, load_params
 from compress_distill.evaluation.lm_eval import chat_template_sha256, results_json, sample_records
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Backend, ChatRequest, Completion
 from compress_distill.metrics import RowCounter
-from compress_distill.plan import expand
+from compress_distill.names import ANSWER_TYPES
+from compress_distill.plan import find_run
 from compress_distill.provenance import git_commit
 from compress_distill.reasoning import split_completion
 from compress_distill.schema import (
-    ANSWER_TYPES,
     PREDICTIONS,
     QUESTIONS,
     REJECTS,
@@ -50,23 +50,6 @@ STAGE = "evaluate"
 
 
 # --------------------------------------------------------------------------------------------- pure core
-def resolve_run(params: Params, run: str) -> dict[str, str]:
-    runs = expand(params)["runs"]
-    if run not in runs:
-        close = ", ".join(list(runs)[:8]) + (" ..." if len(runs) > 8 else "")
-        raise ConfigError(
-            f"run {run!r} is not in the grid of params (run `compress-distill plan`); runs: {close}"
-        )
-    return runs[run]
-
-
-def engine_config(params: Params, model_dir: str | Path) -> dict[str, Any]:
-    """``params.evaluate.engine`` (backend overrides) with the student's model directory as ``model``."""
-    cfg = dict(params.evaluate.engine)
-    cfg["model"] = str(model_dir)
-    return cfg
-
-
 def max_new_tokens(params: Params, student: str) -> int:
     override = params.students[student].max_tokens_eval
     return override if override is not None else params.evaluate.max_new_tokens
@@ -256,13 +239,13 @@ def run(
     from compress_distill.llm import make_backend
     from compress_distill.llm.tokens import count_tokens, load_tokenizer, template_format
 
-    spec = resolve_run(params, run_name)
+    spec = find_run(params, run_name)
     if not model_dir.exists():
         raise FileNotFoundError(
             f"model directory {model_dir} not found; run the train stage first (dvc repro train@{run_name})"
         )
-    cfg = backend_config(engine_config(params, model_dir))
-    cap = max_new_tokens(params, spec["student"])
+    cfg = params.evaluate.engine.for_model(model_dir)
+    cap = max_new_tokens(params, spec.student)
 
     counter = RowCounter()
     all_rows = read_table(questions_path, QUESTIONS).to_pylist()
@@ -280,7 +263,7 @@ def run(
     tokenizer = load_tokenizer(str(model_dir))
     prefilled = template_format(tokenizer, cfg.chat_template_kwargs) == "think"
     completions = final_split(completions, prefilled)
-    r_tokens = count_tokens(tokenizer, [c.reasoning or "" for c in completions])
+    r_tokens = count_tokens(str(model_dir), [c.reasoning or "" for c in completions])
     rows = score(run_name, questions, completions, r_tokens, grade)
     counter.kept(len(rows))
 

@@ -41,18 +41,18 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import Params, load_params
+from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
+from compress_distill.names import ANSWER_TYPES
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.rejects import Ledger, is_utf8, safe_text, text_column
-from compress_distill.schema import ANSWER_TYPES, ATTEMPTS, QUESTIONS, TRACES, first_per_id, read_table
+from compress_distill.schema import ATTEMPTS, QUESTIONS, TRACES, first_per_id, read_table
 from compress_distill.stages.traces_common import (
     GroupMeans,
-    count_tokens,
     engine,
     engine_stats,
     gold_error,
     parquet_sink,
     pick,
-    preflight_tokenizer,
     request,
     split_overall,
     trace_row,

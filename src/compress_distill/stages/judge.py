@@ -30,11 +30,11 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import Params, load_params
+from compress_distill.names import FAILURE_MODES
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.reasoning import middle_truncate
 from compress_distill.rejects import Ledger, text_column
 from compress_distill.schema import (
-    FAILURE_MODES,
     JUDGEMENTS,
     TRACES,
     JudgeVerdict,

@@ -43,7 +43,8 @@ from compress_distill.evaluation.metrics import (
 )
 from compress_distill.evaluation.tables import GridOrder, RunResult, Table
 from compress_distill.metrics import RowCounter, read_metrics
-from compress_distill.plan import expand, run_id
+from compress_distill.names import compressor_of
+from compress_distill.plan import expand, expand_runs, run_id
 from compress_distill.rejects import Ledger
 from compress_distill.schema import PREDICTIONS, read_table
 from compress_distill.staging import Staging
@@ -78,16 +79,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def load_runs(params: Params, metrics_dir: Path) -> list[RunResult]:
-    """The planned grid (``plan.expand``) with whatever eval/train metrics exist."""
+    """The planned grid (``plan.expand_runs``) with whatever eval/train metrics exist."""
     out = []
-    for name, r in expand(params)["runs"].items():
+    for name, r in expand_runs(params).items():
         out.append(
             RunResult(
                 run=name,
-                teacher=r["teacher"],
-                student=r["student"],
-                method=r["method"],
-                source=r["source"],
+                teacher=r.teacher,
+                student=r.student,
+                method=r.method,
+                source=r.source,
                 eval=_read_json(metrics_dir / "eval" / f"{name}.json"),
                 train=_read_json(metrics_dir / "train" / f"{name}.json"),
             )
@@ -315,7 +316,7 @@ def _headline(
     rets = [
         r.vs_raw["retention"]
         for r in runs
-        if r.vs_raw.get("retention") is not None and r.source.startswith("compressed-")
+        if r.vs_raw.get("retention") is not None and compressor_of(r.source) is not None
     ]
     if rets:
         items.append(

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -97,61 +96,7 @@ def count_rows(path: str | Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-# --------------------------------------------------------------------------------------------- tokens
-@lru_cache(maxsize=8)
-def load_tokenizer(model: str) -> Any:
-    """The Rust tokenizer (``tokenizers.Tokenizer``) of a params model id, for batch counting and cutting."""
-    from compress_distill.llm.tokens import load_tokenizer as load_hf_tokenizer
-
-    backend = getattr(load_hf_tokenizer(model), "backend_tokenizer", None)
-    if backend is None:
-        raise RuntimeError(
-            f"model {model!r} has no fast tokenizer (tokenizer.json); the trace stages count and cut tokens "
-            "with the Rust tokenizer -- convert the tokenizer or pick a model that ships tokenizer.json"
-        )
-    return backend
-
-
-def count_tokens(model: str, texts: Sequence[str]) -> list[int]:
-    """Tokens per text in ``model``'s tokenizer, without special tokens (BOS/EOS are not reasoning).
-
-    ``model`` is a tokenizer id: pass an engine's ``BackendConfig.tokenizer_id`` (its ``tokenizer`` key, else
-    its ``model``), never a served model name.
-    """
-    if not texts:
-        return []
-    tok = load_tokenizer(model)
-    return [len(e) for e in tok.encode_batch_fast(list(texts), add_special_tokens=False)]
-
-
-def preflight_tokenizer(cfg: BackendConfig, key: str) -> Any:
-    """Load the tokenizer a stage will count ``cfg``'s tokens with, at stage start: before any request.
-
-    Params load already refuses a teacher/compressor whose tokenizer id is a bare served name; this catches
-    an id that looks loadable and is not (a hosted API's ``org/model`` that is no Hub repo, a missing
-    directory), which would otherwise fail in ``count_tokens`` after every request had been paid for.
-    ``key`` is the params path of the engine (``compressors.concise``), named in the fix-it.
-    """
-    where = Path(cfg.tokenizer_id)
-    if (where.is_absolute() or cfg.tokenizer_id.startswith(".")) and not where.exists():
-        # a path, not a Hub id: say which key holds it rather than what the tokenizer loader made of it
-        key_path = f"{key}.tokenizer" if cfg.tokenizer else f"{key}.model"
-        raise ConfigError(
-            f"{key_path}: the model directory {cfg.tokenizer_id} does not exist; fix the path, or produce the "
-            "model first (dvc repro)"
-        )
-    try:
-        return load_tokenizer(cfg.tokenizer_id)
-    except (OSError, ValueError, RuntimeError) as err:  # what from_pretrained raises for a missing tokenizer
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"{key}: cannot load the tokenizer {cfg.tokenizer_id!r} this stage counts tokens with "
-            f"({reason}); "
-            f"set {key}.tokenizer to a Hub id or local directory that holds the model's tokenizer "
-            "(tokenizer.json), or make that one available"
-        ) from None
-
-
+# ---------------------------------------------------------------------------------------------- gold
 def gold_error(answer: str, answer_type: str) -> str | None:
     """Why a canonical answer cannot be graded (``answers`` raises ValueError naming it), or None."""
     from compress_distill.answers import is_correct

@@ -75,7 +75,7 @@ def run(
     from transformers import AutoTokenizer
 
     from compress_distill.modelhub import resolve_model
-    from compress_distill.plan import expand
+    from compress_distill.plan import find_run
     from compress_distill.schema import first_per_id
     from compress_distill.training.data import (
         encode_rows,
@@ -93,13 +93,8 @@ def run(
 
     t0 = time.perf_counter()
     params = load_params(params_path)
-    runs = expand(params)["runs"]
-    if run_id not in runs:
-        raise ConfigError(
-            f"run {run_id!r} is not in the grid of {params_path}; runs: {', '.join(runs) or '(none)'}"
-        )
-    spec = runs[run_id]
-    student = params.students[spec["student"]]
+    spec = find_run(params, run_id)
+    student = params.students[spec.student]
     cfg = params.train
     model_path = resolve_model(student.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -114,7 +109,7 @@ def run(
         cfg.seed,
     )
     reference = (
-        reference_tokens(tokenizer, data_dir, cfg, enc.trainable_tokens, spec["source"])
+        reference_tokens(tokenizer, data_dir, cfg, enc.trainable_tokens, spec.source)
         if cfg.budget == "compute_matched"
         else None
     )
@@ -122,15 +117,15 @@ def run(
         run=run_id,
         base_model=student.model,
         model_path=model_path,
-        method=spec["method"],
-        source=spec["source"],
+        method=spec.method,
+        source=spec.source,
         cfg=cfg,
         student=student,
         out_dir=staging.folder(out_dir),  # only the main process writes into it
         checkpoint_dir=checkpoint_dir or default_checkpoint_dir(out_dir),
         live_dir=live_dir,
-        teacher=spec["teacher"],
-        student_id=spec["student"],
+        teacher=spec.teacher,
+        student_id=spec.student,
         reference_tokens=reference,
         data_fingerprint=data_fingerprint(source_shards(data_dir)),
     )

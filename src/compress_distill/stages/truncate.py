@@ -31,16 +31,10 @@ import pyarrow as pa
 import typer
 
 from compress_distill.config import Params, load_params
+from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
 from compress_distill.rejects import Ledger, text_column
 from compress_distill.schema import TRACES, first_per_id, iter_batches, read_table
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    count_tokens,
-    parquet_sink,
-    pick,
-    preflight_tokenizer,
-    split_overall,
-)
+from compress_distill.stages.traces_common import GroupMeans, parquet_sink, pick, split_overall
 from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)

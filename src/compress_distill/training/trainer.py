@@ -46,11 +46,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from compress_distill.config import ConfigError, StudentConfig, TrainConfig
+from compress_distill.config import ConfigError, Method, StudentConfig, TrainConfig
 from compress_distill.training.data import Encoded
 from compress_distill.training.packing import (
     check_packing,
@@ -77,7 +77,7 @@ class TrainJob:
     run: str
     base_model: str  # the params id (e.g. "smollm2-135m-instruct"); evaluation resolves it again
     model_path: str  # what from_pretrained loads (modelhub.resolve_model(base_model))
-    method: Literal["lora", "full"]
+    method: Method
     source: str
     cfg: TrainConfig
     student: StudentConfig
