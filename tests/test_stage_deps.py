@@ -45,7 +45,7 @@ IMPORTERS: dict[str, set[str]] = {
 def _sh(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env |= {f"GIT_{who}_{what}": "t" for who in ("AUTHOR", "COMMITTER") for what in ("NAME", "EMAIL")}
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{tail}")

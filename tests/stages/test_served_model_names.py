@@ -83,7 +83,7 @@ class _ChatServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _ChatServer
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.bodies.append(body)
         answer = json.dumps(

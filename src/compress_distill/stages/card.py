@@ -600,7 +600,7 @@ def write_figure(path: Path, ratios: Mapping[str, np.ndarray]) -> None:
         if values.size:
             ax.hist(
                 np.clip(values, 0.0, 1.0),
-                bins=bins,
+                bins=bins.tolist(),
                 histtype="step",
                 linewidth=1.6,
                 label=f"{name} (n={values.size:,}, mean {values.mean():.3f})",

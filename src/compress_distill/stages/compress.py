@@ -73,9 +73,7 @@ def answer_preserved(compressed: str, answer: str, answer_type: str) -> bool:
     return is_correct(found.value if found else None, answer, answer_type)
 
 
-def _input_reject(reasoning: str | None, others: list[str | None]) -> tuple[str, str] | None:
-    if reasoning is None or any(v is None for v in others):
-        return "non_utf8", "a text column of this row is not valid UTF-8"
+def _input_reject(reasoning: str) -> tuple[str, str] | None:
     if not reasoning.strip():
         return "empty_reasoning", ""
     if len(reasoning) > MAX_INPUT_CHARS:
@@ -133,10 +131,15 @@ def run(
                 ["id", "question_id", "dataset", "domain", "answer_type", "teacher_model", "prompt_hash"]
             ).to_pylist()
             todo: list[int] = []
+            inputs: dict[int, tuple[str, str]] = {}  # row -> (raw reasoning, canonical answer), valid UTF-8
             requests = []
             for i, row in enumerate(meta):
-                bad = _input_reject(reasonings[i], [responses[i], questions[i], answers[i]])
-                if bad is None and (problem := gold_error(answers[i] or "", row["answer_type"])) is not None:
+                question, reasoning, answer = questions[i], reasonings[i], answers[i]
+                if question is None or reasoning is None or answer is None or responses[i] is None:
+                    ledger.reject("non_utf8", id=row["id"], detail="a text column of this row is not valid UTF-8")
+                    continue
+                bad = _input_reject(reasoning)
+                if bad is None and (problem := gold_error(answer, row["answer_type"])) is not None:
                     bad = ("bad_gold_answer", problem)
                 if bad:
                     ledger.reject(bad[0], id=row["id"], detail=bad[1])
@@ -145,13 +148,14 @@ def run(
                 used_prompts.setdefault(path, prompt_hash(path))
                 prompt = render(
                     load_prompt(path),
-                    question=questions[i],
-                    reasoning=reasonings[i],
-                    answer=answers[i],
+                    question=question,
+                    reasoning=reasoning,
+                    answer=answer,
                     domain=row["domain"],
                     dataset=row["dataset"],
                 )
                 todo.append(i)
+                inputs[i] = (reasoning, answer)
                 requests.append(request(prompt, sampling, seed=sampling.seed))
             completions = be.generate(requests) if requests else []
             if len(completions) != len(requests):
@@ -159,15 +163,15 @@ def run(
                     f"backend returned {len(completions)} completions for {len(requests)} requests; "
                     "the engine contract is one completion per request, in order"
                 )
-            keep: list[tuple[int, str, bool | None]] = []
+            keep: list[tuple[int, str, bool]] = []
             for i, c in zip(todo, completions, strict=True):
-                row, raw_text = meta[i], reasonings[i]
+                row, (raw_text, answer) = meta[i], inputs[i]
                 text = (c.text or "").strip()
                 reason = _output_reject(text, raw_text, c.finish_reason)
                 if reason:
                     ledger.reject(reason, id=row["id"], detail=text)
                     continue
-                preserved = answer_preserved(text, answers[i], row["answer_type"])
+                preserved = answer_preserved(text, answer, row["answer_type"])
                 if require and not preserved:
                     ledger.reject("answer_not_preserved", id=row["id"], detail=text)
                     continue
@@ -176,7 +180,7 @@ def run(
             tokens = count_tokens(ccfg.tokenizer_id, [t for _, t, _ in keep])
             rows = []
             for (i, text, preserved), n_tok in zip(keep, tokens, strict=True):
-                row, raw_text = meta[i], reasonings[i]
+                row, (raw_text, _) = meta[i], inputs[i]
                 path = prompt_path(params, compressor, row["domain"])
                 ratio = len(text) / len(raw_text)
                 ledger.kept()

@@ -273,7 +273,7 @@ def run(
     pq.write_table(to_table(rows, PREDICTIONS), staging.file(out), compression="zstd")
     pq.write_table(to_table(rejects, REJECTS), staging.file(rejects_path(out)), compression="zstd")
     if results is not None:
-        config = lm_eval_config(params, spec["student"], model_dir, cfg.backend, cap, tokenizer)
+        config = lm_eval_config(params, spec.student, model_dir, cfg.backend, cap, tokenizer)
         doc = results_json(metrics, rows, config=config, git_hash=git_commit(), date=time.time())
         staging.file(results).write_text(metrics_json(doc), encoding="utf-8")
         staging.file(results.with_suffix(".samples.jsonl")).write_text(

@@ -205,18 +205,18 @@ def run(
             requests = []
             for k, j in pairs:
                 matched.add(j)
-                texts = (questions[k], answers[k], raws[k], comp_text[j])
-                if any(t is None for t in texts):
+                question, answer, raw_text, comp = questions[k], answers[k], raws[k], comp_text[j]
+                if question is None or answer is None or raw_text is None or comp is None:
                     ledger.reject(
                         "non_utf8", id=comp_ids[j], detail="question, answer or a trace is not valid UTF-8"
                     )
                     continue
                 prompt = render(
                     template,
-                    question=questions[k],
-                    answer=answers[k],
-                    raw_reasoning=middle_truncate(raws[k], jc.max_raw_chars),
-                    compressed_reasoning=middle_truncate(comp_text[j], jc.max_compressed_chars),
+                    question=question,
+                    answer=answer,
+                    raw_reasoning=middle_truncate(raw_text, jc.max_raw_chars),
+                    compressed_reasoning=middle_truncate(comp, jc.max_compressed_chars),
                 )
                 todo.append(j)
                 requests.append(request(prompt, jc.sampling, seed=jc.sampling.seed, json_schema=schema))
@@ -254,7 +254,8 @@ def run(
         ledger.write_rejects(staging, out)
         llm = engine_stats(be)
 
-    table = stats.table(scale={"pct_faithful": 100.0, "pct_aligned": 100.0})
+    # blocks of numbers, each gaining a dict of failure-mode counts below
+    table: dict[str, dict[str, Any]] = dict(stats.table(scale={"pct_faithful": 100.0, "pct_aligned": 100.0}))
     for group, block in table.items():
         block["failure_modes"] = {m: modes[group].get(m, 0) for m in FAILURE_MODES}
     per_dataset, overall = split_overall(table)

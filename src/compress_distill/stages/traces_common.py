@@ -199,7 +199,7 @@ class GroupMeans:
         return out
 
 
-def split_overall(table: dict[str, dict[str, float]]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def split_overall(table: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """``GroupMeans.table()`` -> (per-dataset blocks, overall block); overall is zeros when empty."""
     overall = table.pop("overall", {"n": 0})
     return table, overall
