@@ -341,7 +341,9 @@ def run(
     out_dir: str | Path,
     metrics: str | Path,
     eval_questions: str | Path | None = None,
+    prepare_metrics: str | Path | None = None,
 ) -> dict[str, Any]:
+    """``prepare_metrics`` (metrics/prepare.json) gives the card the Hub commit each benchmark was read at."""
     from compress_distill.stages.card import render_card, write_figure
 
     pick(params.teachers, teacher, "teacher")
@@ -366,7 +368,17 @@ def run(
             if compressor_of(c) is not None or c == "truncated"
         },
     )
-    (tmp / "README.md").write_text(render_card(params, teacher, built, schemas, FIGURE), encoding="utf-8")
+    (tmp / "README.md").write_text(
+        render_card(
+            params,
+            teacher,
+            built,
+            schemas,
+            FIGURE,
+            prepare_metrics=Path(prepare_metrics) if prepare_metrics else None,
+        ),
+        encoding="utf-8",
+    )
     ledger.write_rejects(staging, out_dir)  # data/hub/T.rejects.parquet: beside the folder, never published
 
     result = {
@@ -399,7 +411,20 @@ def main(
         Path | None,
         typer.Option(help="data/questions/eval.parquet (config eval-questions, build.eval_questions)"),
     ] = None,
+    prepare_metrics: Annotated[
+        Path | None,
+        typer.Option(help="metrics/prepare.json: the benchmark commits the card quotes as provenance"),
+    ] = None,
 ) -> None:
     """Build the Hub-ready dataset folder: one config per source, Parquet shards, dataset card."""
-    r = run(load_params(params), teacher, traces_dir, judgements_dir, out_dir, metrics, eval_questions)
+    r = run(
+        load_params(params),
+        teacher,
+        traces_dir,
+        judgements_dir,
+        out_dir,
+        metrics,
+        eval_questions,
+        prepare_metrics,
+    )
     typer.echo(f"build@{teacher}: " + ", ".join(f"{c} {v['rows']} rows" for c, v in r["configs"].items()))

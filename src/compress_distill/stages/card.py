@@ -128,11 +128,11 @@ def provenance_params(params: Params, teacher: str) -> dict[str, Any]:
     return out
 
 
-def benchmark_sources(cwd: Path | None = None) -> str:
+def benchmark_sources(prepare_metrics: Path | None) -> str:
     """The commit each benchmark repo was read at, from prepare's metrics (``sources``), as card lines."""
-    path = (cwd or Path.cwd()) / "metrics" / "prepare.json"
-    if not path.exists():
-        return "- benchmark sources: unknown (metrics/prepare.json not found at build time)\n"
+    if prepare_metrics is None or not prepare_metrics.exists():
+        return f"- benchmark sources: unknown ({prepare_metrics or 'no prepare metrics'} not found at build time)\n"
+    path = prepare_metrics
     recorded = json.loads(path.read_text(encoding="utf-8")).get("sources", {})
     lines = [
         f"  - `{hub_id}` @ `{s['sha']}` ({s['read_from']}, pin: {s['pin']}) -> {s['datasets']}\n"
@@ -406,7 +406,7 @@ def _licences(params: Params, teacher: str, built: Mapping[str, ConfigStats]) ->
     return "\n".join(out) + "\n"
 
 
-def _benchmarks(built: Mapping[str, ConfigStats], cwd: Path | None) -> str:
+def _benchmarks(built: Mapping[str, ConfigStats], prepare_metrics: Path | None) -> str:
     ids = sorted({d for s in built.values() for d in s.datasets})
     out = [
         "## Source benchmarks\n",
@@ -426,7 +426,7 @@ def _benchmarks(built: Mapping[str, ConfigStats], cwd: Path | None) -> str:
             out.append(
                 f"| `{d}` | {hub} | {bench.license or 'see the dataset card'} | {bench.terms or '–'} |"
             )
-    return "\n".join(out) + "\n\n" + benchmark_sources(cwd)
+    return "\n".join(out) + "\n\n" + benchmark_sources(prepare_metrics)
 
 
 def _limitations(params: Params, built: Mapping[str, ConfigStats]) -> str:
@@ -519,6 +519,7 @@ def render_card(
     figure: str,
     *,
     cwd: Path | None = None,
+    prepare_metrics: Path | None = None,
 ) -> str:
     t = params.teachers[teacher]
     parts = [f"---\n{card_yaml(params, teacher, built, schemas)}\n---\n", f"# {params.build.pretty_name}\n"]
@@ -559,7 +560,7 @@ def render_card(
     parts.append(_method(params, teacher, built))
     parts.append(_prompts(params))
     parts.append(_licences(params, teacher, built))
-    parts.append(_benchmarks(built, cwd))
+    parts.append(_benchmarks(built, prepare_metrics))
     parts.append(_limitations(params, built))
     parts.append(_citation(built))
 
