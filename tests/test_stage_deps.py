@@ -26,18 +26,19 @@ PKG = "src/compress_distill"
 # Stage families (dvc.yaml stage names) that import each module, read off the code by hand: a module edit
 # must make stale exactly the instances of these families.
 IMPORTERS: dict[str, set[str]] = {
-    "answers.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
-    "reasoning.py": {
-        "generate", "compress", "truncate", "answer_only", "judge", "build", "train", "evaluate", "report",
-    },
-    "llm/hf.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
-    "llm/cache.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "evaluate"},
+    # answer grading: the teacher's attempts, the compressor's answer check, the students' predictions
+    "answers.py": {"generate", "compress", "evaluate"},
+    "reasoning.py": {"generate", "compress", "truncate", "judge", "build", "train", "evaluate", "report"},
+    # the engine code: the stages that generate, plus truncate (it counts tokens through llm.tokens)
+    "llm/hf.py": {"generate", "compress", "truncate", "judge", "evaluate"},
+    "llm/cache.py": {"generate", "compress", "truncate", "judge", "evaluate"},
     "schema.py": {
         "prepare", "generate", "compress", "truncate", "answer_only", "judge", "build", "train", "evaluate",
         "report",
     },
-    "stages/traces_common.py": {"generate", "compress", "truncate", "answer_only", "judge", "build"},
-    "stages/card.py": {"build"},
+    # the reject ledger: every trace stage and the report (never the engine code: report stays cheap)
+    "rejects.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "report"},
+    "card.py": {"build"},
     "training/trainer.py": {"train"},
 }
 

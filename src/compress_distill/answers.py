@@ -1103,3 +1103,12 @@ def grade(
         _gold(gold, answer_type)  # a bad gold is an error even when nothing was extracted
         return Grade(None, "none", False)
     return Grade(found.value, found.rule, is_correct(found.value, gold, answer_type))
+
+
+def gold_error(answer: str, answer_type: str) -> str | None:
+    """Why a canonical answer cannot be graded (``answers`` raises ValueError naming it), or None."""
+    try:
+        is_correct(None, answer, answer_type)
+    except ValueError as err:
+        return str(err)
+    return None

@@ -1,6 +1,6 @@
 """Who to cite and whose terms apply: the paper, the upstream benchmarks, and each model family's outputs.
 
-One place for the facts the dataset card (stages/card.py) states about rights and credit:
+One place for the facts the dataset card (card.py) states about rights and credit:
 
 - ``PAPER_BIBTEX``: the Compress-Distill paper (title and authors as in the paper's own header).
 - ``BENCHMARKS``: per dataset id of ``config.DATASET_IDS`` (the Hub id comes from ``benchmarks.registry``), the

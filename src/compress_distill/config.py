@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -567,3 +568,12 @@ def backend_config(cfg: dict[str, Any] | BackendConfig) -> BackendConfig:
         return BackendConfig.model_validate(cfg)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, "backend config", BackendConfig)) from None
+
+
+def pick(mapping: Mapping[str, Any], key: str, what: str) -> Any:
+    """``mapping[key]`` with an error that lists the defined ids (``--teacher qwen`` typo -> fix-it)."""
+    if key not in mapping:
+        raise ConfigError(
+            f"{what} {key!r} is not defined in params; defined: {', '.join(mapping) or '(none)'}"
+        )
+    return mapping[key]

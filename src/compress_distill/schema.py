@@ -7,6 +7,7 @@ Reads check the schema strictly and name the missing or mistyped column instead 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,60 @@ class JudgeVerdict(BaseModel):
 def judge_json_schema() -> dict[str, Any]:
     """JSON schema handed to the engine for constrained decoding of the judge's reply."""
     return JudgeVerdict.model_json_schema()
+
+
+# --------------------------------------------------------------------------------------------- sinks
+# Rows per Parquet row group of the trace tables: ~8k traces of ~7 kB reasoning (paper Table 4) is
+# ~60 MB uncompressed, the scale at which readers stream efficiently without holding whole files.
+ROW_GROUP_ROWS = 8_192
+
+
+class ParquetSink:
+    """Rows or tables streamed into one (staged) Parquet file.
+
+    Empty inputs produce a valid file with the schema and no row groups (``datasets`` cannot read a
+    zero-row row group, see ``build``).
+    """
+
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema, path: Path) -> None:
+        self._writer = writer
+        self.schema = schema
+        self.path = path
+        self.rows = 0
+
+    def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self.write_table(to_table(rows, self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(
+                validate(table, self.schema, str(self.path)), row_group_size=ROW_GROUP_ROWS
+            )
+            self.rows += table.num_rows
+
+
+@contextlib.contextmanager
+def parquet_sink(
+    path: str | Path, schema: pa.Schema, name: str | Path | None = None
+) -> Iterator[ParquetSink]:
+    """Stream into ``path`` (a ``Staging.file`` path: atomicity is the transaction's job); ``name`` is
+    the destination, for messages."""
+    writer = pq.ParquetWriter(path, schema, compression="zstd")
+    try:
+        yield ParquetSink(writer, schema, Path(name or path))
+    finally:
+        writer.close()
+
+
+def trace_row(**fields: Any) -> dict[str, Any]:
+    """One row of the TRACES schema; a missing field is an error here, not a null in the dataset."""
+    missing = [n for n in TRACES.names if n not in fields]
+    extra = [n for n in fields if n not in TRACES.names]
+    if missing or extra:
+        raise ValueError(f"trace row: missing {missing}, unknown {extra}")
+    return fields
+
+
+def count_rows(path: str | Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compress_distill.errors import StageError
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build
-from compress_distill.stages.traces_common import StageError
 from tests.helpers.traces import SMOL, make_params, make_traces
 
 SECRET = "sk-topsecret-123"

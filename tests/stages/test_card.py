@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from compress_distill.attribution import BENCHMARKS, UNKNOWN_LICENSE, model_license
+from compress_distill.card import COLUMNS, MIXED_LICENSE
 from compress_distill.config import DATASET_IDS
 from compress_distill.stages import build
-from compress_distill.stages.card import COLUMNS, MIXED_LICENSE
 from tests.helpers.traces import make_params, make_traces
 
 LLAMA = "meta-llama/Llama-3.3-70B-Instruct"

@@ -12,10 +12,9 @@ from unittest.mock import create_autospec
 import pytest
 from huggingface_hub import constants, snapshot_download
 
-from compress_distill.errors import HubError, redact_logs
+from compress_distill.errors import HubError, StageError, redact_logs
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, pull
-from compress_distill.stages.traces_common import StageError
 from tests.helpers.echo_server import echo_server, fake_token
 from tests.helpers.traces import make_params, make_traces
 

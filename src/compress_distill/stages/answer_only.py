@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
-from compress_distill.config import Params, load_params
+from compress_distill.config import Params, load_params, pick
 from compress_distill.rejects import Ledger, text_column
-from compress_distill.schema import TRACES, iter_batches
-from compress_distill.stages.traces_common import GroupMeans, parquet_sink, pick, split_overall
+from compress_distill.schema import TRACES, iter_batches, parquet_sink
 from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 BATCH_ROWS = 65_536  # no reasoning text is read: a batch is a few MB of questions and responses
 _TEXT = ("question", "answer", "response")

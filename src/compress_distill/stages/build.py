@@ -31,7 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import typer
 
-from compress_distill.config import ConfigError, Params, load_params
+from compress_distill.config import ConfigError, Params, load_params, pick
+from compress_distill.errors import StageError
 from compress_distill.names import compressed_source, compressor_of
 from compress_distill.reasoning import conversation
 from compress_distill.rejects import Ledger
@@ -39,13 +40,14 @@ from compress_distill.schema import (
     ATTEMPTS,
     JUDGEMENTS,
     QUESTIONS,
+    ROW_GROUP_ROWS,
     TRACES,
+    count_rows,
     first_per_id,
     iter_batches,
     read_table,
     rejects_path,
 )
-from compress_distill.stages.traces_common import ROW_GROUP_ROWS, StageError, count_rows, pick
 from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
@@ -344,7 +346,7 @@ def run(
     prepare_metrics: str | Path | None = None,
 ) -> dict[str, Any]:
     """``prepare_metrics`` (metrics/prepare.json) gives the card the Hub commit each benchmark was read at."""
-    from compress_distill.stages.card import render_card, write_figure
+    from compress_distill.card import render_card, write_figure
 
     pick(params.teachers, teacher, "teacher")
     traces_dir, judgements_dir, out_dir = Path(traces_dir), Path(judgements_dir), Path(out_dir)

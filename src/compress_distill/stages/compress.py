@@ -28,25 +28,17 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.config import Params, load_params
+from compress_distill.answers import gold_error
+from compress_distill.config import Params, load_params, pick
 from compress_distill.evaluation.metrics import with_ratio_of_means
+from compress_distill.llm.stage_engine import engine, engine_stats, request
 from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
 from compress_distill.names import compressed_source
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.rejects import Ledger, is_utf8, text_column
-from compress_distill.schema import TRACES, iter_batches
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    engine,
-    engine_stats,
-    gold_error,
-    parquet_sink,
-    pick,
-    request,
-    split_overall,
-    trace_row,
-)
+from compress_distill.schema import TRACES, iter_batches, parquet_sink, trace_row
 from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.config import Params, load_params
+from compress_distill.config import Params, load_params, pick
+from compress_distill.llm.stage_engine import engine, engine_stats, request
 from compress_distill.names import FAILURE_MODES
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.reasoning import middle_truncate
@@ -41,18 +42,11 @@ from compress_distill.schema import (
     first_per_id,
     iter_batches,
     judge_json_schema,
+    parquet_sink,
     read_table,
 )
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    engine,
-    engine_stats,
-    parquet_sink,
-    pick,
-    request,
-    split_overall,
-)
 from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 log = logging.getLogger(__name__)
 

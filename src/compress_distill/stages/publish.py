@@ -31,10 +31,10 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.config import ConfigError, Params, load_params
+from compress_distill.config import ConfigError, Params, load_params, pick
 from compress_distill.errors import hub_errors
 from compress_distill.metrics import write_metrics
-from compress_distill.stages.traces_common import count_rows, pick
+from compress_distill.schema import count_rows
 
 log = logging.getLogger(__name__)
 

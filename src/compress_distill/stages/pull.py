@@ -23,9 +23,8 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.errors import hub_errors
+from compress_distill.errors import StageError, hub_errors
 from compress_distill.rejects import Ledger
-from compress_distill.stages.traces_common import StageError
 from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)

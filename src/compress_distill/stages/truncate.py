@@ -30,12 +30,12 @@ from typing import Annotated, Any
 import pyarrow as pa
 import typer
 
-from compress_distill.config import Params, load_params
+from compress_distill.config import Params, load_params, pick
 from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
 from compress_distill.rejects import Ledger, text_column
-from compress_distill.schema import TRACES, first_per_id, iter_batches, read_table
-from compress_distill.stages.traces_common import GroupMeans, parquet_sink, pick, split_overall
+from compress_distill.schema import TRACES, first_per_id, iter_batches, parquet_sink, read_table
 from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 log = logging.getLogger(__name__)
 
