@@ -20,6 +20,7 @@ resolved), the package ``__init__.py`` files on the way, and package data files 
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 from itertools import chain
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from compress_distill.config import GridExclusion, Params
+from compress_distill.config import GridExclusion, Params, TopologyConfig
 
 
 def run_id(teacher: str, student: str, method: str, source: str) -> str:
@@ -63,6 +64,37 @@ def expand_runs(params: Params) -> dict[str, dict[str, str]]:
                         continue
                     runs[run_id(teacher, student, method, source)] = run
     return runs
+
+
+# ------------------------------------------------------------------------------------- train launch
+FSDP2_CONFIG = "configs/accelerate_fsdp2.yaml"
+# the train subcommand under the CLI's error policy; accelerate runs it as a module in every rank
+TRAIN_MODULE = "-m compress_distill.cli train"
+# torchrun's rendezvous port of a multi-rank run: offset per run so that two runs sharing a node (two 4-GPU
+# jobs on one 8-GPU node) do not collide on the default 29500
+_PORT_BASE, _PORT_SPAN = 29500, 2000
+
+
+def train_launch(run: str, spec: dict[str, str], topology: TopologyConfig) -> dict[str, Any]:
+    """GPUs, ranks, strategy and the command prefix that starts run ``run`` (its ``cmd`` in dvc.yaml).
+
+    single: ``compress-distill train``; ddp: ``accelerate launch --multi_gpu`` (gloo ranks when the run has
+    no GPU and ``train.device`` is cpu); fsdp2: ``accelerate launch`` with ``configs/accelerate_fsdp2.yaml``
+    (FULL_SHARD, the paper's full fine-tuning).
+    """
+    rule = topology.rule_for(spec)
+    ranks = rule.ranks
+    strategy = rule.strategy or (
+        "single" if ranks == 1 else "fsdp2" if spec["method"] == "full" and rule.gpus else "ddp"
+    )
+    port = _PORT_BASE + int(hashlib.sha256(run.encode()).hexdigest(), 16) % _PORT_SPAN
+    common = f"--num_machines 1 --num_processes {ranks} --main_process_port {port}"
+    launch = {
+        "single": "compress-distill train",
+        "ddp": f"accelerate launch --multi_gpu {common} --mixed_precision no --dynamo_backend no {TRAIN_MODULE}",
+        "fsdp2": f"accelerate launch --config_file {FSDP2_CONFIG} {common} {TRAIN_MODULE}",
+    }[strategy]
+    return {"gpus": rule.gpus, "processes": ranks, "strategy": strategy, "launch": launch}
 
 
 def _padded(files: list[str], length: int) -> list[str]:
@@ -129,7 +161,10 @@ def expand(params: Params) -> dict[str, Any]:
                 for t in teachers
             }
         ),
-        "runs": expand_runs(params),
+        "runs": {
+            run: {**spec, **train_launch(run, spec, params.topology)}
+            for run, spec in expand_runs(params).items()
+        },
     }
     return plan
 

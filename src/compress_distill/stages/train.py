@@ -129,6 +129,8 @@ def run(
         "tokens_per_s": stats["tokens_per_s"],
         "gpus": stats["gpus"],
         "world_size": stats["world_size"],
+        # sequences (packed bins) per optimizer step over all ranks: the paper's 1 x 8 x 4 or 8 GPUs = 32 or 64
+        "global_batch_size": cfg.micro_batch_size * cfg.grad_accum * stats["world_size"],
         "gpu_hours": wall / 3600.0 * stats["gpus"],
         "first_loss": stats["first_loss"],
         "final_loss": stats["final_loss"],
