@@ -92,5 +92,48 @@ def profile_cmd(
     typer.echo(f"params.yaml <- {src}; plan.yaml regenerated")
 
 
+grid_app = typer.Typer(help="The pipeline's stale stages as cluster jobs (compress_distill.grid).", no_args_is_help=True)
+app.add_typer(grid_app, name="grid")
+
+
+@grid_app.command("submit")
+@guard
+def grid_submit(
+    executor: Annotated[str, typer.Option(help="job scheduler: slurm")] = "slurm",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="write the job scripts, submit nothing")] = False,
+    partition: Annotated[str | None, typer.Option(help="SLURM partition (default: topology.partition)")] = None,
+    account: Annotated[str | None, typer.Option(help="SLURM account (default: topology.account)")] = None,
+    time: Annotated[str | None, typer.Option(help="SLURM time limit per job (default: topology.time)")] = None,
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Submit every stale stage of the DVC graph as one job, dependencies following the DAG."""
+    from compress_distill.grid import GridError, Slurm, submit
+    from compress_distill.plan import expand
+
+    if executor != "slurm":
+        raise GridError(f"unknown executor {executor!r}: the one implemented is slurm (--executor slurm)")
+    p = load_params(params)
+    topo = p.topology
+    slurm = Slurm(partition or topo.partition, account or topo.account, time or topo.time)
+    sub = submit(Path.cwd(), p, expand(p), slurm, dry_run)
+    verb = "wrote" if dry_run else "submitted"
+    for job in sub.jobs.values():
+        gpus = f" gpu:{job.gpus}" if job.gpus else ""
+        typer.echo(f"{job.job_id or '-':>8} {job.stage}{gpus}  {job.script}")
+    typer.echo(f"{verb} {len(sub.jobs)} jobs for commit {sub.commit[:12]}; `compress-distill grid status` follows them")
+
+
+@grid_app.command("status")
+@guard
+def grid_status() -> None:
+    """Each job of the last submission: state and log; a failed job with its log tail (exit 1 until all
+    completed)."""
+    from compress_distill.grid import STATE_DIR, status_lines
+
+    lines, done, _ = status_lines(Path.cwd() / STATE_DIR)
+    typer.echo("\n".join(lines))
+    raise typer.Exit(0 if done else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

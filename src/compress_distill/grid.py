@@ -1,0 +1,353 @@
+"""The DVC graph on a cluster: every stale stage as one SLURM job, dependencies following the DAG.
+
+``compress-distill grid submit --executor slurm`` reads the pipeline of the current commit, takes the stages
+``dvc status`` reports plus every stage downstream of them, and submits one ``sbatch`` job per stage:
+``--gres=gpu:N`` from the topology (``plan.yaml``'s ``gpus`` of a train run, an engine's ``gpus`` for the
+trace stages and evaluation), ``--dependency=afterok:...`` on the jobs of the stale stages it reads, and
+partition/account/time from ``topology`` in params or the flags.  ``--dry-run`` writes the job scripts and
+submits nothing.
+
+Each job checks out the same commit in its own ``git worktree`` (under ``.dvc/tmp/grid/worktrees``) that uses
+the main workspace's DVC cache, and there runs ``dvc repro --single-item`` on the stage's upstream stages in
+order -- their outputs come back from DVC's run-cache, filled by the jobs before it -- then on the stage
+itself; the worktree is removed when the job ends, so a job the scheduler kills leaves nothing in the main
+workspace.  When the jobs are done, ``dvc repro`` in the main workspace restores every stage from the
+run-cache without running a command, and ``dvc.lock``/metrics are committed as usual.  (DVC's run-cache keeps
+a stage whose uncached outputs are metrics or plots, and skips one with an uncached plain out:
+``dvc/stage/__init__.py``, ``no_cache_outs``.)
+
+``grid status`` prints each job's state and log; a failed job with its log tail.  Its dependents are cancelled
+by SLURM (``--kill-on-invalid-dep``), independent branches go on, and a second ``grid submit`` of the same
+commit skips the stages whose job completed or is still queued or running.  Everything is checked before the
+first ``sbatch``: no ``sbatch`` on PATH, an unknown partition or a stage asking more GPUs than a node of the
+partition has (or a count that does not divide the node's) is a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress_distill.config import Params
+from compress_distill.errors import UserError
+
+STATE_DIR = Path(".dvc/tmp/grid")  # git-ignored by DVC's own .dvc/.gitignore
+MANIFEST = "grid.json"
+LOG_TAIL_LINES = 20
+DONE, ACTIVE = "COMPLETED", ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING")
+
+
+class GridError(UserError):
+    """The grid cannot be submitted as asked (scheduler, partition, GPUs, workspace)."""
+
+
+@dataclass
+class Job:
+    """One stage as one scheduler job."""
+
+    stage: str  # DVC address, e.g. train@smol-smol-lora-raw
+    gpus: int
+    after: list[str]  # stale stages whose jobs must succeed first (direct upstream)
+    upstream: list[str]  # every upstream stage, in order: restored from the run-cache before the stage runs
+    job_id: str | None = None
+    script: str = ""
+    log: str = ""
+
+
+@dataclass
+class Submission:
+    commit: str
+    executor: str
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+
+@dataclass
+class Slurm:
+    """Scheduler options of every job."""
+
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- the graph
+def stage_gpus(stage: str, params: Params, plan: dict[str, Any]) -> int:
+    """GPUs the job of ``stage`` asks for: the train run's topology, the engine's ``gpus`` for the stages
+    that serve a model, none for the rest (data stages)."""
+    family, _, key = stage.partition("@")
+    if family == "train":
+        return int(plan["runs"][key]["gpus"])
+    if family == "generate":
+        return params.teachers[key].gpus
+    if family == "compress":
+        return params.compressors[plan["compress"][key]["compressor"]].gpus
+    if family == "judge":
+        return params.judge.engine.gpus
+    if family == "evaluate":
+        return int(params.evaluate.engine.get("gpus", 0))
+    return 0
+
+
+def graph_jobs(
+    edges: dict[str, list[str]], stale: set[str], gpus: Callable[[str], int], skip: frozenset[str] = frozenset()
+) -> list[Job]:
+    """Jobs for ``stale`` stages and everything downstream of them, in dependency order (pure).
+
+    ``edges``: stage -> the stages whose outputs it reads.  ``skip``: stages already done or queued by an
+    earlier submission of the same commit (they are waited for when queued, never submitted again).
+    """
+    order = _topological(edges)
+    todo = set(stale)
+    for stage in order:  # downstream of a stale stage is stale: its inputs are about to change
+        if any(dep in todo for dep in edges[stage]):
+            todo.add(stage)
+    jobs = []
+    for stage in order:
+        if stage in todo and stage not in skip:
+            upstream = [s for s in order if s in _ancestors(stage, edges)]
+            after = [d for d in edges[stage] if d in todo]
+            jobs.append(Job(stage=stage, gpus=gpus(stage), after=after, upstream=upstream))
+    return jobs
+
+
+def _ancestors(stage: str, edges: dict[str, list[str]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(edges[stage])
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.add(s)
+            todo += edges[s]
+    return seen
+
+
+def _topological(edges: dict[str, list[str]]) -> list[str]:
+    """Stages with every dependency before its dependents; ties in name order (stable scripts)."""
+    order: list[str] = []
+    placed: set[str] = set()
+    remaining = sorted(edges)
+    while remaining:
+        ready = [s for s in remaining if all(d in placed for d in edges[s])]
+        if not ready:
+            raise GridError(f"the DVC graph has a cycle among {remaining}; run `dvc dag` to see it")
+        order += ready
+        placed |= set(ready)
+        remaining = [s for s in remaining if s not in placed]
+    return order
+
+
+def dvc_graph(root: Path) -> tuple[dict[str, list[str]], set[str]]:
+    """(stage -> upstream stages, stages ``dvc status`` reports changed) of the pipeline in ``root``."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edges stage -> the stage producing one of its deps
+        edges = {s.addressing: sorted(d.addressing for d in graph.successors(s)) for s in graph.nodes}
+        stale = set(repo.status())
+    return edges, stale
+
+
+# ---------------------------------------------------------------------------------------------- scripts
+def job_script(job: Job, root: Path, commit: str, state: Path, slurm: Slurm) -> str:
+    """The sbatch script of ``job``: a worktree of ``commit`` sharing ``root``'s DVC cache, the upstream
+    stages restored from the run-cache, the stage run, the worktree removed, the exit code recorded."""
+    name = job.stage
+    directives = [f"--job-name={name}", f"--output={state}/logs/{name}.%j.log"]
+    if job.gpus:
+        directives.append(f"--gres=gpu:{job.gpus}")
+    directives += [f"--{k}={v}" for k, v in asdict(slurm).items() if v]
+    q = shlex.quote
+    wt = state / "worktrees" / name
+    repro = shlex.join(["dvc", "repro", "--single-item", *job.upstream, name])
+    bin_dir = Path(sys.executable).parent
+    lines = [
+        "#!/bin/bash",
+        *(f"#SBATCH {d}" for d in directives),
+        "# generated by `compress-distill grid submit`; one DVC stage of commit " + commit,
+        "set -euo pipefail",
+        f"export PATH={q(str(bin_dir))}:$PATH",
+        f"wt={q(str(wt))}.$SLURM_JOB_ID",
+        f"rc_file={q(str(state / 'status' / name))}.$SLURM_JOB_ID.rc",
+        "finish() { rc=$?; cd /; git -C " + q(str(root)) + ' worktree remove --force "$wt" || true; '
+        'echo "$rc" > "$rc_file"; }',
+        "trap finish EXIT",
+        f'git -C {q(str(root))} worktree add --detach "$wt" {commit}',
+        'cd "$wt"',
+        # the job's code is the commit's, whatever is installed
+        'export PYTHONPATH="$wt/src${PYTHONPATH:+:$PYTHONPATH}"',
+        f"dvc config --local cache.dir {q(str(root / '.dvc' / 'cache'))}",
+        repro,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- slurm
+def _run(args: list[str]) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise GridError(f"`{shlex.join(args)}` failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def _node_gpus(gres: str) -> int:
+    """GPUs in an sinfo ``%G`` field: ``gpu:8``, ``gpu:h100:8(S:0-1)``, several comma-separated, ``(null)``."""
+    total = 0
+    for item in re.split(r",(?![^()]*\))", gres):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def check_cluster(jobs: list[Job], slurm: Slurm) -> None:
+    """Refuse, before anything is submitted: no sbatch, unknown partition, GPUs a node cannot give."""
+    if shutil.which("sbatch") is None:
+        raise GridError(
+            "sbatch not found on PATH: run `grid submit` on a SLURM login node (Debian: apt-get install "
+            "slurm-client), or write the job scripts only with --dry-run"
+        )
+    partitions = {p.rstrip("*"): p.endswith("*") for p in _run(["sinfo", "-h", "-o", "%P"]).split()}
+    part = slurm.partition or next((p for p, default in partitions.items() if default), None)
+    if part is None or part not in partitions:
+        raise GridError(
+            f"unknown SLURM partition {slurm.partition!r}: this cluster has {', '.join(partitions) or '(none)'}; "
+            "set --partition or topology.partition"
+        )
+    nodes = [line.split("|") for line in _run(["sinfo", "-h", "-N", "-p", part, "-o", "%N|%G"]).splitlines()]
+    most = max((_node_gpus(g) for _, g in nodes), default=0)
+    for job in jobs:
+        if job.gpus > most:
+            raise GridError(
+                f"stage {job.stage} asks {job.gpus} GPUs but the largest node of partition {part!r} has {most}; "
+                "lower its GPUs in params (topology.train, or the engine's gpus) or choose another partition"
+            )
+        if job.gpus and most % job.gpus:
+            raise GridError(
+                f"stage {job.stage} asks {job.gpus} GPUs, not a divisor of the {most} of a node in partition "
+                f"{part!r}: runs could not pack onto nodes; use a divisor (topology.train)"
+            )
+
+
+def sbatch(script: Path, after: list[str]) -> str:
+    args = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
+    if after:
+        args.append("--dependency=afterok:" + ":".join(after))
+    return _run([*args, str(script)]).strip().split(";")[0]
+
+
+def job_state(job: Job, state: Path) -> str:
+    """COMPLETED / FAILED (exit N) from the job's own exit record, else the scheduler's word."""
+    rc_file = state / "status" / f"{job.stage}.{job.job_id}.rc"
+    if rc_file.exists():
+        rc = rc_file.read_text().strip()
+        return DONE if rc == "0" else f"FAILED (exit {rc})"
+    if shutil.which("squeue"):
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.split()[0]
+    return "UNKNOWN (not in the queue, no exit record)"
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _git(root: Path, *args: str) -> str:
+    return _run(["git", "-C", str(root), *args]).strip()
+
+
+def _check_clean(root: Path, outs: set[str]) -> None:
+    """The jobs run the commit: refuse uncommitted edits of anything but dvc.lock and stage outputs."""
+    dirty = []
+    for line in _git(root, "status", "--porcelain", "--untracked-files=no").splitlines():
+        path = line[3:].split(" -> ")[-1]
+        if path != "dvc.lock" and not any(path == o or path.startswith(o.rstrip("/") + "/") for o in outs):
+            dirty.append(path)
+    if dirty:
+        raise GridError(
+            f"uncommitted changes in {', '.join(dirty[:5])}: the jobs run commit HEAD; commit them first "
+            "(git add -A && git commit)"
+        )
+
+
+def load_submission(state: Path) -> Submission | None:
+    path = state / MANIFEST
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Submission(data["commit"], data["executor"], {k: Job(**v) for k, v in data["jobs"].items()})
+
+
+def submit(
+    root: Path, params: Params, plan: dict[str, Any], slurm: Slurm, dry_run: bool, state: Path | None = None
+) -> Submission:
+    """Write (and unless ``dry_run`` submit) one job per stale stage; the manifest lands in ``state``."""
+    from dvc.repo import Repo
+
+    root = root.resolve()
+    state = (state or root / STATE_DIR).resolve()
+    commit = _git(root, "rev-parse", "HEAD")
+    with Repo(str(root)) as repo:
+        outs = {str(Path(o.fs_path).relative_to(root)) for s in repo.index.stages for o in s.outs}
+    _check_clean(root, outs)
+    edges, stale = dvc_graph(root)
+    previous = load_submission(state)
+    carried: dict[str, Job] = {}
+    if previous and previous.commit == commit and not dry_run:
+        for stage, job in previous.jobs.items():
+            status = job_state(job, state)
+            if status == DONE or status in ACTIVE:
+                carried[stage] = job
+    jobs = graph_jobs(edges, stale, lambda s: stage_gpus(s, params, plan), skip=frozenset(carried))
+    if not dry_run:
+        check_cluster(jobs, slurm)
+    for d in ("scripts", "logs", "status", "worktrees"):
+        (state / d).mkdir(parents=True, exist_ok=True)
+    sub = Submission(commit, "slurm", dict(carried))
+    for job in jobs:
+        script = state / "scripts" / f"{job.stage}.sh"
+        script.write_text(job_script(job, root, commit, state, slurm), encoding="utf-8")
+        script.chmod(0o755)
+        job.script = str(script)
+        if not dry_run:
+            # a completed job of an earlier submission is not waited for (SLURM may have forgotten its id)
+            waits = [
+                sub.jobs[d].job_id
+                for d in job.after
+                if d in sub.jobs and (d not in carried or job_state(carried[d], state) in ACTIVE)
+            ]
+            job.job_id = sbatch(script, [w for w in waits if w])
+            job.log = str(state / "logs" / f"{job.stage}.{job.job_id}.log")
+        sub.jobs[job.stage] = job
+    if not dry_run:
+        tmp = state / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps({**asdict(sub)}, indent=2), encoding="utf-8")
+        tmp.replace(state / MANIFEST)
+    return sub
+
+
+def status_lines(state: Path) -> tuple[list[str], bool, bool]:
+    """One line per job (stage, id, state, log), a failed job's log tail under it; whether all completed,
+    whether one failed."""
+    sub = load_submission(state)
+    if sub is None:
+        raise GridError(f"no submission in {state}: run `compress-distill grid submit` first")
+    lines, all_done, failed = [f"commit {sub.commit[:12]}: {len(sub.jobs)} jobs"], True, False
+    for stage, job in sub.jobs.items():
+        st = job_state(job, state)
+        all_done &= st == DONE
+        lines.append(f"{stage:<50} {job.job_id:>8} {st:<24} {job.log}")
+        failed |= st.startswith("FAILED")
+        if st.startswith("FAILED") and job.log and Path(job.log).exists():
+            tail = Path(job.log).read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            lines += [f"    | {t}" for t in tail]
+    return lines, all_done, failed
+
