@@ -104,3 +104,104 @@ def test_gpus_of_a_node_from_sinfo_gres() -> None:
     assert _node_gpus("gpu:h100:8(S:0-1)") == 8
     assert _node_gpus("gpu:a100:4,gpu:h100:4(S:0),shard:2") == 8
     assert _node_gpus("(null)") == 0
+
+
+# ------------------------------------------------------------------------------------------ on SLURM
+def tiny_demo(params: dict[str, Any]) -> dict[str, Any]:
+    """The demo shrunk to its smallest full pipeline: one compressor, one run, a handful of tokens."""
+    params["prepare"]["demo"] = {"n_train": 6, "n_eval": 3}
+    params["compressors"] = {"terse": params["compressors"]["terse"]}
+    params["compress"]["prompts"] = {"terse": "prompts/compress/terse.md"}
+    params["generate"]["rounds"] = 1
+    for section in ("generate", "compress", "judge"):
+        params[section]["sampling"]["max_tokens"] = 48
+    params["train"].update({"seq_len": 256, "max_steps": 1})
+    params["evaluate"]["max_new_tokens"] = 16
+    params["report"]["bootstrap_samples"] = 10
+    params["grid"]["sources"] = ["raw"]
+    return params
+
+
+def grid(repo: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["compress-distill", "grid", *args], cwd=repo, env=env(extra_env), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def queue() -> list[str]:
+    return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
+
+
+@pytest.mark.slow
+def test_bad_input_fails_in_one_line_before_anything_is_submitted(tmp_path: Path, slurm: dict[str, str]) -> None:
+    def gpu_run(params: dict[str, Any]) -> dict[str, Any]:
+        params = tiny_demo(params)
+        params["topology"] = {"train": [{"gpus": 4}]}  # the loopback node has 2 GPUs
+        return params
+
+    repo = copy_repo(tmp_path / "repo", gpu_run)
+    before = queue()
+    cases = {
+        ("--partition", "nope"): "unknown SLURM partition 'nope': this cluster has debug",
+        (): "stage train@smol-smol-lora-raw asks 4 GPUs but the largest node of partition 'debug' has 2",
+    }
+    for args, message in cases.items():
+        done = grid(repo, "submit", *args)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    # no sbatch on PATH: a PATH holding only git and the venv's tools
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "git").symlink_to(subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip())
+    done = grid(repo, "submit", extra_env={"PATH": f"{env()['PATH'].split(':')[0]}:{bare}"})
+    assert done.returncode == 2 and "sbatch not found on PATH" in done.stderr and done.stderr.count("\n") == 1
+    assert queue() == before
+    # --dry-run needs no cluster: it writes the scripts, --gres from the topology
+    done = grid(repo, "submit", "--dry-run", "--partition", "gpu", "--time", "1:00:00")
+    assert done.returncode == 0, done.stderr
+    script = (repo / ".dvc/tmp/grid/scripts/train@smol-smol-lora-raw.sh").read_text()
+    assert "#SBATCH --gres=gpu:4\n" in script and "#SBATCH --partition=gpu\n" in script
+    assert "#SBATCH --time=1:00:00\n" in script
+    assert "--gres" not in (repo / ".dvc/tmp/grid/scripts/prepare.sh").read_text()
+    assert queue() == before
+
+
+def outcome(metrics_dir: Path) -> dict[str, Any]:
+    """What a run computed (row accounting, losses, accuracy), without timings."""
+    keep = ("rows_in", "rows_out", "rejects", "final_loss", "first_loss", "steps", "trained_tokens", "overall")
+    return {
+        str(p.relative_to(metrics_dir)): {k: v for k, v in json.loads(p.read_text()).items() if k in keep}
+        for p in sorted(metrics_dir.rglob("*.json"))
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_grid_on_slurm_then_dvc_repro_restores_without_running(tmp_path: Path, slurm: dict[str, str]) -> None:
+    repo = copy_repo(tmp_path / "grid", tiny_demo)
+    done = grid(repo, "submit", "--executor", "slurm")
+    assert done.returncode == 0, done.stderr
+    # prepare, generate, compress, judge, truncate, answer_only, build, train, evaluate, report
+    assert "submitted 10 jobs" in done.stdout, done.stdout
+    deadline = time.monotonic() + 1500
+    while True:
+        status = grid(repo, "status")
+        if status.returncode == 0 or "FAILED" in status.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.count("COMPLETED") == 10
+    # a second submission of the same commit submits nothing new
+    again = grid(repo, "submit")
+    assert again.returncode == 0 and "submitted 0 jobs" in again.stdout and "(10 done or queued earlier)" in again.stdout
+    # the main workspace: every stage comes back from the run-cache, no command runs
+    repro = sh(["dvc", "repro"], repo)
+    assert "Running stage" not in repro, repro
+    assert repro.count("is cached - skipping run") == 10, repro
+    assert json.loads(sh(["dvc", "status", "--json"], repo).strip().splitlines()[-1]) == {}
+    assert not list((repo / ".dvc/tmp/grid/worktrees").iterdir())  # every job removed its worktree
+    # the same numbers as a sequential run
+    sequential = copy_repo(tmp_path / "sequential", tiny_demo)
+    sh(["dvc", "repro"], sequential, timeout=1500)
+    assert outcome(repo / "metrics") == outcome(sequential / "metrics")

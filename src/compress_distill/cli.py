@@ -116,11 +116,13 @@ def grid_submit(
     topo = p.topology
     slurm = Slurm(partition or topo.partition, account or topo.account, time or topo.time)
     sub = submit(Path.cwd(), p, expand(p), slurm, dry_run)
-    verb = "wrote" if dry_run else "submitted"
-    for job in sub.jobs.values():
+    new = [job for stage, job in sub.jobs.items() if stage not in sub.carried]
+    for job in new:
         gpus = f" gpu:{job.gpus}" if job.gpus else ""
         typer.echo(f"{job.job_id or '-':>8} {job.stage}{gpus}  {job.script}")
-    typer.echo(f"{verb} {len(sub.jobs)} jobs for commit {sub.commit[:12]}; `compress-distill grid status` follows them")
+    verb = "wrote the scripts of" if dry_run else "submitted"
+    kept = f" ({len(sub.carried)} done or queued earlier)" if sub.carried else ""
+    typer.echo(f"{verb} {len(new)} jobs for commit {sub.commit[:12]}{kept}; `compress-distill grid status` follows them")
 
 
 @grid_app.command("status")

@@ -67,6 +67,8 @@ class Submission:
     commit: str
     executor: str
     jobs: dict[str, Job] = field(default_factory=dict)
+    # stages whose job came from an earlier submission of the commit (completed, queued or running)
+    carried: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -286,6 +288,7 @@ def load_submission(state: Path) -> Submission | None:
     return Submission(data["commit"], data["executor"], {k: Job(**v) for k, v in data["jobs"].items()})
 
 
+
 def submit(
     root: Path, params: Params, plan: dict[str, Any], slurm: Slurm, dry_run: bool, state: Path | None = None
 ) -> Submission:
@@ -311,7 +314,7 @@ def submit(
         check_cluster(jobs, slurm)
     for d in ("scripts", "logs", "status", "worktrees"):
         (state / d).mkdir(parents=True, exist_ok=True)
-    sub = Submission(commit, "slurm", dict(carried))
+    sub = Submission(commit, "slurm", dict(carried), list(carried))
     for job in jobs:
         script = state / "scripts" / f"{job.stage}.sh"
         script.write_text(job_script(job, root, commit, state, slurm), encoding="utf-8")
