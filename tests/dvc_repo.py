@@ -14,7 +14,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
 
 
 def env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -24,7 +29,9 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def sh(args: list[str], cwd: Path, timeout: float = 900, extra_env: dict[str, str] | None = None) -> str:
     """Run ``args`` in ``cwd``; stdout + stderr, an AssertionError with both on failure."""
-    proc = subprocess.run(args, cwd=cwd, env=env(extra_env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        args, cwd=cwd, env=env(extra_env), capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

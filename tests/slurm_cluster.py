@@ -87,7 +87,9 @@ def loopback_cluster(root: Path) -> Iterator[dict[str, str]]:
         (root / "dev" / f"gpu{i}").touch()
     (root / "gres.conf").write_text(f"NodeName={node} Name=gpu File={root}/dev/gpu[0-{GPUS - 1}]\n")
     key = root / "munge" / "munge.key"
-    subprocess.run(["mungekey", "--create", "--keyfile", str(key), "--force"], check=True, capture_output=True)
+    subprocess.run(
+        ["mungekey", "--create", "--keyfile", str(key), "--force"], check=True, capture_output=True
+    )
     key.chmod(0o600)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     munge_sock = root / "munge" / "munge.socket"
@@ -106,12 +108,17 @@ def loopback_cluster(root: Path) -> Iterator[dict[str, str]]:
         started.append(root / "slurmd.pid")
 
         def idle() -> bool:
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True)
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, check=False
+            )
             return out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc")
 
         _wait("the loopback SLURM node", idle, root / "log" / "slurmd.log")
         yield {"SLURM_CONF": str(conf)}
     finally:
+        if started:  # cancel what the tests left queued or running, then wait for the steps to end
+            subprocess.run(["scancel", "--full", "--partition", PARTITION], env=env, capture_output=True, check=False)
+            _wait("the cancelled jobs", lambda: not _queue(env), root / "log" / "slurmctld.log", timeout=60)
         for pid_file in reversed(started):  # only the daemons this fixture started, by their pid
             if pid_file.exists():
                 try:
@@ -119,6 +126,11 @@ def loopback_cluster(root: Path) -> Iterator[dict[str, str]]:
                 except ProcessLookupError:
                     pass
         time.sleep(1)
+
+
+def _queue(env: dict[str, str]) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=False)
+    return out.stdout.split()
 
 
 def have_slurm() -> bool:

@@ -92,7 +92,9 @@ def profile_cmd(
     typer.echo(f"params.yaml <- {src}; plan.yaml regenerated")
 
 
-grid_app = typer.Typer(help="The pipeline's stale stages as cluster jobs (compress_distill.grid).", no_args_is_help=True)
+grid_app = typer.Typer(
+    help="The pipeline's stale stages as cluster jobs (compress_distill.grid).", no_args_is_help=True
+)
 app.add_typer(grid_app, name="grid")
 
 
@@ -101,9 +103,13 @@ app.add_typer(grid_app, name="grid")
 def grid_submit(
     executor: Annotated[str, typer.Option(help="job scheduler: slurm")] = "slurm",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write the job scripts, submit nothing")] = False,
-    partition: Annotated[str | None, typer.Option(help="SLURM partition (default: topology.partition)")] = None,
+    partition: Annotated[
+        str | None, typer.Option(help="SLURM partition (default: topology.partition)")
+    ] = None,
     account: Annotated[str | None, typer.Option(help="SLURM account (default: topology.account)")] = None,
-    time: Annotated[str | None, typer.Option(help="SLURM time limit per job (default: topology.time)")] = None,
+    time: Annotated[
+        str | None, typer.Option(help="SLURM time limit per job (default: topology.time)")
+    ] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Submit every stale stage of the DVC graph as one job, dependencies following the DAG."""
@@ -122,7 +128,9 @@ def grid_submit(
         typer.echo(f"{job.job_id or '-':>8} {job.stage}{gpus}  {job.script}")
     verb = "wrote the scripts of" if dry_run else "submitted"
     kept = f" ({len(sub.carried)} done or queued earlier)" if sub.carried else ""
-    typer.echo(f"{verb} {len(new)} jobs for commit {sub.commit[:12]}{kept}; `compress-distill grid status` follows them")
+    typer.echo(
+        f"{verb} {len(new)} jobs for commit {sub.commit[:12]}{kept}; `compress-distill grid status` follows them"
+    )
 
 
 @grid_app.command("status")

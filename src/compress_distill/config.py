@@ -393,7 +393,12 @@ class TopologyRule(Section):
     strategy: Literal["single", "ddp", "fsdp2"] | None = None
 
     def matches(self, run: dict[str, str]) -> bool:
-        fields = {"teacher": self.teacher, "student": self.student, "method": self.method, "source": self.source}
+        fields = {
+            "teacher": self.teacher,
+            "student": self.student,
+            "method": self.method,
+            "source": self.source,
+        }
         return all(fnmatch.fnmatchcase(run[k], v) for k, v in fields.items() if v is not None)
 
     @model_validator(mode="after")
@@ -405,9 +410,13 @@ class TopologyRule(Section):
                 "or set it to gpus"
             )
         if self.strategy == "single" and ranks > 1:
-            raise ValueError(f"strategy 'single' runs one process but {ranks} ranks are asked; use ddp or fsdp2")
+            raise ValueError(
+                f"strategy 'single' runs one process but {ranks} ranks are asked; use ddp or fsdp2"
+            )
         if self.strategy in ("ddp", "fsdp2") and ranks == 1:
-            raise ValueError(f"strategy {self.strategy!r} needs 2 or more ranks (gpus or processes); use single")
+            raise ValueError(
+                f"strategy {self.strategy!r} needs 2 or more ranks (gpus or processes); use single"
+            )
         if self.strategy == "fsdp2" and not self.gpus:
             raise ValueError("strategy 'fsdp2' needs GPUs (gpus >= 2); CPU ranks use ddp")
         return self
@@ -509,7 +518,10 @@ class Params(Section):
         known("truncate teachers", list(self.truncate), self.teachers)
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
         for i, rule in enumerate(self.topology.train):
-            for kind, value, valid in (("teacher", rule.teacher, self.teachers), ("student", rule.student, self.students)):
+            for kind, value, valid in (
+                ("teacher", rule.teacher, self.teachers),
+                ("student", rule.student, self.students),
+            ):
                 if value is not None and not any(fnmatch.fnmatchcase(v, value) for v in valid):
                     raise ValueError(
                         f"topology.train[{i}].{kind} {value!r} matches no {kind}; defined: {', '.join(valid)}"

@@ -99,7 +99,10 @@ def stage_gpus(stage: str, params: Params, plan: dict[str, Any]) -> int:
 
 
 def graph_jobs(
-    edges: dict[str, list[str]], stale: set[str], gpus: Callable[[str], int], skip: frozenset[str] = frozenset()
+    edges: dict[str, list[str]],
+    stale: set[str],
+    gpus: Callable[[str], int],
+    skip: frozenset[str] = frozenset(),
 ) -> list[Job]:
     """Jobs for ``stale`` stages and everything downstream of them, in dependency order (pure).
 
@@ -254,7 +257,10 @@ def job_state(job: Job, state: Path) -> str:
         return DONE if rc == "0" else f"FAILED (exit {rc})"
     if shutil.which("squeue"):
         out = subprocess.run(
-            ["squeue", "-h", "-t", "all", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True
+            ["squeue", "-h", "-t", "all", "-j", str(job.job_id), "-o", "%T"],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.split()[0]
@@ -286,7 +292,6 @@ def load_submission(state: Path) -> Submission | None:
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
     return Submission(data["commit"], data["executor"], {k: Job(**v) for k, v in data["jobs"].items()})
-
 
 
 def submit(
@@ -353,4 +358,3 @@ def status_lines(state: Path) -> tuple[list[str], bool, bool]:
             tail = Path(job.log).read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
             lines += [f"    | {t}" for t in tail]
     return lines, all_done, failed
-

@@ -148,9 +148,7 @@ def expand(params: Params) -> dict[str, Any]:
         "build": (
             # the dataset card records the hash of the prompt files (stages/card.py); those the stages use
             # are deps (one named but unused may be absent: the card says so, DVC would refuse to run)
-            {t: {"teacher": t, "prompts": used_prompts} for t in teachers}
-            if generating
-            else {}
+            {t: {"teacher": t, "prompts": used_prompts} for t in teachers} if generating else {}
         ),
         "publish": {t: {"teacher": t} for t in teachers} if generating and params.publish.enabled else {},
         "pull": (

@@ -20,8 +20,14 @@ STAGE = f"train@{RUN}"
 def tiny_train(grad_accum: int, topology: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def edit(params: dict[str, Any]) -> dict[str, Any]:
         params["train"].update(
-            {"seq_len": 96, "micro_batch_size": 1, "grad_accum": grad_accum, "max_steps": 2, "device": "cpu",
-             "save_every_steps": 100}
+            {
+                "seq_len": 96,
+                "micro_batch_size": 1,
+                "grad_accum": grad_accum,
+                "max_steps": 2,
+                "device": "cpu",
+                "save_every_steps": 100,
+            }
         )
         params["train"]["lora"].update({"r": 4, "alpha": 8, "dropout": 0.0, "learning_rate": 0.003})
         params["topology"] = topology
@@ -39,7 +45,9 @@ def test_two_gloo_ranks_under_dvc_repro_match_one_process(tmp_path: Path) -> Non
     rows = trace_rows(6, max_steps=2)
     # one process accumulating 2 micro-batches vs 2 ranks x 1 micro-batch: the same 2 bins per step
     single = copy_repo(tmp_path / "single", tiny_train(2, {}))
-    ddp = copy_repo(tmp_path / "ddp", tiny_train(1, {"train": [{"method": "lora", "gpus": 0, "processes": 2}]}))
+    ddp = copy_repo(
+        tmp_path / "ddp", tiny_train(1, {"train": [{"method": "lora", "gpus": 0, "processes": 2}]})
+    )
     for repo in (single, ddp):
         write_source(repo / "data" / "hub", "smol", "raw", rows)
         sh(["dvc", "repro", "--single-item", STAGE], repo, extra_env={"OMP_NUM_THREADS": "1"})
