@@ -5,6 +5,9 @@ loaded by ``dvc.yaml`` through ``vars``).  ``compress-distill plan`` rewrites it
 before ``dvc repro`` and a test keeps the committed file in sync with ``params.yaml``.
 
 The paper's 55-run grid comes from a compact spec plus exclusions (DESIGN §7), never from a hand list.
+Each run's item also carries its topology (``gpus``, ``processes``, ``strategy``) and ``launch``, the command
+that starts it (``train_launch``): ``dvc.yaml``'s train command begins with ``${item.launch}``, and the
+item is a param dep of that run alone, so one run's GPU count re-runs that run only.
 
 Code and prompt dependencies are generated too, so that editing a module or a prompt file marks exactly the
 stages that import or read it.  DVC's templating cannot put a list into ``deps`` (``${...}`` must resolve to

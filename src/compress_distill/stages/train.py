@@ -10,8 +10,10 @@ sequences, padding, wall-clock, tokens/s, GPU-hours, final loss) and the dvclive
 
 A killed run resumes from its newest checkpoint (``--checkpoint-dir``, default ``models/.checkpoints/<run>``,
 outside the DVC output so ``dvc repro`` does not delete it) and ends with the weights of an uninterrupted run.
-Multi-GPU / multi-node: ``accelerate launch --config_file configs/accelerate_fsdp2.yaml -m compress_distill.cli
-train ...`` with the same arguments.
+Multi-GPU: ``topology.train`` in params gives the run its GPUs and strategy, and ``compress-distill plan``
+writes the matching ``accelerate launch ... -m compress_distill.cli train`` into the stage command
+(``plan.train_launch``); ``world_size`` and ``global_batch_size`` (micro-batch x grad-accum x ranks) are in the
+metrics.
 """
 
 from __future__ import annotations
