@@ -238,3 +238,31 @@ def test_grid_on_slurm_then_dvc_repro_restores_without_running(tmp_path: Path, s
     sequential = copy_repo(tmp_path / "sequential", tiny_demo)
     sh(["dvc", "repro"], sequential, timeout=1500)
     assert outcome(repo / "metrics") == outcome(sequential / "metrics")
+
+
+# ------------------------------------------------------------------------------------------ packing
+def test_packer_shares_a_node_between_two_four_gpu_runs_and_cancels_after_a_failure() -> None:
+    from compress_distill.grid import Job, Packer, simulate
+
+    jobs = [
+        Job("up", 8, [], []),
+        Job("a", 4, ["up"], ["up"]),
+        Job("b", 4, ["up"], ["up"]),
+        Job("c", 8, ["up"], ["up"]),
+        Job("d", 0, ["a"], ["up", "a"]),
+    ]
+    hours = {"up": 2.0, "a": 1.0, "b": 1.0, "c": 1.0, "d": 0.5}
+    placed = {p.stage: p for p in simulate(jobs, hours, nodes=1, gpus_per_node=8)}
+    assert (placed["a"].start, placed["b"].start) == (2.0, 2.0)  # side by side on the two halves
+    assert {placed["a"].gpus, placed["b"].gpus} == {(0, 1, 2, 3), (4, 5, 6, 7)}
+    assert placed["c"].start == 3.0 and placed["d"].start == 3.0 and placed["d"].gpus == ()
+    assert max(p.end for p in placed.values()) == 4.0
+    packer = Packer(jobs, nodes=1, gpus_per_node=8, weight=hours.__getitem__)
+    assert [p.stage for p in packer.start()] == ["up"]
+    packer.finish("up")
+    assert sorted(p.stage for p in packer.start()) == ["a", "b"]  # c (8 GPUs) waits for the node
+    assert packer.finish("a", ok=False) == ["d"]  # its dependent is cancelled, b and c go on
+    packer.finish("b")
+    assert [p.stage for p in packer.start()] == ["c"]
+    packer.finish("c")
+    assert packer.finished and packer.failed == {"a", "d"}

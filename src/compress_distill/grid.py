@@ -160,6 +160,143 @@ def dvc_graph(root: Path) -> tuple[dict[str, list[str]], set[str]]:
     return edges, stale
 
 
+# ---------------------------------------------------------------------------------------------- packing
+@dataclass(frozen=True)
+class Placement:
+    """Where and when a job runs: node index and the GPUs of that node it holds (``CUDA_VISIBLE_DEVICES``)."""
+
+    stage: str
+    node: int
+    gpus: tuple[int, ...]
+    start: float = 0.0
+    end: float = 0.0
+
+
+class Packer:
+    """Greedy list scheduling of a job graph onto nodes of ``gpus_per_node`` GPUs (one run per node).
+
+    Whenever GPUs free up, the ready jobs (every ``after`` job finished) start in order of priority -- the
+    longest weighted path from the job to the end of the graph (critical path first), then more GPUs first --
+    each on the first node with a free aligned slice of its size (GPUs ``k*g .. k*g+g-1``: two 4-GPU runs
+    share an 8-GPU node on NVLink halves).  Jobs without GPUs need only a CPU slot (``cpu_slots`` per node;
+    None: unbounded).  The same object drives the simulation of ``bench/grid.py`` and could drive a local
+    executor; it only decides, the caller runs.
+    """
+
+    def __init__(
+        self,
+        jobs: list[Job],
+        nodes: int,
+        gpus_per_node: int,
+        weight: Callable[[str], float],
+        cpu_slots: int | None = None,
+    ) -> None:
+        self.jobs = {j.stage: j for j in jobs}
+        for job in jobs:
+            if job.gpus > gpus_per_node:
+                raise GridError(
+                    f"stage {job.stage} asks {job.gpus} GPUs but a node has {gpus_per_node}; lower its GPUs "
+                    "(topology.train or the engine's gpus)"
+                )
+        self.gpus_per_node = gpus_per_node
+        self.free = [[True] * gpus_per_node for _ in range(nodes)]
+        self.cpu_free = [cpu_slots if cpu_slots is not None else -1 for _ in range(nodes)]
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+        self.running: dict[str, Placement] = {}
+        dependents: dict[str, list[str]] = {s: [] for s in self.jobs}
+        for job in jobs:
+            for d in job.after:
+                if d in dependents:
+                    dependents[d].append(job.stage)
+        self.priority: dict[str, float] = {}
+        for job in reversed(jobs):  # jobs come in dependency order: dependents are already scored
+            tail = max((self.priority[d] for d in dependents[job.stage]), default=0.0)
+            self.priority[job.stage] = weight(job.stage) + tail
+        self.dependents = dependents
+
+    def _slice(self, node: int, g: int) -> tuple[int, ...] | None:
+        free = self.free[node]
+        for lo in range(0, self.gpus_per_node - g + 1, g):
+            if all(free[lo : lo + g]):
+                return tuple(range(lo, lo + g))
+        return None
+
+    def ready(self) -> list[Job]:
+        waiting = [
+            j
+            for s, j in self.jobs.items()
+            if s not in self.done and s not in self.running and s not in self.failed
+            and all(d in self.done or d not in self.jobs for d in j.after)
+        ]  # fmt: skip
+        return sorted(waiting, key=lambda j: (-self.priority[j.stage], -j.gpus, j.stage))
+
+    def start(self, now: float = 0.0) -> list[Placement]:
+        """Place every ready job that fits now; marks them running."""
+        placed = []
+        for job in self.ready():
+            for node in range(len(self.free)):
+                if job.gpus == 0:
+                    if self.cpu_free[node] == 0:
+                        continue
+                    if self.cpu_free[node] > 0:
+                        self.cpu_free[node] -= 1
+                    gpus: tuple[int, ...] | None = ()
+                else:
+                    gpus = self._slice(node, job.gpus)
+                    if gpus is None:
+                        continue
+                    for g in gpus:
+                        self.free[node][g] = False
+                place = Placement(job.stage, node, gpus, start=now)
+                self.running[job.stage] = place
+                placed.append(place)
+                break
+        return placed
+
+    def finish(self, stage: str, ok: bool = True) -> list[str]:
+        """Release ``stage``'s GPUs; a failure cancels its dependents (returned), the rest go on."""
+        place = self.running.pop(stage)
+        for g in place.gpus:
+            self.free[place.node][g] = True
+        if not place.gpus and self.cpu_free[place.node] >= 0:
+            self.cpu_free[place.node] += 1
+        if ok:
+            self.done.add(stage)
+            return []
+        cancelled, todo = [], list(self.dependents[stage])
+        self.failed.add(stage)
+        while todo:
+            s = todo.pop()
+            if s not in self.failed:
+                self.failed.add(s)
+                cancelled.append(s)
+                todo += self.dependents[s]
+        return cancelled
+
+    @property
+    def finished(self) -> bool:
+        return not self.running and not self.ready()
+
+
+def simulate(jobs: list[Job], hours: dict[str, float], nodes: int, gpus_per_node: int) -> list[Placement]:
+    """The packer's schedule of ``jobs`` with known durations (``hours`` per stage): every placement with
+    its start and end; the makespan is the largest end."""
+    packer = Packer(jobs, nodes, gpus_per_node, lambda s: hours[s])
+    now, ends, out = 0.0, {}, []
+    while not packer.finished:
+        for place in packer.start(now):
+            ends[place.stage] = now + hours[place.stage]
+        if not packer.running:
+            raise GridError("the job graph cannot progress: a job waits for one that never runs")
+        now = min(ends[s] for s in packer.running)
+        for stage in [s for s in packer.running if ends[s] <= now]:
+            place = packer.running[stage]
+            out.append(Placement(stage, place.node, place.gpus, place.start, ends[stage]))
+            packer.finish(stage)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- scripts
 def job_script(job: Job, root: Path, commit: str, state: Path, slurm: Slurm) -> str:
     """The sbatch script of ``job``: a worktree of ``commit`` sharing ``root``'s DVC cache, the upstream
