@@ -138,10 +138,12 @@ def tiny_demo(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def grid(repo: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def grid(
+    repo: Path, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["compress-distill", "grid", *args], cwd=repo, env=env(extra_env), capture_output=True, text=True,
-        timeout=300, check=False,
+        ["compress-distill", "grid", *args],
+        cwd=repo, env=env(extra_env), capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
 
@@ -267,3 +269,20 @@ def test_packer_shares_a_node_between_two_four_gpu_runs_and_cancels_after_a_fail
     assert [p.stage for p in packer.start()] == ["c"]
     packer.finish("c")
     assert packer.finished and packer.failed == {"a", "d"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_local_executor_runs_the_graph_in_parallel_processes_then_dvc_repro_runs_nothing(
+    tmp_path: Path,
+) -> None:
+    repo = copy_repo(tmp_path / "local", tiny_demo)
+    done = grid(repo, "submit", "--executor", "local", "--jobs", "2", timeout=1500)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("COMPLETED") == 10, done.stdout
+    # compress and answer_only both wait only for generate: with 2 slots they overlap
+    logs = repo / ".dvc/tmp/grid/logs"
+    assert {p.name.split(".")[0] for p in logs.iterdir()} >= {"compress@smol-terse", "answer_only@smol"}
+    repro = sh(["dvc", "repro"], repo)
+    assert "Running stage" not in repro and repro.count("is cached - skipping run") == 10, repro
+    assert not list((repo / ".dvc/tmp/grid/worktrees").iterdir())

@@ -101,7 +101,9 @@ app.add_typer(grid_app, name="grid")
 @grid_app.command("submit")
 @guard
 def grid_submit(
-    executor: Annotated[str, typer.Option(help="job scheduler: slurm")] = "slurm",
+    executor: Annotated[
+        str, typer.Option(help="slurm (one sbatch job per stage) or local (this machine, GPU slices)")
+    ] = "slurm",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write the job scripts, submit nothing")] = False,
     partition: Annotated[
         str | None, typer.Option(help="SLURM partition (default: topology.partition)")
@@ -110,15 +112,39 @@ def grid_submit(
     time: Annotated[
         str | None, typer.Option(help="SLURM time limit per job (default: topology.time)")
     ] = None,
+    gpus: Annotated[
+        int | None, typer.Option(help="local: GPUs to pack jobs onto (default: every GPU nvidia-smi lists)")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="local: jobs without GPUs at a time (default: CPUs)")
+    ] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Submit every stale stage of the DVC graph as one job, dependencies following the DAG."""
-    from compress_distill.grid import GridError, Slurm, submit
+    import os
+
+    from compress_distill.grid import (
+        STATE_DIR,
+        GridError,
+        Slurm,
+        run_local,
+        status_lines,
+        submit,
+        visible_gpus,
+    )
     from compress_distill.plan import expand
 
-    if executor != "slurm":
-        raise GridError(f"unknown executor {executor!r}: the one implemented is slurm (--executor slurm)")
+    if executor not in ("slurm", "local"):
+        raise GridError(f"unknown executor {executor!r}: use --executor slurm or --executor local")
     p = load_params(params)
+    if executor == "local":
+        local_gpus = visible_gpus() if gpus is None else gpus
+        run_local(Path.cwd(), p, expand(p), local_gpus, jobs or os.cpu_count() or 1)
+        lines, done, _ = status_lines(Path.cwd() / STATE_DIR)
+        typer.echo("\n".join(lines))
+        if not done:  # typer.Exit would pass through the error policy (guard) as a bug
+            raise SystemExit(1)
+        return
     topo = p.topology
     slurm = Slurm(partition or topo.partition, account or topo.account, time or topo.time)
     sub = submit(Path.cwd(), p, expand(p), slurm, dry_run)
@@ -142,7 +168,8 @@ def grid_status() -> None:
 
     lines, done, _ = status_lines(Path.cwd() / STATE_DIR)
     typer.echo("\n".join(lines))
-    raise typer.Exit(0 if done else 1)
+    if not done:  # typer.Exit would pass through the error policy (guard) as a bug
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
