@@ -239,18 +239,13 @@ class Packer:
         placed = []
         for job in self.ready():
             for node in range(len(self.free)):
-                if job.gpus == 0:
-                    if self.cpu_free[node] == 0:
-                        continue
-                    if self.cpu_free[node] > 0:
-                        self.cpu_free[node] -= 1
-                    gpus: tuple[int, ...] | None = ()
-                else:
-                    gpus = self._slice(node, job.gpus)
-                    if gpus is None:
-                        continue
-                    for g in gpus:
-                        self.free[node][g] = False
+                gpus = self._slice(node, job.gpus) if job.gpus else ()
+                if gpus is None or (not job.gpus and self.cpu_free[node] == 0):
+                    continue
+                for g in gpus:
+                    self.free[node][g] = False
+                if not job.gpus and self.cpu_free[node] > 0:  # -1: unbounded
+                    self.cpu_free[node] -= 1
                 place = Placement(job.stage, node, gpus, start=now)
                 self.running[job.stage] = place
                 placed.append(place)
