@@ -459,7 +459,7 @@ def prepare(
     commit = _git(root, "rev-parse", "HEAD")
     with Repo(str(root)) as repo:
         outs = {str(Path(o.fs_path).relative_to(root)) for s in repo.index.stages for o in s.outs}
-        cache_dir = Path(repo.cache.local.path).resolve()
+        cache_dir = Path(repo.cache.local_cache_dir).resolve()  # cache.dir (holds files/ and runs/)
     _check_clean(root, outs)
     edges, stale = dvc_graph(root)
     previous = load_submission(state)
