@@ -80,6 +80,8 @@ def test_unknown_nested_key_lists_valid_keys(demo: dict) -> None:
         (("teachers", "smol", "backend"), "tgi", "teachers.smol.backend"),
         (("judge", "max_raw_chars"), 5, "judge.max_raw_chars"),
         (("train", "overlong"), "wrap", "train.overlong"),
+        (("train", "val_fraction"), -0.01, "train.val_fraction"),
+        (("train", "val_fraction"), 0.9, "train.val_fraction"),
     ],
 )
 def test_impossible_values(demo: dict, path: tuple[str, ...], value: object, needle: str) -> None:
@@ -89,6 +91,35 @@ def test_impossible_values(demo: dict, path: tuple[str, ...], value: object, nee
         node = node[part]
     node[path[-1]] = value
     assert needle in _err(d)
+
+
+@pytest.mark.parametrize("text", [".inf", "-.inf", ".nan"])
+@pytest.mark.parametrize(
+    "path",
+    [("train", "lora", "learning_rate"), ("train", "max_grad_norm"), ("report", "watts_per_gpu_hour")],
+)
+def test_non_finite_floats_are_refused_at_load(
+    tmp_path: Path, demo: dict, path: tuple[str, ...], text: str
+) -> None:
+    # YAML's .inf passes every lower bound: train.lora.learning_rate: .inf trained an all-NaN adapter, exit 0
+    d = copy.deepcopy(demo)
+    node = d
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = "FLOAT"
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(d).replace("FLOAT", text))
+    with pytest.raises(ConfigError) as err:
+        load_params(f)
+    line = next(x for x in str(err.value).splitlines() if ".".join(path) in x)
+    assert "finite number" in line
+
+
+def test_val_fraction_defaults_to_the_papers_five_percent(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["train"].pop("val_fraction", None)
+    assert parse_params(d).train.val_fraction == 0.05
+    assert load_params(REPO / "configs/paper.yaml").train.val_fraction == 0.05
 
 
 def test_empty_dataset_list_names_choices(demo: dict) -> None:

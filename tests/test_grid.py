@@ -286,3 +286,17 @@ def test_local_executor_runs_the_graph_in_parallel_processes_then_dvc_repro_runs
     repro = sh(["dvc", "repro"], repo)
     assert "Running stage" not in repro and repro.count("is cached - skipping run") == 10, repro
     assert not list((repo / ".dvc/tmp/grid/worktrees").iterdir())
+
+
+def test_every_stage_keeps_dvcs_run_cache() -> None:
+    """An uncached plain out (``cache: false`` under ``outs``) switches DVC's run-cache off for its stage
+    (dvc/stage/__init__.py, ``no_cache_outs``): after a grid run, `dvc repro` would run that stage again.
+    Uncached metrics and plots keep it."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        plain = {
+            s.addressing: [o.def_path for o in s.outs if not o.use_cache and not (o.is_metric or o.is_plot)]
+            for s in repo.index.stages
+        }
+    assert {stage: outs for stage, outs in plain.items() if outs} == {}

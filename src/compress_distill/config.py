@@ -70,7 +70,9 @@ class ConfigError(UserError, ValueError):
 class Section(BaseModel):
     """Base of every params section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: YAML's .inf/.nan pass every bound (.inf > 0), e.g. an infinite learning rate
+    # trained an all-NaN adapter; they are refused at load as "train.lora.learning_rate: ... finite number"
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 _SERVED_NAME_HINT = " A name an OpenAI-compatible server serves (e.g. 'gpt-4o-mini') needs backend 'openai'."
@@ -269,10 +271,21 @@ class BuildConfig(Section):
     license: str = "apache-2.0"
     shard_rows: int = Field(50_000, ge=1)
     pretty_name: str = "Compress-Distill traces"
+    # also publish config `attempts`: every teacher attempt with its extraction rule and correctness
+    # (preference pairs, error analysis); off by default (it holds the incorrect answers too)
+    attempts: bool = False
+    # also publish config `eval-questions`: the evaluation split's questions and answers (off by default:
+    # a published test set ends up in future training corpora)
+    eval_questions: bool = False
+
+
+TEACHER_SLOT = "{teacher}"  # placeholder in publish.repo_id
 
 
 class PublishConfig(Section):
     enabled: bool = False
+    # one Hub dataset repo per teacher: `{teacher}` in the id is replaced by the teacher id (required when
+    # grid.teachers has more than one teacher; see Params.published_repo_id)
     repo_id: str | None = None
     tag: str | None = None
     private: bool = False
@@ -336,6 +349,10 @@ class TrainConfig(Section):
     budget_tokens: int | None = Field(None, ge=1)
     save_every_steps: int = Field(50, ge=1)
     seed: int = 0
+    # share of the source's rows held out for the validation loss (paper §4: 5%), picked by hashing each row
+    # id with `seed`; 0 disables.  Any fraction > 0 holds out at least 1 row of a source with >= 2 rows and
+    # always leaves at least 1 row to train on.
+    val_fraction: float = Field(0.05, ge=0.0, le=0.5)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     full: FullConfig = Field(default_factory=FullConfig)
@@ -528,6 +545,13 @@ class Params(Section):
                     )
         valid_sources = ["raw", "truncated", "answer-only", *(f"compressed-{c}" for c in self.compressors)]
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
+        repo_id = self.publish.repo_id
+        if self.publish.enabled and repo_id and TEACHER_SLOT not in repo_id and len(self.grid.teachers) > 1:
+            raise ValueError(
+                f"publish.repo_id {repo_id!r} names one repo but grid.teachers has {len(self.grid.teachers)} "
+                f"teachers and each publishes to a repo of its own: put {TEACHER_SLOT} in it, e.g. "
+                f"'{repo_id}-{TEACHER_SLOT}'"
+            )
         if self.traces.source == "hub":
             missing = [t for t in self.grid.teachers if t not in self.traces.repo_ids]
             if missing:
@@ -536,6 +560,12 @@ class Params(Section):
                     "add e.g. traces.repo_ids.<teacher>: org/name"
                 )
         return self
+
+    def published_repo_id(self, teacher: str) -> str | None:
+        """The Hub dataset repo that holds ``teacher``'s traces: ``publish.repo_id`` with ``{teacher}`` filled
+        in (one repo per teacher, so teachers never touch each other's files or tags)."""
+        repo_id = self.publish.repo_id
+        return repo_id.replace(TEACHER_SLOT, teacher) if repo_id else None
 
 
 def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:

@@ -216,6 +216,15 @@ def test_evaluate_smollm2_through_the_cli(
     assert (
         read_rows(tmp_path / f"data/predictions/{RUN}.rejects.parquet", REJECTS)[0]["id"] == "demo/eval/bad"
     )
+    # the same numbers in lm-evaluation-harness's results layout, with which model, cap and commit
+    lm = json.loads((tmp_path / f"results/{RUN}.json").read_text())
+    assert lm["results"]["compress_distill"]["acc,none"] == pytest.approx(m["overall"]["accuracy"])
+    assert lm["results"]["compress_distill"]["acc_stderr,none"] == pytest.approx(m["overall"]["stderr"])
+    assert lm["config"]["model_id"] == "smollm2-135m-instruct" and lm["config"]["max_new_tokens"] == 16
+    assert lm["config"]["adapter"] is None and len(lm["config"]["chat_template_sha256"]) == 64
+    assert lm["git_hash"] and lm["model_name"] == "smollm2-135m-instruct"
+    samples = (tmp_path / f"results/{RUN}.samples.jsonl").read_text().splitlines()
+    assert [json.loads(s)["doc"]["id"] for s in samples] == [x["id"] for x in questions]
 
 
 @pytest.mark.slow

@@ -75,6 +75,30 @@ def write_params(path: Path, methods: tuple[str, ...] = ("lora",), **train: Any)
     return path
 
 
+def tiny_qwen35():  # type: ignore[no-untyped-def]
+    """A 2-layer Qwen3.5 text model (one Gated DeltaNet layer) from config: random weights, no download."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.models.qwen3_5 import Qwen3_5TextConfig
+
+    cfg = Qwen3_5TextConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        linear_num_value_heads=4,
+        linear_num_key_heads=2,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        layer_types=["linear_attention", "full_attention"],
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread() -> Any:
     """Run training tests on one intra-op thread: on a shared 2-core machine, OpenMP's spin-waiting makes

@@ -8,7 +8,7 @@ conclusion of the compressed reasoning alone still yields the canonical answer (
 last ``CONCLUSION_CHARS`` characters).  ``compress.require_answer_preserved`` drops the rows that do not.
 
 Rejects (counted, written to ``<out>.rejects.parquet``):
-- input rows: ``non_utf8`` (a text column is not valid UTF-8), ``bad_gold_answer`` (cannot be graded), ``empty_reasoning`` (nothing to compress),
+- input rows: ``duplicate_id`` (an id already seen: the first row is kept), ``non_utf8`` (a text column is not valid UTF-8), ``bad_gold_answer`` (cannot be graded), ``empty_reasoning`` (nothing to compress),
   ``too_long`` (reasoning over ``MAX_INPUT_CHARS``: rejected, not clipped -- a compressor that sees a
   clipped trace writes a trace with a hole in it, which the dataset would then present as faithful);
 - outputs: ``truncated_output`` (``finish_reason == "length"``), ``empty_output``, ``longer_than_raw``,
@@ -16,7 +16,8 @@ Rejects (counted, written to ``<out>.rejects.parquet``):
 
 Rows are processed in chunks of ``CHUNK_ROWS`` (one ``generate`` call each; the engine batches inside it),
 so memory is bounded by one chunk whatever the corpus size.  A killed run replays finished requests from
-the backend's durable cache and rewrites the output from scratch (atomic rename): no duplicates.
+the backend's durable cache and rewrites the output from scratch; outputs and metrics are staged and
+renamed into place together (``staging.Staging``): no duplicates, and a failure leaves the previous ones.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.evaluation.metrics import with_ratio_of_means
-from compress_distill.metrics import write_metrics
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.schema import TRACES, iter_batches
 from compress_distill.stages.traces_common import (
@@ -48,6 +48,7 @@ from compress_distill.stages.traces_common import (
     text_column,
     trace_row,
 )
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,14 @@ def run(
     ledger = Ledger("compress")
     stats = GroupMeans()
     used_prompts: dict[str, str] = {}  # path -> hash, for provenance in the metrics
+    seen_ids: set[str] = set()
 
     preflight_tokenizer(ccfg, f"compressors.{compressor}")  # fails here, not after every request is paid
-    with engine(ccfg, backend, cache_dir) as be, parquet_sink(out, TRACES) as sink:
+    staging = Staging()
+    with engine(ccfg, backend, cache_dir) as be, parquet_sink(staging.file(out), TRACES, out) as sink:
         for chunk in iter_batches(raw, TRACES, batch_size=chunk_rows):
+            ledger.seen(chunk.num_rows)
+            chunk = ledger.drop_duplicates(chunk, seen_ids, "raw trace")
             reasonings = text_column(chunk, "reasoning")
             responses = text_column(chunk, "response")
             questions = text_column(chunk, "question")
@@ -132,7 +137,6 @@ def run(
             todo: list[int] = []
             requests = []
             for i, row in enumerate(meta):
-                ledger.seen()
                 bad = _input_reject(reasonings[i], [responses[i], questions[i], answers[i]])
                 if bad is None and (problem := gold_error(answers[i] or "", row["answer_type"])) is not None:
                     bad = ("bad_gold_answer", problem)
@@ -211,7 +215,7 @@ def run(
             log.info(
                 "compress@%s-%s: %d/%d rows kept so far", teacher, compressor, ledger.rows_out, ledger.rows_in
             )
-        ledger.write_rejects(out)
+        ledger.write_rejects(staging, out)
         llm = engine_stats(be)
 
     per_dataset, overall = split_overall(stats.table(scale={"pct_answer_preserved": 100.0}))
@@ -227,7 +231,8 @@ def run(
         "compressor_model": ccfg.model,
         "prompt_hashes": used_prompts,
     }
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed
     return result
 
 

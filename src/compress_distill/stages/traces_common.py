@@ -1,17 +1,16 @@
 """Helpers shared by the trace stages (generate, compress, truncate, answer_only, judge, build).
 
 What lives here is what every trace stage needs in the same form: the reject ledger behind each
-``<out>.rejects.parquet``, a streaming atomic Parquet sink, UTF-8-safe reads of text columns, token
-counting with a model's own tokenizer, per-dataset means for the metrics tables, and the backend
-lifecycle.  Heavy imports (transformers, the engine layer) stay inside functions.
+``<out>.rejects.parquet`` (with the ``duplicate_id`` rule), a streaming Parquet sink into a staged path
+(``staging.Staging`` renames it into place with the stage's other outputs), UTF-8-safe reads of text
+columns, token counting with a model's own tokenizer, per-dataset means for the metrics tables, and
+the backend lifecycle.  Heavy imports (transformers, the engine layer) stay inside functions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -24,7 +23,15 @@ import pyarrow.parquet as pq
 from compress_distill.config import BackendConfig, ConfigError, SamplingConfig
 from compress_distill.errors import UserError
 from compress_distill.metrics import RowCounter
-from compress_distill.schema import REJECTS, TRACES, atomic_path, to_table, validate
+from compress_distill.schema import (
+    REJECTS,
+    TRACES,
+    first_per_id,
+    rejects_path,
+    to_table,
+    validate,
+)
+from compress_distill.staging import Staging
 
 # Rejected rows keep this much of the offending text (chars): enough to see what went wrong, small enough
 # that a corpus of runaway 1 MB generations does not turn the rejects file into a second copy of it.
@@ -50,13 +57,6 @@ def pick(mapping: Mapping[str, Any], key: str, what: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------- rejects
-def rejects_path(out: str | Path) -> Path:
-    """``data/traces/T/raw.parquet`` -> ``data/traces/T/raw.rejects.parquet`` (beside the output)."""
-    out = Path(out)
-    stem = out.name.removesuffix(".parquet")
-    return out.with_name(f"{stem}.rejects.parquet")
-
-
 class Ledger(RowCounter):
     """Row accounting plus the rejected rows themselves (id, reason, clipped detail)."""
 
@@ -69,11 +69,26 @@ class Ledger(RowCounter):
         super().reject(reason, n)
         self.rows.append({"id": id, "stage": self.stage, "reason": reason, "detail": clip(detail)})
 
-    def write_rejects(self, out: str | Path) -> Path:
-        """Always written (possibly empty) so the file is a stable DVC-visible companion of ``out``."""
-        path = rejects_path(out)
-        with atomic_path(path) as tmp:
-            pq.write_table(to_table(self.rows, REJECTS), tmp, compression="zstd")
+    def drop_duplicates(self, table: pa.Table, seen: set[str], what: str = "input") -> pa.Table:
+        """``table`` without rows whose ``id`` was already in ``seen`` (or earlier in ``table``); each
+        dropped row is a ``duplicate_id`` reject.  The rows must already be counted as seen."""
+        ids = table.column("id").to_pylist()
+        keep = first_per_id(ids, seen)
+        if all(keep):
+            return table
+        for rid, first in zip(ids, keep, strict=True):
+            if not first:
+                self.reject(
+                    "duplicate_id",
+                    id=rid or "",
+                    detail=f"{what} id repeats an earlier row; the first one is kept",
+                )
+        return table.filter(pa.array(keep, pa.bool_()))
+
+    def write_rejects(self, staging: Staging, out: str | Path) -> Path:
+        """Stage ``<out>.rejects.parquet``: always written (possibly empty) so it is a stable DVC output."""
+        path = staging.file(rejects_path(out))
+        pq.write_table(to_table(self.rows, REJECTS), path, compression="zstd")
         return path
 
 
@@ -126,7 +141,7 @@ def text_column(table: pa.Table | pa.RecordBatch, name: str) -> list[str | None]
 
 # --------------------------------------------------------------------------------------------- sinks
 class ParquetSink:
-    """Rows or tables streamed into one Parquet file that appears atomically when the block succeeds.
+    """Rows or tables streamed into one (staged) Parquet file.
 
     Empty inputs produce a valid file with the schema and no row groups (``datasets`` cannot read a
     zero-row row group, see ``build``).
@@ -151,26 +166,16 @@ class ParquetSink:
 
 
 @contextlib.contextmanager
-def parquet_sink(path: str | Path, schema: pa.Schema) -> Iterator[ParquetSink]:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-        try:
-            yield ParquetSink(writer, schema, path)
-        finally:
-            writer.close()
-
-
-def swap_dir(tmp: Path, dest: Path) -> None:
-    """Replace folder ``dest`` by ``tmp`` with two renames; the old folder is deleted after the swap, so a
-    reader sees either the old complete folder or the new one."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old)
+def parquet_sink(
+    path: str | Path, schema: pa.Schema, name: str | Path | None = None
+) -> Iterator[ParquetSink]:
+    """Stream into ``path`` (a ``Staging.file`` path: atomicity is the transaction's job); ``name`` is
+    the destination, for messages."""
+    writer = pq.ParquetWriter(path, schema, compression="zstd")
+    try:
+        yield ParquetSink(writer, schema, Path(name or path))
+    finally:
+        writer.close()
 
 
 def trace_row(**fields: Any) -> dict[str, Any]:
@@ -247,7 +252,7 @@ def gold_error(answer: str, answer_type: str) -> str | None:
 # --------------------------------------------------------------------------------------------- engines
 def request(
     prompt: str, sampling: SamplingConfig, *, seed: int | None, json_schema: dict[str, Any] | None = None
-):  # type: ignore[no-untyped-def]
+):
     from compress_distill.llm import ChatRequest
 
     return ChatRequest(
