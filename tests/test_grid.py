@@ -300,3 +300,52 @@ def test_every_stage_keeps_dvcs_run_cache() -> None:
             for s in repo.index.stages
         }
     assert {stage: outs for stage, outs in plain.items() if outs} == {}
+
+
+def test_status_reports_a_failed_job_with_its_log_tail(tmp_path: Path) -> None:
+    from compress_distill.grid import CANCELLED, Job, Submission, _save, status_lines
+
+    state = tmp_path / "grid"
+    for d in ("status", "logs"):
+        (state / d).mkdir(parents=True)
+    jobs = {
+        "prepare": Job("prepare", 0, [], [], job_id="1", log=str(state / "logs/prepare.1.log")),
+        "generate@t": Job(
+            "generate@t", 2, ["prepare"], ["prepare"], job_id="2", log=str(state / "logs/g.2.log")
+        ),
+        "build@t": Job("build@t", 0, ["generate@t"], ["prepare", "generate@t"], job_id="3"),
+    }
+    _save(Submission("c0ffee" * 7, "local", jobs), state)
+    (state / "status/prepare.1.rc").write_text("0\n")
+    (state / "status/generate@t.2.rc").write_text("1\n")
+    (state / "status/build@t.3.rc").write_text(CANCELLED + "\n")
+    Path(jobs["generate@t"].log).write_text(
+        "".join(f"line {i}\n" for i in range(40)) + "error: CUDA out of memory\n"
+    )
+    lines, done, failed = status_lines(state)
+    assert (done, failed) == (False, True)
+    text = "\n".join(lines)
+    assert (
+        "COMPLETED" in lines[1] and "FAILED (exit 1)" in lines[2] and str(state / "logs/g.2.log") in lines[2]
+    )
+    assert (
+        "    | error: CUDA out of memory" in text and "    | line 21" in text and "    | line 20" not in text
+    )
+    assert "CANCELLED (a job it depends on failed)" in text
+
+
+@pytest.mark.slow
+def test_a_failed_slurm_job_cancels_its_dependents(tmp_path: Path, slurm: dict[str, str]) -> None:
+    from compress_distill.grid import Job, job_state, sbatch
+
+    scripts = {}
+    for name, body in {"bad": "exit 3", "after": "true"}.items():
+        scripts[name] = tmp_path / f"{name}.sh"
+        scripts[name].write_text(f"#!/bin/bash\n#SBATCH --output={tmp_path}/{name}.log\n{body}\n")
+    bad = Job("bad", 0, [], [], job_id=sbatch(scripts["bad"], []))
+    after = Job("after", 0, ["bad"], ["bad"], job_id=sbatch(scripts["after"], [str(bad.job_id)]))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and job_state(after, tmp_path) in ("PENDING", "RUNNING"):
+        time.sleep(1)
+    assert job_state(bad, tmp_path) == "FAILED"  # no exit record (not a grid script): the scheduler's word
+    assert job_state(after, tmp_path) == "CANCELLED"
