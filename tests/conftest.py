@@ -46,3 +46,23 @@ def smol_dir() -> str:
     from compress_distill.modelhub import resolve_model
 
     return resolve_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def slurm() -> object:
+    """A one-node SLURM cluster on loopback for the whole run (``tests/slurm_cluster.py``); yields the client
+    environment (``SLURM_CONF``), also set in ``os.environ`` while it runs."""
+    import tempfile
+
+    from slurm_cluster import have_slurm, loopback_cluster
+
+    if not have_slurm():
+        pytest.skip("SLURM not installed: `make setup-test` installs Debian's slurm-wlm and munge")
+    with tempfile.TemporaryDirectory(prefix="slurm-") as root, loopback_cluster(Path(root)) as client_env:
+        before = os.environ.get("SLURM_CONF")
+        os.environ.update(client_env)
+        yield client_env
+        if before is None:
+            os.environ.pop("SLURM_CONF")
+        else:
+            os.environ["SLURM_CONF"] = before

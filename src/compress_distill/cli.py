@@ -92,5 +92,85 @@ def profile_cmd(
     typer.echo(f"params.yaml <- {src}; plan.yaml regenerated")
 
 
+grid_app = typer.Typer(
+    help="The pipeline's stale stages as cluster jobs (compress_distill.grid).", no_args_is_help=True
+)
+app.add_typer(grid_app, name="grid")
+
+
+@grid_app.command("submit")
+@guard
+def grid_submit(
+    executor: Annotated[
+        str, typer.Option(help="slurm (one sbatch job per stage) or local (this machine, GPU slices)")
+    ] = "slurm",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="write the job scripts, submit nothing")] = False,
+    partition: Annotated[
+        str | None, typer.Option(help="SLURM partition (default: topology.partition)")
+    ] = None,
+    account: Annotated[str | None, typer.Option(help="SLURM account (default: topology.account)")] = None,
+    time: Annotated[
+        str | None, typer.Option(help="SLURM time limit per job (default: topology.time)")
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option(help="local: GPUs to pack jobs onto (default: every GPU nvidia-smi lists)")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="local: jobs without GPUs at a time (default: CPUs)")
+    ] = None,
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Submit every stale stage of the DVC graph as one job, dependencies following the DAG."""
+    import os
+
+    from compress_distill.grid import (
+        STATE_DIR,
+        GridError,
+        Slurm,
+        run_local,
+        status_lines,
+        submit,
+        visible_gpus,
+    )
+    from compress_distill.plan import expand
+
+    if executor not in ("slurm", "local"):
+        raise GridError(f"unknown executor {executor!r}: use --executor slurm or --executor local")
+    p = load_params(params)
+    if executor == "local":
+        local_gpus = visible_gpus() if gpus is None else gpus
+        run_local(Path.cwd(), p, expand(p), local_gpus, jobs or os.cpu_count() or 1)
+        lines, done, _ = status_lines(Path.cwd() / STATE_DIR)
+        typer.echo("\n".join(lines))
+        if not done:  # typer.Exit would pass through the error policy (guard) as a bug
+            raise SystemExit(1)
+        return
+    topo = p.topology
+    slurm = Slurm(partition or topo.partition, account or topo.account, time or topo.time)
+    sub = submit(Path.cwd(), p, expand(p), slurm, dry_run)
+    new = [job for stage, job in sub.jobs.items() if stage not in sub.carried]
+    for job in new:
+        gpus = f" gpu:{job.gpus}" if job.gpus else ""
+        typer.echo(f"{job.job_id or '-':>8} {job.stage}{gpus}  {job.script}")
+    verb = "wrote the scripts of" if dry_run else "submitted"
+    kept = f" ({len(sub.carried)} done or queued earlier)" if sub.carried else ""
+    typer.echo(
+        f"{verb} {len(new)} jobs for commit {sub.commit[:12]}{kept}; `compress-distill grid status` follows them"
+    )
+
+
+@grid_app.command("status")
+@guard
+def grid_status() -> None:
+    """Each job of the last submission: state and log; a failed job with its log tail (exit 1 until all
+    completed)."""
+    from compress_distill.grid import STATE_DIR, status_lines
+
+    lines, done, _ = status_lines(Path.cwd() / STATE_DIR)
+    typer.echo("\n".join(lines))
+    if not done:  # typer.Exit would pass through the error policy (guard) as a bug
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -9,6 +9,7 @@ whole file is validated on every load so a broken profile is caught by the first
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -411,6 +412,95 @@ class GridConfig(Section):
     exclude: list[GridExclusion] = Field(default_factory=list)
 
 
+# --------------------------------------------------------------------------------------------- topology
+STRATEGIES = ("single", "ddp", "fsdp2")
+
+
+class TopologyRule(Section):
+    """GPUs of the train runs matching every given field (shell-style patterns: ``source: compressed-*``)."""
+
+    teacher: str | None = None
+    student: str | None = None
+    method: Literal["lora", "full"] | None = None
+    source: str | None = None
+    # GPUs of one run, all on one node (one rank per GPU); 0: no GPU (CPU ranks)
+    gpus: int = Field(ge=0)
+    # ranks `accelerate launch` starts; None: one per GPU (or 1 without GPUs).  Without GPUs, ranks > 1 form a
+    # gloo (CPU) DDP group -- how the CPU tests exercise the launch
+    processes: int | None = Field(None, ge=1)
+    # None: single for one rank, fsdp2 (full shard) for full fine-tuning on GPUs, ddp otherwise
+    strategy: Literal["single", "ddp", "fsdp2"] | None = None
+
+    def matches(self, run: dict[str, str]) -> bool:
+        fields = {
+            "teacher": self.teacher,
+            "student": self.student,
+            "method": self.method,
+            "source": self.source,
+        }
+        return all(fnmatch.fnmatchcase(run[k], v) for k, v in fields.items() if v is not None)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TopologyRule:
+        ranks = self.ranks
+        if self.gpus and ranks != self.gpus:
+            raise ValueError(
+                f"processes {ranks} with gpus {self.gpus}: a GPU run starts one rank per GPU; drop processes "
+                "or set it to gpus"
+            )
+        if self.strategy == "single" and ranks > 1:
+            raise ValueError(
+                f"strategy 'single' runs one process but {ranks} ranks are asked; use ddp or fsdp2"
+            )
+        if self.strategy in ("ddp", "fsdp2") and ranks == 1:
+            raise ValueError(
+                f"strategy {self.strategy!r} needs 2 or more ranks (gpus or processes); use single"
+            )
+        if self.strategy == "fsdp2" and not self.gpus:
+            raise ValueError("strategy 'fsdp2' needs GPUs (gpus >= 2); CPU ranks use ddp")
+        return self
+
+    @property
+    def ranks(self) -> int:
+        return self.processes or max(self.gpus, 1)
+
+
+class TopologyConfig(Section):
+    """How many GPUs each train run gets and how its ranks split the work (DESIGN §7; paper Table 11).
+
+    ``train`` rules are tried in order and the first match wins; a run no rule matches is one process on
+    ``default_gpus`` GPUs.  The result is written per run into plan.yaml and the stage command, so changing
+    one run's GPUs re-runs that run only.
+    """
+
+    gpus_per_node: int = Field(8, ge=1)  # a run never spans nodes (the paper: one node per run)
+    default_gpus: int = Field(0, ge=0)
+    train: list[TopologyRule] = Field(default_factory=list)
+    # SLURM defaults of `compress-distill grid submit` (flags override them)
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None  # SLURM time limit, e.g. "12:00:00"
+
+    @model_validator(mode="after")
+    def _fits_a_node(self) -> TopologyConfig:
+        for i, rule in enumerate(self.train):
+            if rule.gpus > self.gpus_per_node or (rule.gpus and self.gpus_per_node % rule.gpus):
+                raise ValueError(
+                    f"train[{i}] asks {rule.gpus} GPUs but a node has {self.gpus_per_node} "
+                    "(topology.gpus_per_node): a run uses one node, so its GPUs must divide the node's"
+                )
+        if self.default_gpus > self.gpus_per_node:
+            raise ValueError(f"default_gpus {self.default_gpus} exceeds gpus_per_node {self.gpus_per_node}")
+        return self
+
+    def rule_for(self, run: dict[str, str]) -> TopologyRule:
+        """The first rule matching ``run``, else one process on ``default_gpus``."""
+        for rule in self.train:
+            if rule.matches(run):
+                return rule
+        return TopologyRule(gpus=self.default_gpus, processes=1 if self.default_gpus <= 1 else None)
+
+
 # --------------------------------------------------------------------------------------------- root
 class Params(Section):
     seed: int = 0
@@ -429,6 +519,7 @@ class Params(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     grid: GridConfig
+    topology: TopologyConfig = Field(default_factory=TopologyConfig)
 
     @field_validator("teachers", "compressors")
     @classmethod
@@ -465,6 +556,15 @@ class Params(Section):
         known("grid.students", self.grid.students, self.students)
         known("truncate teachers", list(self.truncate), self.teachers)
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
+        for i, rule in enumerate(self.topology.train):
+            for kind, value, valid in (
+                ("teacher", rule.teacher, self.teachers),
+                ("student", rule.student, self.students),
+            ):
+                if value is not None and not any(fnmatch.fnmatchcase(v, value) for v in valid):
+                    raise ValueError(
+                        f"topology.train[{i}].{kind} {value!r} matches no {kind}; defined: {', '.join(valid)}"
+                    )
         valid_sources = [*PLAIN_SOURCES, *map(compressed_source, self.compressors)]
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
         repo_id = self.publish.repo_id

@@ -5,6 +5,9 @@ loaded by ``dvc.yaml`` through ``vars``).  ``compress-distill plan`` rewrites it
 before ``dvc repro`` and a test keeps the committed file in sync with ``params.yaml``.
 
 The paper's 55-run grid comes from a compact spec plus exclusions (DESIGN §7), never from a hand list.
+Each run's item also carries its topology (``gpus``, ``processes``, ``strategy``) and ``launch``, the command
+that starts it (``train_launch``): ``dvc.yaml``'s train command begins with ``${item.launch}``, and the
+item is a param dep of that run alone, so one run's GPU count re-runs that run only.
 
 Code and prompt dependencies are generated too, so that editing a module or a prompt file marks exactly the
 stages that import or read it.  DVC's templating cannot put a list into ``deps`` (``${...}`` must resolve to
@@ -20,6 +23,7 @@ resolved), the package ``__init__.py`` files on the way, and package data files 
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 from dataclasses import asdict, dataclass
 from itertools import chain
@@ -28,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from compress_distill.config import ConfigError, GridExclusion, Method, Params
+from compress_distill.config import ConfigError, GridExclusion, Method, Params, TopologyConfig
 from compress_distill.names import compressor_of
 
 
@@ -96,6 +100,37 @@ def find_run(params: Params, run: str) -> Run:
     return runs[run]
 
 
+# ------------------------------------------------------------------------------------- train launch
+FSDP2_CONFIG = "configs/accelerate_fsdp2.yaml"
+# the train subcommand under the CLI's error policy; accelerate runs it as a module in every rank
+TRAIN_MODULE = "-m compress_distill.cli train"
+# torchrun's rendezvous port of a multi-rank run: offset per run so that two runs sharing a node (two 4-GPU
+# jobs on one 8-GPU node) do not collide on the default 29500
+_PORT_BASE, _PORT_SPAN = 29500, 2000
+
+
+def train_launch(run: str, spec: dict[str, str], topology: TopologyConfig) -> dict[str, Any]:
+    """GPUs, ranks, strategy and the command prefix that starts run ``run`` (its ``cmd`` in dvc.yaml).
+
+    single: ``compress-distill train``; ddp: ``accelerate launch --multi_gpu`` (gloo ranks when the run has
+    no GPU and ``train.device`` is cpu); fsdp2: ``accelerate launch`` with ``configs/accelerate_fsdp2.yaml``
+    (FULL_SHARD, the paper's full fine-tuning).
+    """
+    rule = topology.rule_for(spec)
+    ranks = rule.ranks
+    strategy = rule.strategy or (
+        "single" if ranks == 1 else "fsdp2" if spec["method"] == "full" and rule.gpus else "ddp"
+    )
+    port = _PORT_BASE + int(hashlib.sha256(run.encode()).hexdigest(), 16) % _PORT_SPAN
+    common = f"--num_machines 1 --num_processes {ranks} --main_process_port {port}"
+    launch = {
+        "single": "compress-distill train",
+        "ddp": f"accelerate launch --multi_gpu {common} --mixed_precision no --dynamo_backend no {TRAIN_MODULE}",
+        "fsdp2": f"accelerate launch --config_file {FSDP2_CONFIG} {common} {TRAIN_MODULE}",
+    }[strategy]
+    return {"gpus": rule.gpus, "processes": ranks, "strategy": strategy, "launch": launch}
+
+
 def _padded(files: list[str], length: int) -> list[str]:
     """``files`` repeated at the end up to ``length``: dvc.yaml indexes one count per family, and a
     repeated dep is harmless (DVC hashes it twice)."""
@@ -147,9 +182,7 @@ def expand(params: Params) -> dict[str, Any]:
         "build": (
             # the dataset card records the hash of the prompt files (card.py); those the stages use
             # are deps (one named but unused may be absent: the card says so, DVC would refuse to run)
-            {t: {"teacher": t, "prompts": used_prompts} for t in teachers}
-            if generating
-            else {}
+            {t: {"teacher": t, "prompts": used_prompts} for t in teachers} if generating else {}
         ),
         "publish": {t: {"teacher": t} for t in teachers} if generating and params.publish.enabled else {},
         "pull": (
@@ -160,7 +193,10 @@ def expand(params: Params) -> dict[str, Any]:
                 for t in teachers
             }
         ),
-        "runs": {rid: asdict(run) for rid, run in expand_runs(params).items()},
+        "runs": {
+            rid: {**asdict(run), **train_launch(rid, asdict(run), params.topology)}
+            for rid, run in expand_runs(params).items()
+        },
     }
     return plan
 

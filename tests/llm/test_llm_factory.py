@@ -116,14 +116,23 @@ def test_adapter_directories_resolve_their_base(smol_dir: str, tmp_path: Path) -
     assert fingerprint(str(adapter)) != before and fingerprint("org/name") == "hub:org/name"
 
 
-def test_progress_bar_is_quiet_off_a_terminal_and_shows_tokens_per_second_on_one(
+def test_progress_logs_lines_off_a_terminal_and_shows_a_bar_on_one(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from compress_distill.llm.accounting import Progress
+    from compress_distill.llm.accounting import Progress, progress_line
 
-    with Progress(3, "hf:test") as bar:  # stderr is captured here, so not a terminal: silent
-        bar.update(3, 30)
-    assert capsys.readouterr().err == ""
+    # stderr is captured here, so not a terminal (a cluster job's log): a line per interval and at the end
+    with Progress(4, "hf:test", interval_s=0.0) as bar:
+        bar.update(1, 30)
+        bar.update(3, 10)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "hf:test: 1/4 requests (25%)" in lines[0] and "ETA" in lines[0]
+    assert "hf:test: 4/4 requests (100%)" in lines[1] and "ETA 00:00:00" in lines[1]
+    with Progress(3, "hf:test", interval_s=3600.0) as bar:  # the interval bounds the lines: the end only
+        bar.update(1, 5)
+        bar.update(2, 5)
+    assert len(capsys.readouterr().err.splitlines()) == 1
+    assert progress_line("gen", 10, 40, 500, 5.0) == "gen: 10/40 requests (25%), 100.0 tok/s, ETA 00:00:15"
     with Progress(2, "hf:test", enabled=True) as bar:
         bar.update(1, 10)
         bar._last_postfix = 0.0  # force the (rate-limited) postfix refresh

@@ -13,8 +13,10 @@ turns non-finite stops with an error and writes neither weights nor metrics.
 
 A killed run resumes from its newest checkpoint (``--checkpoint-dir``, default ``models/.checkpoints/<run>``,
 outside the DVC output so ``dvc repro`` does not delete it) and ends with the weights of an uninterrupted run.
-Multi-GPU / multi-node: ``accelerate launch --config_file configs/accelerate_fsdp2.yaml -m compress_distill.cli
-train ...`` with the same arguments.
+Multi-GPU: ``topology.train`` in params gives the run its GPUs and strategy, and ``compress-distill plan``
+writes the matching ``accelerate launch ... -m compress_distill.cli train`` into the stage command
+(``plan.train_launch``); ``world_size`` and ``global_batch_size`` (micro-batch x grad-accum x ranks) are in the
+metrics.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def run(
         "tokens_per_s": stats["tokens_per_s"],
         "gpus": stats["gpus"],
         "world_size": stats["world_size"],
+        # sequences (packed bins) per optimizer step over all ranks: the paper's 1 x 8 x 4 or 8 GPUs = 32 or 64
+        "global_batch_size": cfg.micro_batch_size * cfg.grad_accum * stats["world_size"],
         "gpu_hours": wall / 3600.0 * stats["gpus"],
         "first_loss": stats["first_loss"],
         "final_loss": stats["final_loss"],

@@ -1,0 +1,60 @@
+"""A copy of this repository as a fresh git + DVC project, for tests that run the real ``dvc repro``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
+
+
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of commands run in a copy: the venv's tools first on PATH, a git identity."""
+    return {**os.environ, **GIT_ENV, "PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})}
+
+
+def sh(args: list[str], cwd: Path, timeout: float = 900, extra_env: dict[str, str] | None = None) -> str:
+    """Run ``args`` in ``cwd``; stdout + stderr, an AssertionError with both on failure."""
+    proc = subprocess.run(
+        args, cwd=cwd, env=env(extra_env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc.stdout + proc.stderr
+
+
+def copy_repo(dest: Path, edit: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Path:
+    """A git repo at ``dest`` with this repo's tracked files (not tests/ or bench/), ``params.yaml`` passed
+    through ``edit``, the plan regenerated and everything committed."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for rel in tracked.split():
+        if rel.startswith(("tests/", "bench/")) or not (REPO / rel).exists():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest / rel)
+    params_path = dest / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    if edit is not None:
+        params = edit(params)
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "init", "-q"], dest)
+    sh(["compress-distill", "plan"], dest)
+    sh(["git", "add", "-A"], dest)
+    sh(["git", "commit", "-qm", "copy"], dest)
+    return dest
