@@ -150,8 +150,8 @@ def grid_submit(
     sub = submit(Path.cwd(), p, expand(p), slurm, dry_run)
     new = [job for stage, job in sub.jobs.items() if stage not in sub.carried]
     for job in new:
-        gpus = f" gpu:{job.gpus}" if job.gpus else ""
-        typer.echo(f"{job.job_id or '-':>8} {job.stage}{gpus}  {job.script}")
+        gres = f" gpu:{job.gpus}" if job.gpus else ""
+        typer.echo(f"{job.job_id or '-':>8} {job.stage}{gres}  {job.script}")
     verb = "wrote the scripts of" if dry_run else "submitted"
     kept = f" ({len(sub.carried)} done or queued earlier)" if sub.carried else ""
     typer.echo(

@@ -97,7 +97,7 @@ def stage_gpus(stage: str, params: Params, plan: dict[str, Any]) -> int:
     if family == "judge":
         return params.judge.engine.gpus
     if family == "evaluate":
-        return int(params.evaluate.engine.get("gpus", 0))
+        return params.evaluate.engine.gpus
     return 0
 
 

@@ -81,7 +81,7 @@ def progress_line(desc: str, done: int, total: int, tokens: int, elapsed_s: floa
     return f"{desc}: {done}/{total} requests ({pct:.0f}%), {tokens / elapsed_s:.1f} tok/s, ETA {eta_txt}"
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at emit time (a job log, pytest's capture)."""
 
     def emit(self, record: logging.LogRecord) -> None:
