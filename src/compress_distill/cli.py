@@ -32,6 +32,7 @@ STAGES: dict[str, str] = {
     "truncate": "truncate",
     "answer-only": "answer_only",
     "judge": "judge",
+    "verify": "verify",
     "build": "build",
     "publish": "publish",
     "pull": "pull",

@@ -59,6 +59,18 @@ MODEL_ALIASES: tuple[str, ...] = ("smollm2-135m-instruct",)
 BACKENDS = ("hf", "vllm", "openai")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a POSIX environment variable name
 SOURCES = ("raw", "compressed", "truncated", "answer-only")
+# The one naming rule of compressed sources: compressor C's traces are source (and file, dataset config)
+# `compressed-C`; the verify stage's pick among all compressors is `compressed-verified`, so no compressor
+# may be called `verified`.
+COMPRESSED_PREFIX = "compressed-"
+VERIFIED = "verified"
+
+
+def compressed_source(compressor: str) -> str:
+    """The source name of compressor ``compressor``'s traces (``VERIFIED``: the verify stage's pick)."""
+    return f"{COMPRESSED_PREFIX}{compressor}"
+
+
 METHODS = ("lora", "full")
 
 
@@ -266,6 +278,20 @@ class JudgeConfig(Section):
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
 
 
+class VerifyConfig(Section):
+    """Source ``compressed-verified`` (beyond the paper): per trace, the shortest compression that a verifier
+    model, reading only the question and the compressed reasoning, answers correctly and that the judge
+    calls ``faithful``."""
+
+    engine: BackendConfig
+    prompt: str = "prompts/verify.md"
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
+    # no compression qualifies: train on the raw trace ("raw") or leave the trace out ("drop")
+    fallback: Literal["raw", "drop"] = "raw"
+    # compressed reasoning is middle-truncated to this many chars for the verifier (as the judge's input)
+    max_reasoning_chars: int = Field(12_000, ge=100)
+
+
 class BuildConfig(Section):
     license: str = "apache-2.0"
     shard_rows: int = Field(50_000, ge=1)
@@ -388,6 +414,8 @@ class Params(Section):
     compress: CompressConfig = Field(default_factory=CompressConfig)
     truncate: dict[str, TruncateConfig] = Field(default_factory=dict)  # teacher id -> settings
     judge: JudgeConfig
+    # None: no verify stage and no `compressed-verified` source
+    verify: VerifyConfig | None = None
     build: BuildConfig = Field(default_factory=BuildConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     traces: TracesConfig = Field(default_factory=TracesConfig)
@@ -432,7 +460,19 @@ class Params(Section):
         known("grid.students", self.grid.students, self.students)
         known("truncate teachers", list(self.truncate), self.teachers)
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
-        valid_sources = ["raw", "truncated", "answer-only", *(f"compressed-{c}" for c in self.compressors)]
+        if VERIFIED in self.compressors:
+            raise ValueError(
+                f"compressor id {VERIFIED!r} is reserved for source {compressed_source(VERIFIED)!r} (the verify "
+                "stage); rename that compressor"
+            )
+        valid_sources = ["raw", "truncated", "answer-only", *map(compressed_source, self.compressors)]
+        if self.verify is not None:
+            valid_sources.append(compressed_source(VERIFIED))
+        elif compressed_source(VERIFIED) in self.grid.sources:
+            raise ValueError(
+                f"grid.sources lists {compressed_source(VERIFIED)!r} but params have no `verify` section; add "
+                "verify.engine (a backend like judge.engine) or drop the source"
+            )
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
         if self.traces.source == "hub":
             missing = [t for t in self.grid.teachers if t not in self.traces.repo_ids]
