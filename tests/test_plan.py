@@ -38,7 +38,20 @@ def test_demo_plan_stages() -> None:
     assert set(plan["compress"]) == {"smol-concise", "smol-terse"}
     assert plan["truncate"] == {"smol": {"teacher": "smol", "compressor": "terse"}}
     assert plan["pull"] == {} and plan["publish"] == {}
-    assert len(plan["runs"]) == 5
+    assert len(plan["runs"]) == 6
+    # verify reads every compressor's traces and judgements: listed per instance, deps by index in dvc.yaml
+    assert plan["verify"]["smol"]["inputs"] == [
+        "data/traces/smol/compressed-concise.parquet", "data/judgements/smol/concise.parquet",
+        "data/traces/smol/compressed-terse.parquet", "data/judgements/smol/terse.parquet"]
+    assert plan["runs"]["smol-smol-lora-compressed-verified"]["source"] == "compressed-verified"
+
+
+def test_no_verify_section_no_verify_stage() -> None:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    del data["verify"]
+    data["grid"]["sources"].remove("compressed-verified")
+    plan = expand(parse_params(data))
+    assert plan["verify"] == {} and "smol-smol-lora-compressed-verified" not in plan["runs"]
 
 
 def test_hub_mode_replaces_trace_stages() -> None:
@@ -46,10 +59,10 @@ def test_hub_mode_replaces_trace_stages() -> None:
     data = copy.deepcopy(data)
     data["traces"] = {"source": "hub", "repo_ids": {"smol": "org/smol-traces"}, "revision": "v1"}
     plan = expand(parse_params(data))
-    for family in ("generate", "compress", "judge", "truncate", "answer_only", "build", "publish"):
+    for family in ("generate", "compress", "judge", "truncate", "answer_only", "verify", "build", "publish"):
         assert plan[family] == {}
     assert plan["pull"] == {"smol": {"repo_id": "org/smol-traces", "revision": "v1"}}
-    assert len(plan["runs"]) == 5
+    assert len(plan["runs"]) == 6
 
 
 # ------------------------------------------------------------------------------------ generated deps
@@ -124,7 +137,7 @@ def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
     assert plan["judge"]["smol-terse"]["prompts"] == ["prompts/judge.md"]
     assert set(plan["build"]["smol"]["prompts"]) == {
         "prompts/teacher.md", "prompts/judge.md", "prompts/compress/generic.md", "prompts/compress/terse.md",
-        "prompts/compress/math.md", "prompts/compress/med.md",
+        "prompts/compress/math.md", "prompts/compress/med.md", "prompts/verify.md",
     }
     text = render_dvc_yaml((REPO / "dvc.yaml").read_text(), plan, REPO / "src")
     start = text.index("imports of stages/compress.py")

@@ -7,7 +7,7 @@ Layout (what ``datasets.load_dataset(folder_or_repo, config)`` reads, offline or
     data/hub/T/<config>/train-00000-of-0000N.parquet       build.shard_rows rows per shard
 
 Configs: ``raw``, ``compressed-<C>`` for every compressor in params (the judge's columns joined on, prefixed
-``judge_``), and ``truncated`` / ``answer-only`` when their files exist.  A source with no rows stops the
+``judge_``), and ``truncated`` / ``answer-only`` / ``compressed-verified`` when their files exist.  A source with no rows stops the
 build with its cause (``datasets`` cannot load an empty split, so such a config could never be used).  Everything is streamed batch by
 batch (Arrow, never the corpus as Python objects); the judge join is vectorised (``pc.index_in`` + ``take``).
 The folder is assembled in a staging area outside every DVC-tracked path and swapped in whole with the
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import typer
 
-from compress_distill.config import Params, load_params
+from compress_distill.config import VERIFIED, Params, compressed_source, load_params
 from compress_distill.schema import JUDGEMENTS, TRACES, first_per_id, iter_batches, read_table
 from compress_distill.stages.traces_common import (
     ROW_GROUP_ROWS,
@@ -155,12 +155,12 @@ def sources(params: Params, teacher: str, traces_dir: Path, judgements_dir: Path
         judged = judgements_dir / f"{c}.parquet"
         out.append(
             Source(
-                f"compressed-{c}",
-                need(traces_dir / f"compressed-{c}.parquet", f"compress@{teacher}-{c}"),
+                compressed_source(c),
+                need(traces_dir / f"{compressed_source(c)}.parquet", f"compress@{teacher}-{c}"),
                 judged if judged.exists() else None,
             )
         )
-    for name in ("truncated", "answer-only"):
+    for name in ("truncated", "answer-only", compressed_source(VERIFIED)):
         if (traces_dir / f"{name}.parquet").exists():
             out.append(Source(name, traces_dir / f"{name}.parquet"))
     return out

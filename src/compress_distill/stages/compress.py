@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.config import Params, load_params
+from compress_distill.config import Params, compressed_source, load_params
 from compress_distill.evaluation.metrics import with_ratio_of_means
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.schema import TRACES, iter_batches
@@ -201,7 +201,7 @@ def run(
                         answer_type=row["answer_type"],
                         reasoning=text,
                         response=responses[i],  # the teacher's final response, re-attached unchanged
-                        source=f"compressed-{compressor}",
+                        source=compressed_source(compressor),
                         reasoning_chars=len(text),
                         reasoning_tokens=n_tok,  # in the compressor's tokenizer (truncate relies on it)
                         compression_ratio=ratio,
