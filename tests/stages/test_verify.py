@@ -138,7 +138,7 @@ def test_truncated_verifier_reply_does_not_verify() -> None:
 
 def test_params_rules() -> None:
     with pytest.raises(ConfigError, match="no `verify` section"):
-        make_params(**{"grid.sources": ["raw", "compressed-verified"]})
+        make_params(**{"verify": None, "grid.sources": ["raw", "compressed-verified"]})
     with pytest.raises(ConfigError, match="reserved"):
         make_params(**{"compressors.verified": {"backend": "hf", "model": SMOL}})
     assert "compressed-verified" in params(**{"grid.sources": ["raw", "compressed-verified"]}).grid.sources
@@ -152,3 +152,18 @@ def test_missing_judgements_say_which_stage(tmp_path: Path) -> None:
     with pytest.raises(StageError, match=r"dvc repro judge@smol-terse"):
         verify.run(params(), "smol", traces, judgements, tmp_path / "v.parquet", tmp_path / "m.json",
                    backend=ScriptedBackend(verifier))
+
+
+def test_build_publishes_the_verified_config(tmp_path: Path) -> None:
+    """build@T picks up compressed-verified beside the other sources (its decisions table is not a config)."""
+    from compress_distill.stages import build
+
+    traces, judgements = make_inputs(tmp_path)
+    verify.run(params(), "smol", traces, judgements, traces / "compressed-verified.parquet", tmp_path / "v.json",
+               backend=ScriptedBackend(verifier))
+    m = build.run(params(), "smol", traces, judgements, tmp_path / "hub" / "smol", tmp_path / "b.json")
+    assert m["configs"]["compressed-verified"]["rows"] == 5
+    assert sorted(p.name for p in (tmp_path / "hub" / "smol").iterdir() if p.is_dir()) == [
+        "compressed-concise", "compressed-terse", "compressed-verified", "raw"]
+    card = (tmp_path / "hub" / "smol" / "README.md").read_text(encoding="utf-8")
+    assert "| `compressed-verified` | per trace the shortest compression" in card
