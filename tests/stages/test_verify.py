@@ -167,3 +167,30 @@ def test_build_publishes_the_verified_config(tmp_path: Path) -> None:
         "compressed-concise", "compressed-terse", "compressed-verified", "raw"]
     card = (tmp_path / "hub" / "smol" / "README.md").read_text(encoding="utf-8")
     assert "| `compressed-verified` | per trace the shortest compression" in card
+
+
+@pytest.mark.slow
+def test_cli_with_the_real_hf_verifier(tmp_path: Path) -> None:
+    """The dvc.yaml command line end to end with SmolLM2 as the verifier (real engine, real grading)."""
+    import os
+    import subprocess
+    import sys
+
+    from trace_stage_helpers import write_params
+
+    traces, judgements = make_inputs(tmp_path)
+    write_params(tmp_path / "params.yaml", params(**{"verify.sampling.max_tokens": 24, "verify.engine.batch_size": 8}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "COMPRESS_DISTILL_LLM_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "compress_distill.cli", "verify", "--params", "params.yaml", "--teacher", "smol",
+         "--traces-dir", "traces", "--judgements-dir", "judgements", "--out", "traces/compressed-verified.parquet",
+         "--metrics", "m.json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fallback rate" in done.stdout
+    m = read_metrics(tmp_path / "m.json")
+    assert m["engine"]["llm_requests"] == 5  # the judged-faithful candidates only
+    assert (m["rows_in"], m["rows_out"]) == (6, 5) and sum(m["shares"].values()) == pytest.approx(1.0)
+    decisions = read_rows(tmp_path / "traces" / "compressed-verified.decisions.parquet", VERIFY_DECISIONS)
+    assert {d["winner"] for d in decisions} <= {"concise", "terse", "raw"}
+    assert {d["id"]: d["winner"] for d in decisions}["t3"] == "raw"  # nothing judged faithful: never verified
