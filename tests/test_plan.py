@@ -145,3 +145,15 @@ def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
     assert [line.strip() for line in compress.splitlines() if "item.prompts" in line] == [
         "- ${item.prompts[0]}", "- ${item.prompts[1]}", "- ${item.prompts[2]}"
     ]
+
+
+def test_paper_profile_switches_verified_compression_on() -> None:
+    """The commented `verify:` block of configs/paper.yaml, uncommented, is valid and adds the stage per
+    teacher and 7 runs per teacher once `compressed-verified` joins grid.sources."""
+    text = (REPO / "configs/paper.yaml").read_text()
+    start = text.index("# verify:")
+    block = "\n".join(line[2:] for line in text[start : text.index("\n\n", start)].splitlines())
+    data = yaml.safe_load(text) | yaml.safe_load(block)
+    data["grid"]["sources"].append("compressed-verified")
+    plan = expand(parse_params(data))
+    assert set(plan["verify"]) == {"qwen397b", "gptoss120b"} and len(plan["runs"]) == 55 + 14
