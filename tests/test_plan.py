@@ -35,14 +35,15 @@ def test_committed_plan_matches_params() -> None:
 
 def test_demo_plan_stages() -> None:
     plan = expand(load_params(REPO / "params.yaml"))
-    assert set(plan["compress"]) == {"smol-concise", "smol-terse"}
+    assert set(plan["compress"]) == {"smol-concise", "smol-terse", "smol-domain"}
     assert plan["truncate"] == {"smol": {"teacher": "smol", "compressor": "terse"}}
     assert plan["pull"] == {} and plan["publish"] == {}
-    assert len(plan["runs"]) == 6
+    assert len(plan["runs"]) == 7
     # verify reads every compressor's traces and judgements: listed per instance, deps by index in dvc.yaml
     assert plan["verify"]["smol"]["inputs"] == [
         "data/traces/smol/compressed-concise.parquet", "data/judgements/smol/concise.parquet",
-        "data/traces/smol/compressed-terse.parquet", "data/judgements/smol/terse.parquet"]
+        "data/traces/smol/compressed-terse.parquet", "data/judgements/smol/terse.parquet",
+        "data/traces/smol/compressed-domain.parquet", "data/judgements/smol/domain.parquet"]
     assert plan["runs"]["smol-smol-lora-compressed-verified"]["source"] == "compressed-verified"
 
 
@@ -62,7 +63,7 @@ def test_hub_mode_replaces_trace_stages() -> None:
     for family in ("generate", "compress", "judge", "truncate", "answer_only", "verify", "build", "publish"):
         assert plan[family] == {}
     assert plan["pull"] == {"smol": {"repo_id": "org/smol-traces", "revision": "v1"}}
-    assert len(plan["runs"]) == 6
+    assert len(plan["runs"]) == 7
 
 
 # ------------------------------------------------------------------------------------ generated deps
@@ -127,12 +128,14 @@ def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
     domains = {"math": "prompts/compress/math.md", "medicine": "prompts/compress/med.md"}
     data["compress"]["domain_prompts"] = domains
     plan = expand(parse_params(data))
-    # terse has its own prompt (it overrides the domain ones); concise uses the generic or a domain prompt.
+    # terse has its own prompt (it overrides the domain ones); domain uses the generic or a domain prompt.
     # dvc.yaml indexes one count per family, so the shorter list repeats its last file
     assert plan["compress"]["smol-terse"]["prompts"] == ["prompts/compress/terse.md"] * 3
-    assert plan["compress"]["smol-concise"]["prompts"] == [
+    assert plan["compress"]["smol-domain"]["prompts"] == [
         "prompts/compress/generic.md", "prompts/compress/math.md", "prompts/compress/med.md"
     ]
+    # compress.prompt_sets: concise is the generic arm of the generic-vs-domain axis
+    assert plan["compress"]["smol-concise"]["prompts"] == ["prompts/compress/generic.md"] * 3
     assert plan["generate"]["smol"]["prompts"] == ["prompts/teacher.md"]
     assert plan["judge"]["smol-terse"]["prompts"] == ["prompts/judge.md"]
     assert set(plan["build"]["smol"]["prompts"]) == {

@@ -255,9 +255,18 @@ class CompressConfig(Section):
     # keep only rows whose compressed reasoning still reaches the canonical answer (beyond the paper)
     require_answer_preserved: bool = False
 
+    # compressor id -> the prompts it reads (beyond the paper): "domain" (the default) picks
+    # domain_prompts[domain] where one is listed, "generic" always `prompt`.  One grid compares the two by
+    # listing two compressors with the same engine, one of each (params.yaml: concise vs domain).
+    prompt_sets: dict[str, Literal["generic", "domain"]] = Field(default_factory=dict)
+
     def prompt_for(self, compressor: str, domain: str) -> str:
-        """Precedence: per-compressor prompt, then per-domain prompt, then the generic one."""
-        return self.prompts.get(compressor) or self.domain_prompts.get(domain) or self.prompt
+        """Precedence: per-compressor prompt, then per-domain prompt (unless the compressor's prompt set is
+        ``generic``), then the generic one."""
+        domain_prompt = (
+            None if self.prompt_sets.get(compressor) == "generic" else self.domain_prompts.get(domain)
+        )
+        return self.prompts.get(compressor) or domain_prompt or self.prompt
 
     def prompt_files(self, compressor: str) -> list[str]:
         """Every file ``prompt_for`` can pick for ``compressor``, whatever the domain: its DVC deps."""
@@ -457,6 +466,15 @@ class Params(Section):
             raise ValueError(f"ids {sorted(overlap)} are used for both a teacher and a compressor")
         known("grid.teachers", self.grid.teachers, self.teachers)
         known("compress.prompts", list(self.compress.prompts), self.compressors)
+        known("compress.prompt_sets", list(self.compress.prompt_sets), self.compressors)
+        both = [
+            c for c, v in self.compress.prompt_sets.items() if v == "domain" and c in self.compress.prompts
+        ]
+        if both:
+            raise ValueError(
+                f"compress.prompt_sets says 'domain' for {both}, but compress.prompts gives them their own prompt, "
+                "which always wins; drop one of the two"
+            )
         known("grid.students", self.grid.students, self.students)
         known("truncate teachers", list(self.truncate), self.teachers)
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)

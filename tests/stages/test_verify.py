@@ -35,8 +35,13 @@ def judged(tid: str, compressor: str, verdict: str = "faithful", status: str = "
 
 
 def params(**over):
-    return make_params(**{"verify.engine": {"backend": "hf", "model": SMOL, "device": "cpu"},
-                          "verify.prompt": str(REPO / "prompts/verify.md"), **over})
+    engine = {"backend": "hf", "model": SMOL, "device": "cpu"}
+    return make_params(**{"verify.engine": engine, "verify.prompt": str(REPO / "prompts/verify.md"),
+                          # two candidates per trace (the demo's third compressor is left out)
+                          "compressors": {"concise": engine, "terse": engine},
+                          "compress.prompt_sets": {"concise": "generic"},
+                          "grid.sources": ["raw", "compressed-concise", "compressed-terse", "compressed-verified"],
+                          **over})
 
 
 def comp(tid: str, text: str, c: str) -> dict:
