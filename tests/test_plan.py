@@ -35,15 +35,14 @@ def test_committed_plan_matches_params() -> None:
 
 def test_demo_plan_stages() -> None:
     plan = expand(load_params(REPO / "params.yaml"))
-    assert set(plan["compress"]) == {"smol-concise", "smol-terse", "smol-domain"}
+    assert set(plan["compress"]) == {"smol-concise", "smol-terse"}
     assert plan["truncate"] == {"smol": {"teacher": "smol", "compressor": "terse"}}
     assert plan["pull"] == {} and plan["publish"] == {}
-    assert len(plan["runs"]) == 7
+    assert len(plan["runs"]) == 6
     # verify reads every compressor's traces and judgements: listed per instance, deps by index in dvc.yaml
     assert plan["verify"]["smol"]["inputs"] == [
         "data/traces/smol/compressed-concise.parquet", "data/judgements/smol/concise.parquet",
-        "data/traces/smol/compressed-terse.parquet", "data/judgements/smol/terse.parquet",
-        "data/traces/smol/compressed-domain.parquet", "data/judgements/smol/domain.parquet"]
+        "data/traces/smol/compressed-terse.parquet", "data/judgements/smol/terse.parquet"]
     assert plan["runs"]["smol-smol-lora-compressed-verified"]["source"] == "compressed-verified"
 
 
@@ -63,7 +62,7 @@ def test_hub_mode_replaces_trace_stages() -> None:
     for family in ("generate", "compress", "judge", "truncate", "answer_only", "verify", "build", "publish"):
         assert plan[family] == {}
     assert plan["pull"] == {"smol": {"repo_id": "org/smol-traces", "revision": "v1"}}
-    assert len(plan["runs"]) == 7
+    assert len(plan["runs"]) == 6
 
 
 # ------------------------------------------------------------------------------------ generated deps
@@ -127,6 +126,8 @@ def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     domains = {"math": "prompts/compress/math.md", "medicine": "prompts/compress/med.md"}
     data["compress"]["domain_prompts"] = domains
+    data["compressors"]["domain"] = data["compressors"]["concise"]
+    data["compress"]["prompt_sets"] = {"concise": "generic"}
     plan = expand(parse_params(data))
     # terse has its own prompt (it overrides the domain ones); domain uses the generic or a domain prompt.
     # dvc.yaml indexes one count per family, so the shorter list repeats its last file

@@ -38,6 +38,7 @@ STAGES: dict[str, str] = {
     "pull": "pull",
     "train": "train",
     "evaluate": "evaluate",
+    "evaluate-cap": "evaluate_cap",
     "report": "report",
 }
 

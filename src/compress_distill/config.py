@@ -385,6 +385,16 @@ class EvaluateConfig(Section):
     engine: dict[str, Any] = Field(default_factory=dict)  # backend overrides for the student engine
     max_new_tokens: int = Field(8192, ge=1)
     max_per_dataset: int | None = Field(None, ge=1)
+    # beyond the paper: every run evaluated again at each of these decoding caps (tokens), an extra
+    # evaluate variant `evaluate_cap@<run>-cap<N>`, to show how much the main cap understates a source
+    extra_caps: list[int] = Field(default_factory=list)
+
+    @field_validator("extra_caps")
+    @classmethod
+    def _caps(cls, v: list[int]) -> list[int]:
+        if any(c < 1 for c in v) or len(set(v)) != len(v):
+            raise ValueError("extra_caps must be distinct positive token counts, e.g. [16384]")
+        return v
 
 
 class ReportConfig(Section):

@@ -35,6 +35,11 @@ def run_id(teacher: str, student: str, method: str, source: str) -> str:
     return f"{teacher}-{student}-{method}-{source}"
 
 
+def cap_variant(run: str, cap: int) -> str:
+    """The key of run ``run`` evaluated at decoding cap ``cap`` (tokens): ``<run>-cap<cap>``."""
+    return f"{run}-cap{cap}"
+
+
 def _excluded(run: dict[str, str], rules: list[GridExclusion]) -> bool:
     for rule in rules:
         fields = {k: v for k, v in rule.model_dump().items() if v is not None}
@@ -154,6 +159,12 @@ def expand(params: Params) -> dict[str, Any]:
             }
         ),
         "runs": expand_runs(params),
+    }
+    # beyond the paper: each run evaluated again at every extra decoding cap (stage evaluate_cap)
+    plan["evaluate_cap"] = {
+        cap_variant(run, cap): {"run": run, "cap": cap}
+        for run in plan["runs"]
+        for cap in params.evaluate.extra_caps
     }
     return plan
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from trace_stage_helpers import (
+    REPO,
     SMOL,
     ScriptedBackend,
     completion,
@@ -121,7 +122,7 @@ def test_prompt_precedence_compressor_then_domain_then_generic(tmp_path: Path) -
     med = tmp_path / "medical.md"
     med.write_text("MEDICAL PROMPT {{question}} {{reasoning}}", encoding="utf-8")
     overrides = {"compress.domain_prompts": {"medicine": str(med)}}
-    backend, _, _ = run(tmp_path, "domain", **overrides)
+    backend, _, _ = run(tmp_path, "concise", **overrides)
     by_q = {prompt_of(r).split("ROW-")[1].split()[0]: prompt_of(r) for c in backend.calls for r in c}
     assert by_q["med"].startswith("MEDICAL PROMPT") and by_q["ok"].startswith("You are given a question")
     backend, _, _ = run(tmp_path, "terse", **overrides)  # compress.prompts.terse beats the domain prompt
@@ -147,15 +148,25 @@ def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_
     assert set(m["rejects"]) <= {"truncated_output", "empty_output", "longer_than_raw"}
 
 
+# the generic-vs-domain axis as a grid sets it up (configs/paper.yaml): the shipped domain prompts, a second
+# compressor with concise's engine, and concise pinned to the generic prompt
+DOMAIN_AXIS = {
+    "compress.domain_prompts": {d: str(REPO / f"prompts/compress/{d}.md")
+                                for d in ("math", "science", "medicine", "commonsense")},
+    "compressors.domain": {"backend": "hf", "model": SMOL, "device": "cpu"},
+    "compress.prompt_sets": {"concise": "generic", "domain": "domain"},
+}
+
+
 def test_shipped_domain_prompts_versus_the_generic_prompt_set(tmp_path: Path) -> None:
-    """The demo's generic-vs-domain axis: `domain` reads the shipped prompt of each row's domain, `concise`
+    """The generic-vs-domain axis: `domain` reads the shipped prompt of each row's domain, `concise`
     (compress.prompt_sets: generic) the generic prompt for every row; the metrics name the files used."""
-    backend, m, _ = run(tmp_path, "domain")
+    backend, m, _ = run(tmp_path, "domain", **DOMAIN_AXIS)
     by_q = {prompt_of(r).split("ROW-")[1].split()[0]: prompt_of(r) for c in backend.calls for r in c}
     assert "Keep every symbolic computation verbatim" in by_q["ok"]  # a math row
     assert "drug names, doses, contraindications" in by_q["med"]  # a medicine row
     assert {Path(p).name for p in m["prompt_hashes"]} == {"math.md", "medicine.md"}
-    backend, m, _ = run(tmp_path, "concise")
+    backend, m, _ = run(tmp_path, "concise", **DOMAIN_AXIS)
     assert all(prompt_of(r).startswith("You are given a question") for c in backend.calls for r in c)
     assert [Path(p).name for p in m["prompt_hashes"]] == ["generic.md"]
 

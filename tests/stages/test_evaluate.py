@@ -205,7 +205,9 @@ def test_evaluate_smollm2_through_the_cli(
         "rejects",
         "wall_clock_s",
         "gpu_hours",
+        "max_new_tokens",
     }
+    assert m["max_new_tokens"] == 16
     assert m["rows_in"] == 5 and m["rows_out"] == 4 and m["rejects"] == {"bad_answer_type": 1}
     assert m["gpu_hours"] == 0.0  # CPU engine
     cols = {k: [p[k] for p in preds] for k in PREDICTIONS.names}

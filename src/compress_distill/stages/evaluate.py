@@ -219,8 +219,11 @@ def run(
     out: Path,
     metrics_path: Path,
     backend: Backend | None = None,
+    cap: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate one run; returns the metrics written to ``metrics_path``.
+
+    ``cap`` (tokens) replaces the run's decoding cap (``max_new_tokens``): the ``evaluate_cap`` variants.
 
     ``backend`` (optional) is an already built engine for ``model_dir`` (benchmarks reuse one); by default
     one is made from ``params.evaluate.engine`` and closed at the end.  Resuming after a kill is the engine
@@ -236,7 +239,7 @@ def run(
             f"model directory {model_dir} not found; run the train stage first (dvc repro train@{run_name})"
         )
     cfg = backend_config(engine_config(params, model_dir))
-    cap = max_new_tokens(params, spec["student"])
+    cap = cap if cap is not None else max_new_tokens(params, spec["student"])
 
     counter = RowCounter()
     all_rows = read_table(questions_path, QUESTIONS).to_pylist()
@@ -259,7 +262,12 @@ def run(
     counter.kept(len(rows))
 
     # every group/dataset of the input gets a block, even if all its questions were rejects (n = 0, null)
-    metrics = {**metrics_from_predictions(rows, all_rows), **counter.as_dict(), **cost}
+    metrics = {
+        **metrics_from_predictions(rows, all_rows),
+        **counter.as_dict(),
+        **cost,
+        "max_new_tokens": cap,
+    }
     staging = Staging()
     pq.write_table(to_table(rows, PREDICTIONS), staging.file(out), compression="zstd")
     pq.write_table(to_table(rejects, REJECTS), staging.file(rejects_path(out)), compression="zstd")
