@@ -198,7 +198,7 @@ def test_report_before_any_run(tmp_path: Path) -> None:
     assert s["cost"]["total_gpu_hours"] == 0
     # planned rows are listed with dashes; tables of finished runs only are empty
     assert rows_of(tmp_path / "reports/table3_overall_accuracy.md") == [
-        ["smol", "smol", "lora", "—", "—", "—"]
+        ["smol", "smol", "lora", "—", "—", "—", "—"]
     ]
     assert rows_of(tmp_path / "reports/table9_inference_efficiency.md")[0][0] == "(no runs yet)"
     assert (tmp_path / "reports/index.html").exists()
