@@ -206,8 +206,11 @@ def test_evaluate_smollm2_through_the_cli(
         "wall_clock_s",
         "gpu_hours",
         "max_new_tokens",
+        "model_params",
+        "inference_flops",
     }
     assert m["max_new_tokens"] == 16
+    assert m["inference_flops"] == 2.0 * m["model_params"] * sum(p["completion_tokens"] for p in preds)
     assert m["rows_in"] == 5 and m["rows_out"] == 4 and m["rejects"] == {"bad_answer_type": 1}
     assert m["gpu_hours"] == 0.0  # CPU engine
     cols = {k: [p[k] for p in preds] for k in PREDICTIONS.names}

@@ -121,6 +121,14 @@ def test_demo_grid_summary_tables_and_plots(tmp_path: Path) -> None:
         assert len(list(csv.DictReader(fh))) == len(runs)
     with open(tmp_path / "plots/report/loss_curves.csv") as fh:
         assert {r["run"] for r in csv.DictReader(fh)} == set(runs)
+    # compute-matched view: one point per run, total = train (6·N·tokens) + eval (2·N·generated tokens)
+    with open(tmp_path / "plots/report/accuracy_vs_flops.csv") as fh:
+        points = {r["run"]: r for r in csv.DictReader(fh)}
+    assert points.keys() == set(runs)
+    for name, p in points.items():
+        train = json.loads((tmp_path / f"metrics/train/{name}.json").read_text())["train_flops"]
+        assert float(p["total_flops"]) == pytest.approx(train + float(p["inference_flops"]))
+    assert "Accuracy vs. total compute" in (reports / "index.html").read_text()
 
 
 def test_partial_grid_and_missing_hub(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import typer
 
 from compress_distill.config import BackendConfig, ConfigError, Params, backend_config, load_params
 from compress_distill.evaluation.metrics import eval_metrics
+from compress_distill.flops import inference_flops, model_params
 from compress_distill.llm.types import Backend, ChatRequest, Completion
 from compress_distill.metrics import RowCounter
 from compress_distill.plan import expand
@@ -267,6 +268,11 @@ def run(
         **counter.as_dict(),
         **cost,
         "max_new_tokens": cap,
+        # compute-matched comparisons (flops.py): ~2·N·generated tokens, N of the student's base config
+        "model_params": model_params(params.students[spec["student"]].model),
+        "inference_flops": inference_flops(
+            model_params(params.students[spec["student"]].model), sum(r["completion_tokens"] for r in rows)
+        ),
     }
     staging = Staging()
     pq.write_table(to_table(rows, PREDICTIONS), staging.file(out), compression="zstd")

@@ -402,6 +402,22 @@ def run(
         acc_rows,
         ["run", "teacher", "student", "method", "source", "median_reasoning_tokens", "accuracy"],
     )
+    flops_rows = plotting.accuracy_vs_flops_rows(runs)
+    plotting.write_csv(
+        plots / plotting.ACCURACY_VS_FLOPS,
+        flops_rows,
+        [
+            "run",
+            "teacher",
+            "student",
+            "method",
+            "source",
+            "train_flops",
+            "inference_flops",
+            "total_flops",
+            "accuracy",
+        ],
+    )
     plotting.write_csv(
         plots / plotting.COMPRESSION_HIST,
         plotting.compression_hist_rows(ratios),
@@ -466,6 +482,11 @@ def run(
         ),
         html_report.figure(
             plotting.svg_loss_curves(curves, by_run), "Figure 3 analogue: training loss curves."
+        ),
+        html_report.figure(
+            plotting.svg_accuracy_vs_flops(flops_rows),
+            "Beyond the paper: accuracy against total FLOPs per run (training ~6·N·tokens + evaluation "
+            "~2·N·generated tokens, N the student's parameters).",
         ),
     ]
     page = html_report.render(
