@@ -26,19 +26,31 @@ PKG = "src/compress_distill"
 # Stage families (dvc.yaml stage names) that import each module, read off the code by hand: a module edit
 # must make stale exactly the instances of these families.
 IMPORTERS: dict[str, set[str]] = {
-    "answers.py": {"generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "evaluate"},
-    "reasoning.py": {
-        "generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "train", "evaluate",
+    "answers.py": {
+        "generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "evaluate", "evaluate_cap",
         "report",
     },
-    "llm/hf.py": {"generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "evaluate"},
-    "llm/cache.py": {"generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "evaluate"},
+    "reasoning.py": {
+        "generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "train", "evaluate",
+        "evaluate_cap", "report",
+    },
+    "llm/hf.py": {
+        "generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "evaluate", "evaluate_cap",
+        "report",
+    },
+    "llm/cache.py": {
+        "generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "evaluate", "evaluate_cap",
+        "report",
+    },
     "schema.py": {
         "prepare", "generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "train",
-        "evaluate", "report",
+        "evaluate", "evaluate_cap", "report",
     },
-    "stages/traces_common.py": {"generate", "compress", "truncate", "answer_only", "judge", "verify", "build"},
+    "stages/traces_common.py": {
+        "generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "report",
+    },
     "stages/verify.py": {"verify"},
+    "flops.py": {"train", "evaluate", "evaluate_cap"},
     "stages/card.py": {"build"},
     "training/trainer.py": {"train"},
 }
