@@ -134,11 +134,22 @@ def test_drop_fallback_rejects_the_trace(tmp_path: Path) -> None:
     assert rejected["t3"] == "terse: not_judged; concise: judged_unfaithful"
 
 
-def test_truncated_verifier_reply_does_not_verify() -> None:
+def test_failure_reasons_and_ties() -> None:
     assert verify.failure(verify.Candidate("c", 10, "faithful", False, "17")) == "answer_not_reached (got 17)"
     won = verify.choose([verify.Candidate("a", 5, "faithful", True), verify.Candidate("b", 5, "faithful", True)],
                         "raw")
     assert won == ("a", "")  # ties: params order
+
+
+def test_a_verifier_reply_cut_at_max_tokens_never_verifies(tmp_path: Path) -> None:
+    """A reply that hit ``verify.sampling.max_tokens`` may stop on any number: even a correct one is no proof."""
+    traces, judgements = make_inputs(tmp_path)
+    cut = ScriptedBackend(lambda req: completion("The answer is 17", finish_reason="length"))
+    m = verify.run(params(), "smol", traces, judgements, tmp_path / "v.parquet", tmp_path / "m.json", backend=cut)
+    assert m["shares"]["raw"] == 1.0 and m["fallback_rate"] == 1.0
+    reasons = {d["id"]: d["reasons"] for d in read_rows(tmp_path / "v.decisions.parquet", VERIFY_DECISIONS)}
+    cut_reason = "verifier_reply_cut (raise verify.sampling.max_tokens)"
+    assert reasons["t2"] == f"terse: {cut_reason}; concise: {cut_reason}"
 
 
 def test_params_rules() -> None:

@@ -83,6 +83,7 @@ class Candidate:
     verdict: str | None = None  # judge verdict; None: no parsed judgement
     answered: bool | None = None  # the verifier reached the canonical answer; None: not asked
     extracted: str | None = None  # what the verifier's reply was graded as
+    cut: bool = False  # the verifier's reply hit verify.sampling.max_tokens (never a verification)
 
 
 def failure(c: Candidate) -> str | None:
@@ -94,6 +95,8 @@ def failure(c: Candidate) -> str | None:
         return "not_judged"
     if c.verdict != FAITHFUL:
         return f"judged_{c.verdict}"
+    if c.cut:
+        return "verifier_reply_cut (raise verify.sampling.max_tokens)"
     if not c.answered:
         return f"answer_not_reached (got {c.extracted})" if c.extracted else "answer_not_reached (none)"
     return None
@@ -241,12 +244,13 @@ def run(
                     f"backend returned {len(completions)} completions for {len(requests)} requests; "
                     "the engine contract is one completion per request, in order"
                 )
-            graded: dict[tuple[int, str], tuple[bool, str | None]] = {}
+            graded: dict[tuple[int, str], tuple[bool, str | None, bool]] = {}
             for (r, c), done in zip(asks, completions, strict=True):
                 k = rows[r][0]
                 g = grade(done.text, answers[k], meta[k]["answer_type"])
-                # a reply cut at max_tokens may end mid-sentence on a wrong number: never a verification
-                graded[(r, c)] = (g.correct and done.finish_reason != "length", g.extracted)
+                # a reply cut at max_tokens may stop on any number, even the right one: never a verification
+                cut = done.finish_reason == "length"
+                graded[(r, c)] = (g.correct and not cut, g.extracted, cut)
             out_rows = []
             for r, (k, cands) in enumerate(rows):
                 cands = [
