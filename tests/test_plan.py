@@ -49,7 +49,20 @@ def test_demo_plan_stages() -> None:
     assert set(plan["compress"]) == {"smol-concise", "smol-terse"}
     assert plan["truncate"] == {"smol": {"teacher": "smol", "compressor": "terse"}}
     assert plan["pull"] == {} and plan["publish"] == {}
-    assert len(plan["runs"]) == 5
+    assert len(plan["runs"]) == 6
+    # verify reads every compressor's traces and judgements: listed per instance, deps by index in dvc.yaml
+    assert plan["verify"]["smol"]["inputs"] == [
+        "data/traces/smol/compressed-concise.parquet", "data/judgements/smol/concise.parquet",
+        "data/traces/smol/compressed-terse.parquet", "data/judgements/smol/terse.parquet"]
+    assert plan["runs"]["smol-smol-lora-compressed-verified"]["source"] == "compressed-verified"
+
+
+def test_no_verify_section_no_verify_stage() -> None:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    del data["verify"]
+    data["grid"]["sources"].remove("compressed-verified")
+    plan = expand(parse_params(data))
+    assert plan["verify"] == {} and "smol-smol-lora-compressed-verified" not in plan["runs"]
 
 
 def test_hub_mode_replaces_trace_stages() -> None:
@@ -57,10 +70,10 @@ def test_hub_mode_replaces_trace_stages() -> None:
     data = copy.deepcopy(data)
     data["traces"] = {"source": "hub", "repo_ids": {"smol": "org/smol-traces"}, "revision": "v1"}
     plan = expand(parse_params(data))
-    for family in ("generate", "compress", "judge", "truncate", "answer_only", "build", "publish"):
+    for family in ("generate", "compress", "judge", "truncate", "answer_only", "verify", "build", "publish"):
         assert plan[family] == {}
     assert plan["pull"] == {"smol": {"repo_id": "org/smol-traces", "revision": "v1"}}
-    assert len(plan["runs"]) == 5
+    assert len(plan["runs"]) == 6
 
 
 def test_runs_are_typed_and_found_by_one_lookup() -> None:
@@ -152,18 +165,22 @@ def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     domains = {"math": "prompts/compress/math.md", "medicine": "prompts/compress/med.md"}
     data["compress"]["domain_prompts"] = domains
+    data["compressors"]["domain"] = data["compressors"]["concise"]
+    data["compress"]["prompt_sets"] = {"concise": "generic"}
     plan = expand(parse_params(data))
-    # terse has its own prompt (it overrides the domain ones); concise uses the generic or a domain prompt.
+    # terse has its own prompt (it overrides the domain ones); domain uses the generic or a domain prompt.
     # dvc.yaml indexes one count per family, so the shorter list repeats its last file
     assert plan["compress"]["smol-terse"]["prompts"] == ["prompts/compress/terse.md"] * 3
-    assert plan["compress"]["smol-concise"]["prompts"] == [
+    assert plan["compress"]["smol-domain"]["prompts"] == [
         "prompts/compress/generic.md", "prompts/compress/math.md", "prompts/compress/med.md"
     ]
+    # compress.prompt_sets: concise is the generic arm of the generic-vs-domain axis
+    assert plan["compress"]["smol-concise"]["prompts"] == ["prompts/compress/generic.md"] * 3
     assert plan["generate"]["smol"]["prompts"] == ["prompts/teacher.md"]
     assert plan["judge"]["smol-terse"]["prompts"] == ["prompts/judge.md"]
     assert set(plan["build"]["smol"]["prompts"]) == {
         "prompts/teacher.md", "prompts/judge.md", "prompts/compress/generic.md", "prompts/compress/terse.md",
-        "prompts/compress/math.md", "prompts/compress/med.md",
+        "prompts/compress/math.md", "prompts/compress/med.md", "prompts/verify.md",
     }
     text = render_dvc_yaml((REPO / "dvc.yaml").read_text(), plan, REPO / "src")
     start = text.index("imports of stages/compress.py")
@@ -171,3 +188,15 @@ def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
     assert [line.strip() for line in compress.splitlines() if "item.prompts" in line] == [
         "- ${item.prompts[0]}", "- ${item.prompts[1]}", "- ${item.prompts[2]}"
     ]
+
+
+def test_paper_profile_switches_verified_compression_on() -> None:
+    """The commented `verify:` block of configs/paper.yaml, uncommented, is valid and adds the stage per
+    teacher and 7 runs per teacher once `compressed-verified` joins grid.sources."""
+    text = (REPO / "configs/paper.yaml").read_text()
+    start = text.index("# verify:")
+    block = "\n".join(line[2:] for line in text[start : text.index("\n\n", start)].splitlines())
+    data = yaml.safe_load(text) | yaml.safe_load(block)
+    data["grid"]["sources"].append("compressed-verified")
+    plan = expand(parse_params(data))
+    assert set(plan["verify"]) == {"qwen397b", "gptoss120b"} and len(plan["runs"]) == 55 + 14

@@ -26,18 +26,21 @@ PKG = "src/compress_distill"
 # Stage families (dvc.yaml stage names) that import each module, read off the code by hand: a module edit
 # must make stale exactly the instances of these families.
 IMPORTERS: dict[str, set[str]] = {
-    # answer grading: the teacher's attempts, the compressor's answer check, the students' predictions
-    "answers.py": {"generate", "compress", "evaluate"},
-    "reasoning.py": {"generate", "compress", "truncate", "judge", "build", "train", "evaluate", "report"},
-    # the engine code: the stages that generate, plus truncate (it counts tokens through llm.tokens)
-    "llm/hf.py": {"generate", "compress", "truncate", "judge", "evaluate"},
-    "llm/cache.py": {"generate", "compress", "truncate", "judge", "evaluate"},
-    "schema.py": {
-        "prepare", "generate", "compress", "truncate", "answer_only", "judge", "build", "train", "evaluate",
+    # answer grading: the teacher's attempts, the compressor's answer check, the verifier, the students
+    "answers.py": {"generate", "compress", "verify", "evaluate", "evaluate_cap"},
+    "reasoning.py": {
+        "generate", "compress", "truncate", "judge", "verify", "build", "train", "evaluate", "evaluate_cap",
         "report",
     },
+    # the engine code: the stages that generate, plus truncate (it counts tokens through llm.tokens)
+    "llm/hf.py": {"generate", "compress", "truncate", "judge", "verify", "evaluate", "evaluate_cap"},
+    "llm/cache.py": {"generate", "compress", "truncate", "judge", "verify", "evaluate", "evaluate_cap"},
+    "schema.py": {
+        "prepare", "generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "train",
+        "evaluate", "evaluate_cap", "report",
+    },
     # the reject ledger: every trace stage and the report (never the engine code: report stays cheap)
-    "rejects.py": {"generate", "compress", "truncate", "answer_only", "judge", "build", "report"},
+    "rejects.py": {"generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "report"},
     "card.py": {"build"},
     "training/trainer.py": {"train"},
 }
@@ -112,6 +115,22 @@ def test_module_edit_makes_exactly_its_importers_stale(committed_repo: Path, mod
     # every instance of those families (the fan-out shares the code), and nothing else
     assert stale == {s for s in _all_stages(committed_repo) if s.split("@")[0] in IMPORTERS[module]}
     assert _families(stale) == IMPORTERS[module]
+
+
+def test_every_compressor_output_is_a_verify_dep(committed_repo: Path) -> None:
+    """verify@T reads each compressor's traces and judgements (generated ``${item.inputs[i]}`` deps)."""
+    for rel, also in (
+        ("data/traces/smol/compressed-concise.parquet", {"judge@smol-concise"}),
+        ("data/judgements/smol/terse.parquet", set()),
+    ):
+        path = committed_repo / rel
+        original = path.read_text()
+        path.write_text(original + "changed\n")
+        try:
+            stale = _stale(committed_repo)
+        finally:
+            path.write_text(original)
+        assert "verify@smol" in stale and also <= stale, (rel, stale)
 
 
 def test_prompt_edit_makes_only_its_compressor_stale(committed_repo: Path) -> None:

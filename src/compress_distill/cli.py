@@ -32,11 +32,13 @@ STAGES: dict[str, str] = {
     "truncate": "truncate",
     "answer-only": "answer_only",
     "judge": "judge",
+    "verify": "verify",
     "build": "build",
     "publish": "publish",
     "pull": "pull",
     "train": "train",
     "evaluate": "evaluate",
+    "evaluate-cap": "evaluate_cap",
     "report": "report",
 }
 

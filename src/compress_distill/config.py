@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from compress_distill.errors import UserError, looks_like_credential, redact
-from compress_distill.names import PLAIN_SOURCES, compressed_source
+from compress_distill.names import PLAIN_SOURCES, VERIFIED, compressed_source
 
 # Dataset ids of the question registry (compress_distill.benchmarks.registry must define exactly these;
 # a test keeps the two in sync).  Kept here because config may import nothing else of the package.
@@ -266,9 +266,18 @@ class CompressConfig(Section):
     # keep only rows whose compressed reasoning still reaches the canonical answer (beyond the paper)
     require_answer_preserved: bool = False
 
+    # compressor id -> the prompts it reads (beyond the paper): "domain" (the default) picks
+    # domain_prompts[domain] where one is listed, "generic" always `prompt`.  One grid compares the two by
+    # listing two compressors with the same engine, one of each (params.yaml: concise vs domain).
+    prompt_sets: dict[str, Literal["generic", "domain"]] = Field(default_factory=dict)
+
     def prompt_for(self, compressor: str, domain: str) -> str:
-        """Precedence: per-compressor prompt, then per-domain prompt, then the generic one."""
-        return self.prompts.get(compressor) or self.domain_prompts.get(domain) or self.prompt
+        """Precedence: per-compressor prompt, then per-domain prompt (unless the compressor's prompt set is
+        ``generic``), then the generic one."""
+        domain_prompt = (
+            None if self.prompt_sets.get(compressor) == "generic" else self.domain_prompts.get(domain)
+        )
+        return self.prompts.get(compressor) or domain_prompt or self.prompt
 
     def prompt_files(self, compressor: str) -> list[str]:
         """Every file ``prompt_for`` can pick for ``compressor``, whatever the domain: its DVC deps."""
@@ -287,6 +296,20 @@ class JudgeConfig(Section):
     max_raw_chars: int = Field(40_000, ge=100)
     max_compressed_chars: int = Field(12_000, ge=100)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
+
+
+class VerifyConfig(Section):
+    """Source ``compressed-verified`` (beyond the paper): per trace, the shortest compression that a verifier
+    model, reading only the question and the compressed reasoning, answers correctly and that the judge
+    calls ``faithful``."""
+
+    engine: BackendConfig
+    prompt: str = "prompts/verify.md"
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
+    # no compression qualifies: train on the raw trace ("raw") or leave the trace out ("drop")
+    fallback: Literal["raw", "drop"] = "raw"
+    # compressed reasoning is middle-truncated to this many chars for the verifier (as the judge's input)
+    max_reasoning_chars: int = Field(12_000, ge=100)
 
 
 class BuildConfig(Section):
@@ -384,6 +407,16 @@ class EvaluateConfig(Section):
     engine: StudentEngineConfig = Field(default_factory=StudentEngineConfig)
     max_new_tokens: int = Field(8192, ge=1)
     max_per_dataset: int | None = Field(None, ge=1)
+    # beyond the paper: every run evaluated again at each of these decoding caps (tokens), an extra
+    # evaluate variant `evaluate_cap@<run>-cap<N>`, to show how much the main cap understates a source
+    extra_caps: list[int] = Field(default_factory=list)
+
+    @field_validator("extra_caps")
+    @classmethod
+    def _caps(cls, v: list[int]) -> list[int]:
+        if any(c < 1 for c in v) or len(set(v)) != len(v):
+            raise ValueError("extra_caps must be distinct positive token counts, e.g. [16384]")
+        return v
 
 
 class ReportConfig(Section):
@@ -511,6 +544,8 @@ class Params(Section):
     compress: CompressConfig = Field(default_factory=CompressConfig)
     truncate: dict[str, TruncateConfig] = Field(default_factory=dict)  # teacher id -> settings
     judge: JudgeConfig
+    # None: no verify stage and no `compressed-verified` source
+    verify: VerifyConfig | None = None
     build: BuildConfig = Field(default_factory=BuildConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     traces: TracesConfig = Field(default_factory=TracesConfig)
@@ -553,6 +588,15 @@ class Params(Section):
             raise ValueError(f"ids {sorted(overlap)} are used for both a teacher and a compressor")
         known("grid.teachers", self.grid.teachers, self.teachers)
         known("compress.prompts", list(self.compress.prompts), self.compressors)
+        known("compress.prompt_sets", list(self.compress.prompt_sets), self.compressors)
+        both = [
+            c for c, v in self.compress.prompt_sets.items() if v == "domain" and c in self.compress.prompts
+        ]
+        if both:
+            raise ValueError(
+                f"compress.prompt_sets says 'domain' for {both}, but compress.prompts gives them their own prompt, "
+                "which always wins; drop one of the two"
+            )
         known("grid.students", self.grid.students, self.students)
         known("truncate teachers", list(self.truncate), self.teachers)
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
@@ -565,7 +609,19 @@ class Params(Section):
                     raise ValueError(
                         f"topology.train[{i}].{kind} {value!r} matches no {kind}; defined: {', '.join(valid)}"
                     )
+        if VERIFIED in self.compressors:
+            raise ValueError(
+                f"compressor id {VERIFIED!r} is reserved for source {compressed_source(VERIFIED)!r} (the verify "
+                "stage); rename that compressor"
+            )
         valid_sources = [*PLAIN_SOURCES, *map(compressed_source, self.compressors)]
+        if self.verify is not None:
+            valid_sources.append(compressed_source(VERIFIED))
+        elif compressed_source(VERIFIED) in self.grid.sources:
+            raise ValueError(
+                f"grid.sources lists {compressed_source(VERIFIED)!r} but params have no `verify` section; add "
+                "verify.engine (a backend like judge.engine) or drop the source"
+            )
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
         repo_id = self.publish.repo_id
         if self.publish.enabled and repo_id and TEACHER_SLOT not in repo_id and len(self.grid.teachers) > 1:

@@ -35,6 +35,9 @@ VERDICTS: tuple[str, ...] = get_args(Verdict)
 # A source (trace config, traces file stem, last part of a run id) is one of these or ``compressed-<C>``.
 PLAIN_SOURCES: tuple[str, ...] = ("raw", "truncated", "answer-only")
 COMPRESSED_PREFIX = "compressed-"
+# The verify stage's pick among all compressors is source ``compressed-verified``, so no compressor may be
+# called ``verified``.
+VERIFIED = "verified"
 
 
 def compressed_source(compressor: str) -> str:

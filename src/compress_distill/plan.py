@@ -13,7 +13,8 @@ Code and prompt dependencies are generated too, so that editing a module or a pr
 stages that import or read it.  DVC's templating cannot put a list into ``deps`` (``${...}`` must resolve to
 a string there: ``dvc/parsing/interpolate.py:validate_value``), so ``write_plan`` also rewrites one block
 per stage in ``dvc.yaml``: the lines after the marker comment (``CODE_MARKER``) to the end of that stage's
-``deps`` list.  The block lists the stage's prompt files (``${item.prompts[i]}``, resolved per stage
+``deps`` list.  The block lists the stage's data inputs where their number depends on params
+(``${item.inputs[i]}``: verify reads one traces and one judgements file per compressor), its prompt files (``${item.prompts[i]}``, resolved per stage
 instance from ``plan.yaml``) and the static import closure of ``compress_distill.stages.<stage>`` inside
 the package: every ``import``/``from`` anywhere in a module (function-local ones too, relative ones
 resolved), the package ``__init__.py`` files on the way, and package data files a module names
@@ -33,11 +34,16 @@ from typing import Any
 import yaml
 
 from compress_distill.config import ConfigError, GridExclusion, Method, Params, TopologyConfig
-from compress_distill.names import compressor_of
+from compress_distill.names import VERIFIED, compressed_source, compressor_of
 
 
 def run_id(teacher: str, student: str, method: str, source: str) -> str:
     return f"{teacher}-{student}-{method}-{source}"
+
+
+def cap_variant(run: str, cap: int) -> str:
+    """The key of run ``run`` evaluated at decoding cap ``cap`` (tokens): ``<run>-cap<cap>``."""
+    return f"{run}-cap{cap}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ def source_available(params: Params, teacher: str, source: str) -> bool:
     """A run needs its source config to exist for that teacher."""
     if source == "truncated":
         return teacher in params.truncate
+    if source == compressed_source(VERIFIED):
+        return params.verify is not None
     compressor = compressor_of(source)
     if compressor is not None:
         return compressor in params.compressors
@@ -146,7 +154,10 @@ def expand(params: Params) -> dict[str, Any]:
     generating = params.traces.source == "generate"
     compressor_prompts = {c: params.compress.prompt_files(c) for c in params.compressors}
     width = max(map(len, compressor_prompts.values()), default=1)
-    used_prompts = sorted({params.generate.prompt, params.judge.prompt, *chain(*compressor_prompts.values())})
+    verify_prompt = [params.verify.prompt] if params.verify is not None else []
+    used_prompts = sorted(
+        {params.generate.prompt, params.judge.prompt, *verify_prompt, *chain(*compressor_prompts.values())}
+    )
     plan: dict[str, Any] = {
         "generate": (
             {t: {"teacher": t, "prompts": [params.generate.prompt]} for t in teachers} if generating else {}
@@ -179,6 +190,26 @@ def expand(params: Params) -> dict[str, Any]:
             else {}
         ),
         "answer_only": {t: {"teacher": t} for t in teachers} if generating else {},
+        # inputs: every compressor's traces and judgements (a list: DVC deps are indexed, see CODE_MARKER)
+        "verify": (
+            {
+                t: {
+                    "teacher": t,
+                    "prompts": [params.verify.prompt],
+                    "inputs": [
+                        path
+                        for c in params.compressors
+                        for path in (
+                            f"data/traces/{t}/{compressed_source(c)}.parquet",
+                            f"data/judgements/{t}/{c}.parquet",
+                        )
+                    ],
+                }
+                for t in teachers
+            }
+            if generating and params.verify is not None
+            else {}
+        ),
         "build": (
             # the dataset card records the hash of the prompt files (card.py); those the stages use
             # are deps (one named but unused may be absent: the card says so, DVC would refuse to run)
@@ -197,6 +228,12 @@ def expand(params: Params) -> dict[str, Any]:
             rid: {**asdict(run), **train_launch(rid, asdict(run), params.topology)}
             for rid, run in expand_runs(params).items()
         },
+    }
+    # beyond the paper: each run evaluated again at every extra decoding cap (stage evaluate_cap)
+    plan["evaluate_cap"] = {
+        cap_variant(run, cap): {"run": run, "cap": cap}
+        for run in plan["runs"]
+        for cap in params.evaluate.extra_caps
     }
     return plan
 
@@ -292,18 +329,21 @@ def import_closure(module: str, src: Path) -> list[str]:
 
 
 # plan families whose items list the prompt files each stage instance reads
-PROMPT_FAMILIES = ("generate", "compress", "judge", "build")
+PROMPT_FAMILIES = ("generate", "compress", "judge", "build", "verify")
+# plan families whose items list data files each stage instance reads (``inputs``: one per compressor)
+INPUT_FAMILIES = ("verify",)
 
 
 def stage_deps(stage_file: str, plan: dict[str, Any], src: Path) -> list[str]:
     """Generated deps of the dvc.yaml stage run by ``stage_file`` (``stages/<stage>.py``, the stage
-    named like its module): its prompt files by index, then the module's import closure."""
+    named like its module): its data inputs and prompt files by index, then the module's import closure."""
     stage = Path(stage_file).stem
     prompts: list[str] = []
-    if stage in PROMPT_FAMILIES:
-        # a family without instances (hub mode) keeps one line; DVC never resolves it
-        width = max((len(item["prompts"]) for item in plan[stage].values()), default=1)
-        prompts = [f"${{item.prompts[{i}]}}" for i in range(width)]
+    for key, families in (("inputs", INPUT_FAMILIES), ("prompts", PROMPT_FAMILIES)):
+        if stage in families:
+            # a family without instances (hub mode) keeps one line; DVC never resolves it
+            width = max((len(item[key]) for item in plan[stage].values()), default=1)
+            prompts += [f"${{item.{key}[{i}]}}" for i in range(width)]
     module = ".".join([PACKAGE, *Path(stage_file).with_suffix("").parts])
     return prompts + import_closure(module, src)
 

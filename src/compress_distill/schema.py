@@ -92,6 +92,17 @@ JUDGEMENTS = pa.schema(
     ]
 )
 
+# verify@T: one row per trace it decided on -- which compressor's output became source compressed-verified,
+# or why none did (stages.verify.choose)
+VERIFY_DECISIONS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("dataset", pa.string()),
+        ("winner", pa.string()),  # a compressor id, "raw" (fallback) or "dropped" (fallback: drop)
+        ("reasons", pa.string()),  # why each shorter candidate lost: "terse: answer_not_reached (got 5)"
+    ]
+)
+
 PREDICTIONS = pa.schema(
     [
         ("question_id", pa.string()),
@@ -124,6 +135,7 @@ TABLES: dict[str, pa.Schema] = {
     "attempts": ATTEMPTS,
     "traces": TRACES,
     "judgements": JUDGEMENTS,
+    "verify_decisions": VERIFY_DECISIONS,
     "predictions": PREDICTIONS,
     "rejects": REJECTS,
 }

@@ -57,6 +57,8 @@ def test_hand_made_overall_block() -> None:
     assert o["median_reasoning_chars"] == pytest.approx((100 + 400) / 2)  # 0, 100, 400, 1200
     assert o["median_reasoning_tokens"] == pytest.approx((20 + 90) / 2)
     assert o["acc_per_1k_tokens"] == pytest.approx(0.75 / 115.0 * 1000)
+    # the one truncated record is the wrong one: all three that stopped on their own are correct
+    assert (o["accuracy_stopped"], o["n_stopped"]) == (1.0, 3)
 
 
 def test_groups_and_datasets_blocks() -> None:
@@ -84,6 +86,8 @@ def test_groups_and_datasets_blocks() -> None:
         "median_reasoning_chars",
         "median_reasoning_tokens",
         "acc_per_1k_tokens",
+        "accuracy_stopped",
+        "n_stopped",
     }
 
 

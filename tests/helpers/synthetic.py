@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from compress_distill.config import Params
 from compress_distill.evaluation.metrics import eval_metrics
+from compress_distill.flops import inference_flops, train_flops
 from compress_distill.metrics import write_metrics
 from compress_distill.names import VERDICTS, compressed_source, compressor_of
 from compress_distill.plan import Run, expand_runs
@@ -42,6 +43,9 @@ PROFILE: dict[str, tuple[float, float, float]] = {
     "truncated": (0.72, 400.0, 0.001),
     "answer-only": (0.55, 4.0, 0.0),
 }
+
+
+SYNTHETIC_PARAMS = 9_000_000_000  # a 9B student, for the FLOP columns
 
 
 def _kind(source: str) -> str:
@@ -91,7 +95,15 @@ def write_run(root: Path, run: str, spec: Run, difficulty: np.ndarray, seed: int
     m = eval_metrics(cols)
     write_metrics(
         root / "metrics/eval" / f"{run}.json",
-        {**m, "rows_in": n, "rows_out": n, "rejects": {}, "wall_clock_s": 60.0, "gpu_hours": 60.0 / 3600},
+        {
+            **m,
+            "rows_in": n,
+            "rows_out": n,
+            "rejects": {},
+            "wall_clock_s": 60.0,
+            "gpu_hours": 60.0 / 3600,
+            "inference_flops": inference_flops(SYNTHETIC_PARAMS, int(tokens.sum())),
+        },
     )
     hours = {"raw": 2.5, "compressed": 0.6, "truncated": 0.4, "answer-only": 0.1}[_kind(spec.source)]
     tokens_m = {"raw": 600e6, "compressed": 90e6, "truncated": 75e6, "answer-only": 24e6}[_kind(spec.source)]
@@ -100,6 +112,7 @@ def write_run(root: Path, run: str, spec: Run, difficulty: np.ndarray, seed: int
         root / "metrics/train" / f"{run}.json",
         {
             "trainable_tokens": int(tokens_m),
+            "train_flops": train_flops(SYNTHETIC_PARAMS, int(tokens_m)),
             "packed_sequences": int(tokens_m / 16384),
             "padding_fraction": 0.02,
             "wall_clock_s": hours * 3600,

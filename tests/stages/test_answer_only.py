@@ -40,7 +40,7 @@ def test_cli_options_match_dvc_yaml(tmp_path: Path) -> None:
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     runner = CliRunner()
-    for name in ("generate", "compress", "truncate", "answer_only", "judge", "build", "publish", "pull"):
+    for name in ("generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "publish", "pull"):
         cmd = stages[name]["do"]["cmd"].split()
         assert cmd[0] == "compress-distill"
         options = [tok for tok in cmd[2:] if tok.startswith("--")]

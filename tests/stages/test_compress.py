@@ -10,6 +10,7 @@ from compress_distill.metrics import read_metrics
 from compress_distill.schema import REJECTS, TRACES, read_rows
 from compress_distill.stages import compress
 from tests.helpers.traces import (
+    REPO,
     SMOL,
     ScriptedBackend,
     completion,
@@ -145,3 +146,33 @@ def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_
     assert m["rows_in"] == 2 == m["rows_out"] + sum(m["rejects"].values())
     # 12 new tokens cannot close a rewrite: SmolLM2's outputs are counted as truncated, never kept silently
     assert set(m["rejects"]) <= {"truncated_output", "empty_output", "longer_than_raw"}
+
+
+# the generic-vs-domain axis as a grid sets it up (configs/paper.yaml): the shipped domain prompts, a second
+# compressor with concise's engine, and concise pinned to the generic prompt
+DOMAIN_AXIS = {
+    "compress.domain_prompts": {d: str(REPO / f"prompts/compress/{d}.md")
+                                for d in ("math", "science", "medicine", "commonsense")},
+    "compressors.domain": {"backend": "hf", "model": SMOL, "device": "cpu"},
+    "compress.prompt_sets": {"concise": "generic", "domain": "domain"},
+}
+
+
+def test_shipped_domain_prompts_versus_the_generic_prompt_set(tmp_path: Path) -> None:
+    """The generic-vs-domain axis: `domain` reads the shipped prompt of each row's domain, `concise`
+    (compress.prompt_sets: generic) the generic prompt for every row; the metrics name the files used."""
+    backend, m, _ = run(tmp_path, "domain", **DOMAIN_AXIS)
+    by_q = {prompt_of(r).split("ROW-")[1].split()[0]: prompt_of(r) for c in backend.calls for r in c}
+    assert "Keep every symbolic computation verbatim" in by_q["ok"]  # a math row
+    assert "drug names, doses, contraindications" in by_q["med"]  # a medicine row
+    assert {Path(p).name for p in m["prompt_hashes"]} == {"math.md", "medicine.md"}
+    backend, m, _ = run(tmp_path, "concise", **DOMAIN_AXIS)
+    assert all(prompt_of(r).startswith("You are given a question") for c in backend.calls for r in c)
+    assert [Path(p).name for p in m["prompt_hashes"]] == ["generic.md"]
+
+
+def test_a_compressor_cannot_have_its_own_prompt_and_the_domain_set() -> None:
+    from compress_distill.config import ConfigError
+
+    with pytest.raises(ConfigError, match="own prompt, which always wins"):
+        make_params(**{"compress.prompt_sets": {"terse": "domain"}})

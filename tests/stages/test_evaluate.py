@@ -206,7 +206,12 @@ def test_evaluate_smollm2_through_the_cli(
         "rejects",
         "wall_clock_s",
         "gpu_hours",
+        "max_new_tokens",
+        "model_params",
+        "inference_flops",
     }
+    assert m["max_new_tokens"] == 16
+    assert m["inference_flops"] == 2.0 * m["model_params"] * sum(p["completion_tokens"] for p in preds)
     assert m["rows_in"] == 5 and m["rows_out"] == 4 and m["rejects"] == {"bad_answer_type": 1}
     assert m["gpu_hours"] == 0.0  # CPU engine
     cols = {k: [p[k] for p in preds] for k in PREDICTIONS.names}
@@ -262,3 +267,38 @@ def test_evaluate_lora_adapter_dir_matches_its_base(
         )
         outs[name] = read_rows(tmp_path / f"{name}.parquet", PREDICTIONS)
     assert [r["completion"] for r in outs["adapter"]] == [r["completion"] for r in outs["base"]]
+
+
+def test_a_cap_outside_extra_caps_is_a_config_error(tmp_path: Path) -> None:
+    from compress_distill.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate-cap", "--params", str(REPO / "params.yaml"), "--run", RUN,
+                                      "--cap", "999", "--model-dir", str(tmp_path), "--out", str(tmp_path / "p"),
+                                      "--metrics", str(tmp_path / "m.json")])
+    assert result.exit_code == 2 and "evaluate.extra_caps" in result.output
+
+
+@pytest.mark.slow
+def test_evaluate_cap_through_its_dvc_command(
+    tmp_path: Path, smol_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate_cap@RUN-capN (dvc.yaml's command): the run decoded at the extra cap N, not the main one."""
+    from compress_distill.cli import app
+
+    monkeypatch.setenv("COMPRESS_DISTILL_LLM_CACHE", str(tmp_path / "llm-cache"))
+    params = demo_params(tmp_path, cap=4)
+    raw = yaml.safe_load(params.read_text())
+    raw["evaluate"]["extra_caps"] = [12]
+    params.write_text(yaml.safe_dump(raw))
+    write_rows(demo_questions(0, 3, seed=2), tmp_path / "data/questions/eval.parquet", QUESTIONS)
+    key = f"{RUN}-cap12"
+    cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["evaluate_cap"]["do"]["cmd"]
+    argv = cmd.replace("${item.run}", RUN).replace("${item.cap}", "12").replace("${key}", key).split()
+    argv[argv.index("--model-dir") + 1] = smol_dir
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, argv[1:])
+    assert result.exit_code == 0, result.output
+    preds = read_table(tmp_path / f"data/predictions/caps/{key}.parquet", PREDICTIONS).to_pylist()
+    assert max(p["completion_tokens"] for p in preds) > 4 and all(p["completion_tokens"] <= 12 for p in preds)
+    m = json.loads((tmp_path / f"metrics/eval/caps/{key}.json").read_text())
+    assert m["max_new_tokens"] == 12 and m["overall"]["n_stopped"] == sum(not p["truncated"] for p in preds)

@@ -95,6 +95,7 @@ def test_demo_grid_summary_tables_and_plots(tmp_path: Path) -> None:
             f"{on_disk['runs'][raw_run]['accuracy']:.3f}",
             f"{on_disk['runs']['smol-smol-lora-compressed-concise']['accuracy']:.3f}",
             f"{on_disk['runs']['smol-smol-lora-compressed-terse']['accuracy']:.3f}",
+            f"{on_disk['runs']['smol-smol-lora-compressed-verified']['accuracy']:.3f}",
         ]
     ]
     t7 = (reports / "table7_group_accuracy.md").read_text()
@@ -120,6 +121,14 @@ def test_demo_grid_summary_tables_and_plots(tmp_path: Path) -> None:
         assert len(list(csv.DictReader(fh))) == len(runs)
     with open(tmp_path / "plots/report/loss_curves.csv") as fh:
         assert {r["run"] for r in csv.DictReader(fh)} == set(runs)
+    # compute-matched view: one point per run, total = train (6·N·tokens) + eval (2·N·generated tokens)
+    with open(tmp_path / "plots/report/accuracy_vs_flops.csv") as fh:
+        points = {r["run"]: r for r in csv.DictReader(fh)}
+    assert points.keys() == set(runs)
+    for name, p in points.items():
+        train = json.loads((tmp_path / f"metrics/train/{name}.json").read_text())["train_flops"]
+        assert float(p["total_flops"]) == pytest.approx(train + float(p["inference_flops"]))
+    assert "Accuracy vs. total compute" in (reports / "index.html").read_text()
 
 
 def test_partial_grid_and_missing_hub(tmp_path: Path) -> None:
@@ -171,7 +180,7 @@ def test_cli_matches_dvc_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, argv[2:])
     assert result.exit_code == 0, result.output
-    assert "5/5 runs" in result.output
+    assert "6/6 runs" in result.output
     assert (tmp_path / "reports/index.html").exists() and (tmp_path / "metrics/summary.json").exists()
 
 
@@ -193,11 +202,11 @@ def test_report_before_any_run(tmp_path: Path) -> None:
         tmp_path / "metrics/summary.json",
         tmp_path / "live",
     )
-    assert s["rows_out"] == 0 and s["rejects"] == {"missing_eval_metrics": 5} and s["runs"] == {}
+    assert s["rows_out"] == 0 and s["rejects"] == {"missing_eval_metrics": 6} and s["runs"] == {}
     assert s["cost"]["total_gpu_hours"] == 0
     # planned rows are listed with dashes; tables of finished runs only are empty
     assert rows_of(tmp_path / "reports/table3_overall_accuracy.md") == [
-        ["smol", "smol", "lora", "—", "—", "—"]
+        ["smol", "smol", "lora", "—", "—", "—", "—"]
     ]
     assert rows_of(tmp_path / "reports/table9_inference_efficiency.md")[0][0] == "(no runs yet)"
     assert (tmp_path / "reports/index.html").exists()
@@ -322,3 +331,28 @@ def test_report_has_the_papers_missing_artefacts(tmp_path: Path) -> None:
         per_series[row["series"]] = per_series.get(row["series"], 0) + int(row["count"])
     assert per_series == {"raw": 12, "concise": 12, "terse": 12}
     assert "Figure 1 analogue" in page and "Figure 2 analogue: distribution of reasoning lengths" in page
+
+
+def test_cap_sensitivity_table_puts_each_extra_cap_under_its_run(tmp_path: Path) -> None:
+    """evaluate.extra_caps: the evaluate_cap metrics (metrics/eval/caps/<run>-cap<N>.json) sit in the report
+    under their run, accuracy on all records next to those that stopped on their own; they are planned
+    metrics, never "not in plan"."""
+    from compress_distill.plan import cap_variant
+
+    params = load_params(REPO / "params.yaml")
+    write_grid(tmp_path, params, n_questions=40, n_traces=10)
+    run = "smol-smol-lora-raw"
+    (cap,) = params.evaluate.extra_caps
+    at_cap = json.loads((tmp_path / f"metrics/eval/{run}.json").read_text())
+    at_cap["overall"] |= {"accuracy": 0.5, "accuracy_stopped": 0.8, "n_stopped": 25, "n": 40, "truncation_rate": 0.375}
+    at_cap["max_new_tokens"] = cap
+    (tmp_path / "metrics/eval/caps").mkdir(parents=True)
+    (tmp_path / f"metrics/eval/caps/{cap_variant(run, cap)}.json").write_text(json.dumps(at_cap))
+    summary = report.run(params, tmp_path / "metrics", tmp_path / "data/predictions", tmp_path / "data/hub",
+                         tmp_path / "reports", tmp_path / "plots/report", tmp_path / "metrics/summary.json",
+                         tmp_path / "plots/train")
+    rows = rows_of(tmp_path / "reports/table_cap_sensitivity.md")
+    raw_rows = [r for r in rows if r[2] == "Raw"]
+    assert len(rows) == len(expand(params)["runs"]) + 1 and len(raw_rows) == 2
+    assert raw_rows[1][4:] == [f"{cap:,d}", "0.500", "0.800", "25/40", "0.375"]
+    assert summary["cost"]["ignored_metrics_files"] == 0

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import trace_rows, write_source
 from dvc_repo import copy_repo, sh
+
+from tests.helpers.training import trace_rows, write_source
 
 RUN = "smol-smol-lora-raw"
 STAGE = f"train@{RUN}"

@@ -263,6 +263,9 @@ def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: st
     metrics = run(params, "smol-smol-full-answer-only", data, out, tmp_path / "m.json", None)
     assert metrics["packed_sequences"] == 0 and 0.0 < metrics["padding_fraction"] < 0.5
     assert metrics["trainable_params"] > 100_000_000
+    # full fine-tuning trains every parameter: N of the config-based FLOP count is exactly that
+    assert metrics["model_params"] == metrics["trainable_params"]
+    assert metrics["train_flops"] == 6.0 * metrics["model_params"] * metrics["trained_tokens"]
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
     assert json.loads((out / "training_config.json").read_text())["method"] == "full"
     for saved_json in [*out.glob("*.json"), *out.glob("*.md")]:  # no file names the cache path

@@ -89,7 +89,11 @@ def efficiency_block(
     block = accuracy_block(correct)
     kept = [t for t, cut in zip(completion_tokens, truncated, strict=True) if not cut]
     mean_tokens = mean(completion_tokens)
+    stopped = accuracy_block([c for c, cut in zip(correct, truncated, strict=True) if not cut])
     block.update(
+        # accuracy on the records that stopped on their own (not cut at the decoding cap), next to all records
+        accuracy_stopped=stopped["accuracy"],
+        n_stopped=stopped["n"],
         mean_completion_tokens=mean_tokens,
         mean_completion_tokens_excl_truncated=mean(kept),
         truncation_rate=(sum(bool(t) for t in truncated) / n) if n else None,

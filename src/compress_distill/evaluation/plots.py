@@ -18,6 +18,7 @@ from compress_distill.evaluation.tables import RunResult, source_label
 from compress_distill.schema import atomic_path
 
 ACCURACY_VS_TOKENS = "accuracy_vs_tokens.csv"
+ACCURACY_VS_FLOPS = "accuracy_vs_flops.csv"
 COMPRESSION_HIST = "compression_ratio_hist.csv"
 LOSS_CURVES = "loss_curves.csv"
 LENGTHS_BY_DATASET = "lengths_by_dataset.csv"
@@ -52,6 +53,31 @@ def accuracy_vs_tokens_rows(runs: Iterable[RunResult]) -> list[dict[str, Any]]:
                 "method": r.method,
                 "source": r.source,
                 "median_reasoning_tokens": tokens,
+                "accuracy": round(acc, 6),
+            }
+        )
+    return rows
+
+
+def accuracy_vs_flops_rows(runs: Iterable[RunResult]) -> list[dict[str, Any]]:
+    """Compute-matched view (beyond the paper): one point per run with train and eval FLOPs (flops.py)."""
+    rows = []
+    for r in runs:
+        acc = r.get("accuracy")
+        train = (r.train or {}).get("train_flops")
+        infer = (r.eval or {}).get("inference_flops")
+        if acc is None or train is None or infer is None:
+            continue
+        rows.append(
+            {
+                "run": r.run,
+                "teacher": r.teacher,
+                "student": r.student,
+                "method": r.method,
+                "source": r.source,
+                "train_flops": train,
+                "inference_flops": infer,
+                "total_flops": train + infer,
                 "accuracy": round(acc, 6),
             }
         )
@@ -209,6 +235,22 @@ def _placeholder(message: str) -> str:
 
 
 def svg_accuracy_vs_tokens(rows: Sequence[Mapping[str, Any]]) -> str:
+    return _svg_accuracy_scatter(
+        rows,
+        "median_reasoning_tokens",
+        "median reasoning tokens (log)",
+        "Accuracy vs. median reasoning tokens",
+    )
+
+
+def svg_accuracy_vs_flops(rows: Sequence[Mapping[str, Any]]) -> str:
+    return _svg_accuracy_scatter(
+        rows, "total_flops", "total FLOPs, training + evaluation (log)", "Accuracy vs. total compute"
+    )
+
+
+def _svg_accuracy_scatter(rows: Sequence[Mapping[str, Any]], x: str, xlabel: str, title: str) -> str:
+    """One point per run: shape = data source, colour = student, hollow = LoRA; log x."""
     if not rows:
         return _placeholder("No evaluated runs yet.")
     plt = _pyplot()
@@ -219,7 +261,7 @@ def svg_accuracy_vs_tokens(rows: Sequence[Mapping[str, Any]]) -> str:
     cmap = plt.get_cmap("tab10")
     for r in rows:
         ax.scatter(
-            max(float(r["median_reasoning_tokens"]), 0.5),  # log axis: answer-only runs have 0 reasoning
+            max(float(r[x]), 0.5),  # log axis: answer-only runs have 0 reasoning tokens
             float(r["accuracy"]),
             marker=markers[sources.index(r["source"]) % len(markers)],
             color=cmap(students.index(r["student"]) % 10),
@@ -242,9 +284,9 @@ def svg_accuracy_vs_tokens(rows: Sequence[Mapping[str, Any]]) -> str:
         title_fontsize=7,
     )
     ax.set_xscale("log")
-    ax.set_xlabel("median reasoning tokens (log)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("overall accuracy")
-    ax.set_title("Accuracy vs. median reasoning tokens")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     return _svg(fig)
 

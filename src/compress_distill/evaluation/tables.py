@@ -679,3 +679,45 @@ def cost_table(ledger: Mapping[str, Any]) -> Table:
     if ledger.get("not_in_plan"):
         note += " Ignored, not in the current plan: " + ", ".join(ledger["not_in_plan"]) + "."
     return Table("table_cost", "Cost ledger", ["Stage", "GPU-hours", "CPU-hours"], rows, note)
+
+
+def cap_sensitivity_table(
+    runs: Sequence[RunResult], at_caps: Mapping[str, Sequence[Mapping[str, Any]]], order: GridOrder
+) -> Table:
+    """Beyond the paper: each run at its decoding cap and at every ``evaluate.extra_caps`` cap (``at_caps``:
+    run -> those eval metrics), accuracy on all records next to the records that stopped on their own."""
+    rows = []
+    for r in sorted((r for r in runs if r.eval), key=lambda r: order.key(r, "tssm")):
+        for m in [r.eval or {}, *sorted(at_caps.get(r.run, []), key=lambda m: m.get("max_new_tokens") or 0)]:
+            o = m.get("overall") or {}
+            rows.append(
+                [
+                    r.teacher,
+                    r.student,
+                    source_label(r.source),
+                    r.method,
+                    fmt(m.get("max_new_tokens"), ",d"),
+                    fmt(o.get("accuracy")),
+                    fmt(o.get("accuracy_stopped")),
+                    f"{fmt(o.get('n_stopped'), 'd')}/{fmt(o.get('n'), 'd')}",
+                    fmt(o.get("truncation_rate")),
+                ]
+            )
+    return Table(
+        "table_cap_sensitivity",
+        "Decoding-cap sensitivity (beyond the paper)",
+        [
+            "Teacher",
+            "Student",
+            "Data",
+            "Method",
+            "Cap (tokens)",
+            "Acc. (all)",
+            "Acc. (stopped)",
+            "Stopped/N",
+            "Trunc. rate",
+        ],
+        rows,
+        "Every run at its decoding cap and at each evaluate.extra_caps cap. Acc. (stopped): accuracy on the "
+        "records that ended on their own, not cut at the cap; the gap to Acc. (all) is what the cap costs.",
+    )

@@ -29,6 +29,7 @@ import typer
 from compress_distill.config import BackendConfig, Params, load_params
 from compress_distill.evaluation.lm_eval import chat_template_sha256, results_json, sample_records
 from compress_distill.evaluation.metrics import eval_metrics
+from compress_distill.flops import inference_flops, model_params
 from compress_distill.llm.types import Backend, ChatRequest, Completion
 from compress_distill.metrics import RowCounter
 from compress_distill.names import ANSWER_TYPES
@@ -225,11 +226,13 @@ def run(
     metrics_path: Path,
     backend: Backend | None = None,
     results: Path | None = None,
+    cap: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate one run; returns the metrics written to ``metrics_path``.
 
     ``results`` (optional, ``results/RUN.json``) also writes the run in lm-evaluation-harness's results
-    layout, with its per-sample records beside it (``evaluation/lm_eval.py``).
+    layout, with its per-sample records beside it (``evaluation/lm_eval.py``).  ``cap`` (tokens) replaces the
+    run's decoding cap (``max_new_tokens``): the ``evaluate_cap`` variants.
 
     ``backend`` (optional) is an already built engine for ``model_dir`` (benchmarks reuse one); by default
     one is made from ``params.evaluate.engine`` and closed at the end.  Resuming after a kill is the engine
@@ -245,7 +248,7 @@ def run(
             f"model directory {model_dir} not found; run the train stage first (dvc repro train@{run_name})"
         )
     cfg = params.evaluate.engine.for_model(model_dir)
-    cap = max_new_tokens(params, spec.student)
+    cap = cap if cap is not None else max_new_tokens(params, spec.student)
 
     counter = RowCounter()
     all_rows = read_table(questions_path, QUESTIONS).to_pylist()
@@ -268,7 +271,16 @@ def run(
     counter.kept(len(rows))
 
     # every group/dataset of the input gets a block, even if all its questions were rejects (n = 0, null)
-    metrics = {**metrics_from_predictions(rows, all_rows), **counter.as_dict(), **cost}
+    n_params = model_params(params.students[spec.student].model)
+    metrics = {
+        **metrics_from_predictions(rows, all_rows),
+        **counter.as_dict(),
+        **cost,
+        "max_new_tokens": cap,
+        # compute-matched comparisons (flops.py): ~2·N·generated tokens, N of the student's base config
+        "model_params": n_params,
+        "inference_flops": inference_flops(n_params, sum(r["completion_tokens"] for r in rows)),
+    }
     staging = Staging()
     pq.write_table(to_table(rows, PREDICTIONS), staging.file(out), compression="zstd")
     pq.write_table(to_table(rejects, REJECTS), staging.file(rejects_path(out)), compression="zstd")

@@ -96,6 +96,15 @@ def load_runs(params: Params, metrics_dir: Path) -> list[RunResult]:
     return out
 
 
+def load_cap_evals(params: Params, metrics_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Run -> the eval metrics of its ``evaluate_cap`` variants that exist (``metrics/eval/caps``)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key, item in expand(params)["evaluate_cap"].items():
+        if (m := _read_json(metrics_dir / "eval" / "caps" / f"{key}.json")) is not None:
+            out.setdefault(item["run"], []).append(m)
+    return out
+
+
 def _correct_by_question(path: Path) -> dict[str, bool] | None:
     if not path.exists():
         return None
@@ -183,6 +192,8 @@ PLAN_METRICS: dict[str, tuple[str, ...]] = {
     "publish": ("publish",),
     "pull": ("pull",),
     "runs": ("train", "eval"),
+    "verify": ("verify",),
+    "evaluate_cap": ("eval/caps",),
 }
 SINGLE_METRICS = ("prepare.json",)  # stages without a fan-out, always planned
 NOT_STAGES = ("bench",)  # metrics/bench holds benchmarks, not pipeline stages
@@ -392,6 +403,22 @@ def run(
         acc_rows,
         ["run", "teacher", "student", "method", "source", "median_reasoning_tokens", "accuracy"],
     )
+    flops_rows = plotting.accuracy_vs_flops_rows(runs)
+    plotting.write_csv(
+        plots / plotting.ACCURACY_VS_FLOPS,
+        flops_rows,
+        [
+            "run",
+            "teacher",
+            "student",
+            "method",
+            "source",
+            "train_flops",
+            "inference_flops",
+            "total_flops",
+            "accuracy",
+        ],
+    )
     plotting.write_csv(
         plots / plotting.COMPRESSION_HIST,
         plotting.compression_hist_rows(ratios),
@@ -427,6 +454,7 @@ def run(
         *(tables.judge_table(t, s) for t, s in judge.items()),
         tables.failure_mode_table(aggregate.failure_modes(comp_traces).to_dicts()),
         tables.compute_table(runs, order),
+        tables.cap_sensitivity_table(runs, load_cap_evals(params, metrics_dir), order),
     ]
     cost = tables.cost_table(ledger)
     for t in [*all_tables, cost]:  # a fresh folder: no table of a teacher no longer in the grid survives
@@ -455,6 +483,11 @@ def run(
         ),
         html_report.figure(
             plotting.svg_loss_curves(curves, by_run), "Figure 3 analogue: training loss curves."
+        ),
+        html_report.figure(
+            plotting.svg_accuracy_vs_flops(flops_rows),
+            "Beyond the paper: accuracy against total FLOPs per run (training ~6·N·tokens + evaluation "
+            "~2·N·generated tokens, N the student's parameters).",
         ),
     ]
     page = html_report.render(

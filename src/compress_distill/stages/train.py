@@ -30,6 +30,7 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import ConfigError, load_params
+from compress_distill.flops import model_params, train_flops
 from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,9 @@ def run(
         "val_loss": stats["val_loss"],  # null when train.val_fraction is 0 or the source has one row
         "val_rows": stats["val_rows"],  # held out of rows_out (train.val_fraction)
         "trainable_params": stats["trainable_params"],
+        # compute-matched comparisons (flops.py): N of the student's config, ~6·N·trained tokens
+        "model_params": model_params(student.model),
+        "train_flops": train_flops(model_params(student.model), stats["trained_tokens"]),
     }
     if PartialState().is_main_process:
         staging.metrics(metrics_path, metrics)
