@@ -54,7 +54,7 @@ def slurm() -> object:
     environment (``SLURM_CONF``), also set in ``os.environ`` while it runs."""
     import tempfile
 
-    from slurm_cluster import have_slurm, loopback_cluster
+    from tests.helpers.slurm_cluster import have_slurm, loopback_cluster
 
     if not have_slurm():
         pytest.skip("SLURM not installed: `make setup-test` installs Debian's slurm-wlm and munge")

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from dvc_repo import copy_repo, env, sh
 
 from compress_distill.config import ConfigError, load_params, parse_params
 from compress_distill.grid import _node_gpus, graph_jobs
 from compress_distill.plan import expand
+from tests.helpers.dvc_repo import copy_repo, env, sh
 
 REPO = Path(__file__).resolve().parents[1]
 

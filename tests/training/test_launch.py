@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from dvc_repo import copy_repo, sh
 
+from tests.helpers.dvc_repo import copy_repo, sh
 from tests.helpers.training import trace_rows, write_source
 
 RUN = "smol-smol-lora-raw"
