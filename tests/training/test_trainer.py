@@ -302,3 +302,22 @@ def test_bf16_lora_run_on_gpu(tmp_path: Path) -> None:
     print(f"GPU bf16 LoRA: {metrics['tokens_per_s']:.0f} tokens/s ({cfg['attn_implementation']})")
     assert metrics["gpus"] == 1 and metrics["gpu_hours"] > 0
     assert np.isfinite(metrics["final_loss"]) and metrics["final_loss"] < metrics["first_loss"]
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 10])
+def test_warmup_never_leaves_a_run_at_learning_rate_zero(total: int) -> None:
+    # issue 13: ceil(0.1 x 1) = 1 warm-up step of 1 -> HF's schedule gave the demo's only step learning rate 0
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from compress_distill.training.trainer import warmup_steps
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = get_cosine_schedule_with_warmup(opt, warmup_steps(0.1, total), total)
+    rates = []
+    for _ in range(total):
+        rates.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert max(rates) > 0, rates
+    assert warmup_steps(0.1, 100) == 10  # the paper-scale rounding is unchanged

@@ -164,6 +164,13 @@ def build_schedule(enc: Encoded, cfg: TrainConfig, world_size: int, reference_to
     )
 
 
+def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
+    """Linear warm-up length in optimizer steps: ``ceil(ratio x steps)``, capped at ``total_steps - 1``.  HF's
+    warm-up starts at learning rate 0, so a warm-up that rounds up to every step (ceil(0.1 x 1) = 1 of 1) would
+    leave the whole run at learning rate 0 and the model untouched; the cap keeps the last step's rate > 0."""
+    return max(0, min(math.ceil(warmup_ratio * total_steps), total_steps - 1))
+
+
 # --------------------------------------------------------------------------------------------- model
 def _device_kind(cfg: TrainConfig) -> str:
     import torch
@@ -405,7 +412,7 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
         with accelerator.autocast():
             check_packing(model, probe, boundaries, device=accelerator.device, tol=tol)
     raw_opt = getattr(optimizer, "optimizer", optimizer)
-    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    warmup = warmup_steps(cfg.warmup_ratio, total_steps)
     scheduler = get_cosine_schedule_with_warmup(raw_opt, warmup, total_steps)
     # not accelerator.prepare(scheduler): its wrapper steps once per process, which would distort the schedule
     accelerator.register_for_checkpointing(scheduler)
