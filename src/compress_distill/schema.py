@@ -198,6 +198,17 @@ def validate(table: pa.Table, schema: pa.Schema, source: str = "table") -> pa.Ta
     return table.select(schema.names)
 
 
+def umask_mode(path: str | Path) -> Path:
+    """Give a temp file or folder the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask):
+    ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700, which the rename would pass on to the outputs, so
+    outputs and reports would be unreadable to the rest of a shared group."""
+    path = Path(path)
+    umask = os.umask(0)
+    os.umask(umask)  # reading the umask needs setting it; restored at once
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds."""
@@ -205,7 +216,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = umask_mode(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,18 @@ def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None
     assert trunc["prompt_hash"] == terse["prompt_hash"] and terse["prompt_hash"].startswith(raw["prompt_hash"] + "+")
     assert rows["compressed-concise"]["demo/train/1"]["judge_verdict"] == "faithful"
     assert terse["answer_preserved"] is True and terse["judge_parse_status"] == "ok"
+
+
+def test_outputs_get_the_umask_modes_not_temp_file_modes(tmp_path: Path) -> None:
+    # issue 13: mkstemp/mkdtemp create 0600/0700 and the atomic rename passed those modes on to the outputs
+    traces, judgements = make_traces(tmp_path)
+    out = tmp_path / "hub" / "smol"
+    old = os.umask(0o022)
+    try:
+        build.run(params(), "smol", traces, judgements, out, tmp_path / "m.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644  # metrics: schema.atomic_path
+    for path in out.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path

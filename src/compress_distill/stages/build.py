@@ -32,7 +32,7 @@ import typer
 
 from compress_distill.config import Params, load_params
 from compress_distill.metrics import write_metrics
-from compress_distill.schema import JUDGEMENTS, TRACES, iter_batches, read_table
+from compress_distill.schema import JUDGEMENTS, TRACES, iter_batches, read_table, umask_mode
 from compress_distill.stages.traces_common import (
     ROW_GROUP_ROWS,
     StageError,
@@ -243,7 +243,7 @@ def run(
     traces_dir, judgements_dir, out_dir = Path(traces_dir), Path(judgements_dir), Path(out_dir)
     srcs = sources(params, teacher, traces_dir, judgements_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
+    tmp = umask_mode(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
     try:
         built: dict[str, ConfigStats] = {}
         schemas: dict[str, pa.Schema] = {}

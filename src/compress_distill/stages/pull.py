@@ -24,6 +24,7 @@ import typer
 
 from compress_distill.errors import hub_errors
 from compress_distill.metrics import write_metrics
+from compress_distill.schema import umask_mode
 from compress_distill.stages.traces_common import StageError, swap_dir
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def run(
     from datasets.exceptions import DatasetsError
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
+    staging = umask_mode(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
     try:
         # the cache's snapshot is symlinks into its blob store: copy the files themselves
         shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from compress_distill.config import ConfigError, StudentConfig, TrainConfig
+from compress_distill.schema import umask_mode
 from compress_distill.training.data import Encoded
 from compress_distill.training.packing import (
     check_packing,
@@ -591,7 +592,7 @@ def _save_outputs(
     unwrapped = accelerator.unwrap_model(model)
     out = job.out_dir
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = umask_mode(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         if job.method == "full" and enc.eot_token_id >= 0:
