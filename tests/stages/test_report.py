@@ -322,3 +322,28 @@ def test_report_has_the_papers_missing_artefacts(tmp_path: Path) -> None:
         per_series[row["series"]] = per_series.get(row["series"], 0) + int(row["count"])
     assert per_series == {"raw": 12, "concise": 12, "terse": 12}
     assert "Figure 1 analogue" in page and "Figure 2 analogue: distribution of reasoning lengths" in page
+
+
+def test_headline_metrics_are_a_few_numbers_per_run(tmp_path: Path) -> None:
+    # issue 13: summary.json holds ~30 numbers per run, too wide for `dvc metrics show` / `dvc exp show`
+    params, s = build(tmp_path, n_questions=30, n_traces=8)
+    runs = expand(params)["runs"]
+    headline = tmp_path / "metrics/headline"
+    files = {p.stem: json.loads(p.read_text()) for p in headline.glob("*.json")}
+    assert files.keys() == runs.keys()
+    keys = {"accuracy", "acc_per_1k", "retention", "reasoning_tokens", "compression_ratio"}
+    for run, numbers in files.items():
+        assert set(numbers) <= keys and all(isinstance(v, int | float) for v in numbers.values()), numbers
+        assert numbers["accuracy"] == pytest.approx(s["runs"][run]["accuracy"], abs=1e-4)
+    assert files["smol-smol-lora-raw"]["compression_ratio"] == 1.0
+    assert "retention" not in files["smol-smol-lora-raw"]
+    terse = files["smol-smol-lora-compressed-terse"]
+    assert terse["retention"] == pytest.approx(s["runs"]["smol-smol-lora-compressed-terse"]["retention_vs_raw"], abs=1e-4)
+    assert terse["compression_ratio"] == pytest.approx(s["compression"]["smol"]["terse"]["ratio_of_means"], abs=1e-4)
+    # declared in dvc.yaml; a run that left the grid loses its file; the report's own files are no stage's
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert {"metrics/headline": {"cache": False}} in dvc["stages"]["report"]["metrics"]
+    (headline / "smol-smol-full-raw.json").write_text("{}")
+    _, again = build(tmp_path, n_questions=30, n_traces=8)
+    assert not (headline / "smol-smol-full-raw.json").exists()
+    assert again["cost"]["ignored_metrics_files"] == s["cost"]["ignored_metrics_files"]

@@ -302,6 +302,32 @@ def summarise(
     }
 
 
+def headline_metrics(
+    runs: list[RunResult], compression: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, dict[str, float]]:
+    """``metrics/headline/RUN.json``: five numbers per evaluated run, so ``dvc metrics show metrics/headline``
+    is one screen row per run (the summary has ~30 numbers per run).  ``compression_ratio``: chars of the
+    run's source over raw chars (ratio of means; raw is 1); absent, like any number a run lacks, rather than
+    null, which DVC would print as a column of "None"."""
+    out: dict[str, dict[str, float]] = {}
+    for r in runs:
+        if not r.eval:
+            continue
+        ratio: float | None = 1.0 if r.source == "raw" else None
+        if r.source.startswith(aggregate.COMPRESSED_PREFIX):
+            comp = compression.get(r.teacher, {}).get(r.source.removeprefix(aggregate.COMPRESSED_PREFIX), {})
+            ratio = comp.get("ratio_of_means")
+        row = {
+            "accuracy": r.get("accuracy"),
+            "acc_per_1k": r.get("acc_per_1k_tokens"),  # accuracy per 1,000 completion tokens
+            "retention": r.vs_raw.get("retention"),  # accuracy / the same teacher's raw run's
+            "reasoning_tokens": r.get("median_reasoning_tokens"),  # median per answer
+            "compression_ratio": ratio,
+        }
+        out[r.run] = {k: round(float(v), 4) for k, v in row.items() if v is not None}
+    return out
+
+
 def _headline(
     runs: list[RunResult], ledger: dict[str, Any], pairs: int, ranges: dict[str, dict[str, Any]]
 ) -> list[tuple[str, str]]:
@@ -344,6 +370,7 @@ def run(
     plots_dir: Path,
     summary_path: Path,
     train_plots_dir: Path = Path("plots/train"),
+    headline_dir: Path | None = None,
 ) -> dict[str, Any]:
     cfg = params.report
     g = params.grid
@@ -358,7 +385,9 @@ def run(
         else:
             counter.reject("missing_eval_metrics")
     compare_with_raw(runs, predictions_dir, cfg)
-    ledger = cost_ledger(params, metrics_dir, cfg, skip={summary_path.resolve()})
+    headline_dir = headline_dir or summary_path.parent / "headline"
+    own = {summary_path.resolve(), *(p.resolve() for p in headline_dir.glob("*.json"))}
+    ledger = cost_ledger(params, metrics_dir, cfg, skip=own)
 
     hub = traces.discover(hub_dir, g.teachers)
     raw_traces, comp_traces = aggregate.hub_frames(hub)
@@ -468,6 +497,13 @@ def run(
     _write_text(out_dir / "index.html", page)
 
     summary = summarise(runs, ledger, judge, compression, counter, ranges)
+    headline = headline_metrics(runs, summary["compression"])
+    headline_dir.mkdir(parents=True, exist_ok=True)
+    for stale in headline_dir.glob("*.json"):  # a run no longer in the grid
+        if stale.stem not in headline:
+            stale.unlink()
+    for run_id, numbers in headline.items():
+        write_metrics(headline_dir / f"{run_id}.json", numbers)
     write_metrics(summary_path, summary)
     return summary
 
@@ -500,6 +536,9 @@ def main(
     train_plots_dir: Annotated[Path, typer.Option(help="dvclive folders of the train stages")] = Path(
         "plots/train"
     ),
+    headline_dir: Annotated[
+        Path, typer.Option(help="one small metrics JSON per run (accuracy, acc/1k, retention, ...)")
+    ] = Path("metrics/headline"),
 ) -> None:
     """Build the report: summary metrics, paper tables, DVC plot data and reports/index.html."""
     s = run(
@@ -511,6 +550,7 @@ def main(
         plots_dir,
         summary,
         train_plots_dir,
+        headline_dir,
     )
     typer.echo(
         f"report: {s['rows_out']}/{s['rows_in']} runs with metrics; {out_dir / 'index.html'}, {summary}"
