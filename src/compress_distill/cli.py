@@ -40,6 +40,7 @@ def _version(value: bool) -> None:
         typer.echo(f"compress-distill {__version__}")
         raise typer.Exit()
 
+
 # subcommand name -> module under compress_distill.stages (each defines `main`)
 STAGES: dict[str, str] = {
     "prepare": "prepare",

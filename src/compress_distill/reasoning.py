@@ -1,6 +1,6 @@
 """Split completions into reasoning and final response, and render assistant targets per chat format.
 
-Conventions handled by ``split_reasoning`` (DESIGN §6):
+Conventions handled by ``split_reasoning`` (docs/architecture.md §6):
 - ``<think>R</think>F``                      -> (R, F)
 - prefilled think (template opened the tag)  -> ``R</think>F`` -> (R, F)
 - gpt-oss harmony channels                   -> analysis channel = R, final channel = F

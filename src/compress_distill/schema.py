@@ -1,4 +1,4 @@
-"""The explicit Arrow schema of every table (DESIGN §4) and atomic Parquet I/O.
+"""The explicit Arrow schema of every table (docs/architecture.md §4) and atomic Parquet I/O.
 
 Writes go to a temporary file in the destination directory and are renamed into place, so a stage killed
 mid-write leaves either the previous file or the new one, never a torn file that a later stage would read.

@@ -212,7 +212,7 @@ def _stage_metrics(root: Path, rel: str, data: dict) -> None:
 def test_cost_ledger_counts_engine_stages_and_only_planned_runs(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     write_grid(tmp_path, params, n_questions=20, n_traces=6)
-    # what generate/compress/judge really write: the engine's counters nested under "engine" (DESIGN §5)
+    # what generate/compress/judge really write: the engine's counters nested under "engine" (docs/architecture.md §5)
     _stage_metrics(
         tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 348.0, "llm_wall_clock_s": 1.0}}
     )
@@ -338,8 +338,12 @@ def test_headline_metrics_are_a_few_numbers_per_run(tmp_path: Path) -> None:
     assert files["smol-smol-lora-raw"]["compression_ratio"] == 1.0
     assert "retention" not in files["smol-smol-lora-raw"]
     terse = files["smol-smol-lora-compressed-terse"]
-    assert terse["retention"] == pytest.approx(s["runs"]["smol-smol-lora-compressed-terse"]["retention_vs_raw"], abs=1e-4)
-    assert terse["compression_ratio"] == pytest.approx(s["compression"]["smol"]["terse"]["ratio_of_means"], abs=1e-4)
+    assert terse["retention"] == pytest.approx(
+        s["runs"]["smol-smol-lora-compressed-terse"]["retention_vs_raw"], abs=1e-4
+    )
+    assert terse["compression_ratio"] == pytest.approx(
+        s["compression"]["smol"]["terse"]["ratio_of_means"], abs=1e-4
+    )
     # declared in dvc.yaml; a run that left the grid loses its file; the report's own files are no stage's
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     assert {"metrics/headline": {"cache": False}} in dvc["stages"]["report"]["metrics"]

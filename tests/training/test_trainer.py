@@ -121,7 +121,7 @@ def test_lora_run_learns_and_writes_outputs(lora_run: dict[str, Path], smol_dir:
     losses = [float(r[1]) for r in read_tsv(live / "plots" / "metrics" / "loss.tsv")[1:]]
     assert len(losses) == 10
     assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
-    # metrics: the DESIGN §6 keys and the row accounting
+    # metrics: the docs/architecture.md §6 keys and the row accounting
     saved = read_metrics(root / "m.json")
     for key in (
         "trainable_tokens",

@@ -502,8 +502,8 @@ def run(
     for stale in headline_dir.glob("*.json"):  # a run no longer in the grid
         if stale.stem not in headline:
             stale.unlink()
-    for run_id, numbers in headline.items():
-        write_metrics(headline_dir / f"{run_id}.json", numbers)
+    for name, numbers in headline.items():
+        write_metrics(headline_dir / f"{name}.json", numbers)
     write_metrics(summary_path, summary)
     return summary
 
