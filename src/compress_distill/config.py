@@ -351,6 +351,8 @@ class ReportConfig(Section):
     g_co2_per_kwh: float = Field(79.0, ge=0)
     bootstrap_samples: int = Field(1000, ge=10)
     seed: int = 0
+    # the report's first lines: what this run is and what it is not (the demo says "a smoke test")
+    note: str = ""
 
 
 # --------------------------------------------------------------------------------------------- grid

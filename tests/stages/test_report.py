@@ -351,3 +351,15 @@ def test_headline_metrics_are_a_few_numbers_per_run(tmp_path: Path) -> None:
     _, again = build(tmp_path, n_questions=30, n_traces=8)
     assert not (headline / "smol-smol-full-raw.json").exists()
     assert again["cost"]["ignored_metrics_files"] == s["cost"]["ignored_metrics_files"]
+
+
+def test_the_demo_report_says_first_what_it_is_and_is_not(tmp_path: Path) -> None:
+    # issue 13: a newcomer reading the demo report took its numbers for results
+    params, _ = build(tmp_path, n_questions=30, n_traces=8)
+    page = (tmp_path / "reports/index.html").read_text(encoding="utf-8")
+    top = page[page.index("<h1>") : page.index('<section id="summary">')]
+    assert "smoke test of the whole pipeline" in top and "135M" in top and "CPU" in top
+    assert "not evidence about the paper" in top
+    tables_md = (tmp_path / "reports/tables.md").read_text(encoding="utf-8").splitlines()
+    assert "smoke test" in tables_md[2] and tables_md[2].startswith("> ")
+    assert load_params(REPO / "configs/paper.yaml").report.note == ""  # the paper's report has no such caveat

@@ -463,7 +463,9 @@ def run(
         _write_text(out_dir / f"{t.key}.csv", t.to_csv())
     _write_text(
         out_dir / "tables.md",
-        "# Compress-Distill tables\n\n" + "\n".join(t.to_markdown() for t in [*all_tables, cost]),
+        "# Compress-Distill tables\n\n"
+        + (f"> {cfg.note}\n\n" if cfg.note else "")
+        + "\n".join(t.to_markdown() for t in [*all_tables, cost]),
     )
 
     # ---- HTML
@@ -493,6 +495,7 @@ def run(
         figures=figures,
         cost=cost,
         pairs=pairs,
+        note=cfg.note,
     )
     _write_text(out_dir / "index.html", page)
 
