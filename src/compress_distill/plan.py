@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from compress_distill.config import GridExclusion, Params
+from compress_distill.config import ConfigError, GridExclusion, Params
 
 
 def run_id(teacher: str, student: str, method: str, source: str) -> str:
@@ -257,6 +257,17 @@ def _replace(path: Path, text: str) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
+
+
+def check_current(params: Params, path: str | Path = "plan.yaml") -> None:
+    """Stop when ``plan.yaml`` is not what ``params`` expand to.  dvc.yaml fans out from plan.yaml, so a grid
+    changed in params alone (``dvc exp run -S grid.sources=[raw]``) would otherwise change no stage at all."""
+    path = Path(path)
+    if path.exists() and path.read_text(encoding="utf-8") != render(expand(params)):
+        raise ConfigError(
+            f"{path} does not match the params (grid, ids or traces.source changed without re-planning); "
+            "run `compress-distill plan`, then `dvc repro` (or `dvc exp run`) again"
+        )
 
 
 def write_plan(params: Params, path: str | Path = "plan.yaml") -> Path:

@@ -43,7 +43,7 @@ from compress_distill.evaluation.metrics import (
 )
 from compress_distill.evaluation.tables import GridOrder, RunResult, Table
 from compress_distill.metrics import RowCounter, read_metrics, write_metrics
-from compress_distill.plan import expand, run_id
+from compress_distill.plan import check_current, expand, run_id
 from compress_distill.schema import PREDICTIONS, atomic_path, read_table
 
 # per-run numbers copied from metrics/eval/RUN.json (overall block) into the summary
@@ -544,8 +544,10 @@ def main(
     ] = Path("metrics/headline"),
 ) -> None:
     """Build the report: summary metrics, paper tables, DVC plot data and reports/index.html."""
+    p = load_params(params)
+    check_current(p, params.parent / "plan.yaml")  # report depends on grid and traces: it notices an edit
     s = run(
-        load_params(params),
+        p,
         metrics_dir,
         predictions_dir,
         hub_dir,
