@@ -261,6 +261,10 @@ class JudgeConfig(Section):
     prompt: str = "prompts/judge.md"
     max_raw_chars: int = Field(40_000, ge=100)
     max_compressed_chars: int = Field(12_000, ge=100)
+    # the rationale's length bound in the decoding grammar (characters; schema.JudgeVerdict allows 2000): a
+    # small judge that loops inside the rationale ("no, no, no, ...") then still closes its JSON within
+    # sampling.max_tokens instead of being cut off unparsed
+    max_rationale_chars: int = Field(2000, ge=1, le=2000)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
 
 

@@ -71,6 +71,13 @@ def _json_candidates(text: str) -> list[str]:
     return out
 
 
+def engine_schema(max_rationale_chars: int) -> dict[str, Any]:
+    """The verdict's JSON schema for constrained decoding, its rationale capped at ``max_rationale_chars``."""
+    schema = judge_json_schema()
+    schema["properties"]["rationale"]["maxLength"] = max_rationale_chars
+    return schema
+
+
 def parse_verdict(text: str, finish_reason: str) -> tuple[str, JudgeVerdict | None, str]:
     """(parse_status, verdict or None, error detail)."""
     from pydantic import ValidationError
@@ -124,7 +131,7 @@ def run(
     pick(params.compressors, compressor, "compressor")
     jc = params.judge
     template, phash = load_prompt(jc.prompt), prompt_hash(jc.prompt)
-    schema = judge_json_schema()
+    schema = engine_schema(jc.max_rationale_chars)
     ledger = Ledger("judge")
 
     comp = read_table(compressed, TRACES, columns=["id", "dataset", "reasoning"])
