@@ -208,7 +208,7 @@ def train_cmd(params: Path, data: Path, root: Path) -> list[str]:
         str(params),
         "--run",
         RUN,
-        "--data",
+        "--data-dir",
         str(data),
         "--out-dir",
         str(root / "models" / RUN),
