@@ -1,5 +1,5 @@
-"""CLI habits (issue 13): -h and --version, plain help text, and a ``profile`` command that lists only profiles
-and keeps a params file with local edits unless told --force.  Runs the real entry point in a subprocess."""
+"""CLI habits (issue 13): -h and --version, plain help text, and a ``profile`` command that lists only
+profiles and keeps a params file with local edits unless told --force.  Runs the real entry point."""
 
 from __future__ import annotations
 

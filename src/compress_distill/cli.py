@@ -95,8 +95,8 @@ PROFILES_DIR = Path("configs")
 
 
 def profiles(configs: Path) -> dict[str, Path]:
-    """The shipped profiles: the params files in ``configs`` -- YAML with a ``grid`` section, which every params
-    file has and the accelerate configs next to them lack.  A broken profile still lists (and fails on use)."""
+    """The shipped profiles: the params files in ``configs``, i.e. YAML with a ``grid`` section (every params
+    file has one, the accelerate configs beside them none).  A broken profile still lists; it fails on use."""
     found: dict[str, Path] = {}
     for path in sorted(configs.glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

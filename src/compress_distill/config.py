@@ -94,7 +94,8 @@ def _check_model_id(model: str, what: str = "model", extra_hint: str = "") -> st
 
 # --------------------------------------------------------------------------------------------- engines
 class BackendConfig(Section):
-    """How to reach one model (docs/architecture.md §6).  The same keys drive a laptop, a GPU node and a cluster."""
+    """How to reach one model (docs/architecture.md §6).  The same keys drive a laptop, a GPU node and a
+    cluster."""
 
     backend: Literal["hf", "vllm", "openai"] = "hf"
     # hf/vllm: a packaged alias, Hub id or local directory; openai: the name the server serves the model

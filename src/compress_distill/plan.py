@@ -4,7 +4,8 @@
 loaded by ``dvc.yaml`` through ``vars``).  ``compress-distill plan`` rewrites it; ``make demo`` runs that
 before ``dvc repro`` and a test keeps the committed file in sync with ``params.yaml``.
 
-The paper's 55-run grid comes from a compact spec plus exclusions (docs/architecture.md §7), never from a hand list.
+The paper's 55-run grid comes from a compact spec plus exclusions (docs/architecture.md §7), never from a hand
+list.
 
 Code and prompt dependencies are generated too, so that editing a module or a prompt file marks exactly the
 stages that import or read it.  DVC's templating cannot put a list into ``deps`` (``${...}`` must resolve to

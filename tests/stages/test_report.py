@@ -212,7 +212,8 @@ def _stage_metrics(root: Path, rel: str, data: dict) -> None:
 def test_cost_ledger_counts_engine_stages_and_only_planned_runs(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     write_grid(tmp_path, params, n_questions=20, n_traces=6)
-    # what generate/compress/judge really write: the engine's counters nested under "engine" (docs/architecture.md §5)
+    # what generate/compress/judge really write: the engine's counters nested under "engine"
+    # (docs/architecture.md §5)
     _stage_metrics(
         tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 348.0, "llm_wall_clock_s": 1.0}}
     )
@@ -347,6 +348,10 @@ def test_headline_metrics_are_a_few_numbers_per_run(tmp_path: Path) -> None:
     # declared in dvc.yaml; a run that left the grid loses its file; the report's own files are no stage's
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     assert {"metrics/headline": {"cache": False}} in dvc["stages"]["report"]["metrics"]
+    # the same numbers by short label (what varies over the grid): short, unique column names in dvc exp show
+    by_label = json.loads((tmp_path / "metrics/headline.json").read_text())
+    assert by_label["raw"] == files["smol-smol-lora-raw"] and len(by_label) == len(runs)
+    assert {"metrics/headline.json": {"cache": False}} in dvc["stages"]["report"]["metrics"]
     (headline / "smol-smol-full-raw.json").write_text("{}")
     _, again = build(tmp_path, n_questions=30, n_traces=8)
     assert not (headline / "smol-smol-full-raw.json").exists()
@@ -355,7 +360,7 @@ def test_headline_metrics_are_a_few_numbers_per_run(tmp_path: Path) -> None:
 
 def test_the_demo_report_says_first_what_it_is_and_is_not(tmp_path: Path) -> None:
     # issue 13: a newcomer reading the demo report took its numbers for results
-    params, _ = build(tmp_path, n_questions=30, n_traces=8)
+    build(tmp_path, n_questions=30, n_traces=8)
     page = (tmp_path / "reports/index.html").read_text(encoding="utf-8")
     top = page[page.index("<h1>") : page.index('<section id="summary">')]
     assert "smoke test of the whole pipeline" in top and "135M" in top and "CPU" in top

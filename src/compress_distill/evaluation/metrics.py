@@ -13,8 +13,9 @@ sees NaN (``write_metrics`` turns non-finite floats into null, and DVC drops nul
 - ``truncation_rate`` = share of records with ``finish_reason == "length"`` (1.0 for an all-truncated run).
 - ``median_reasoning_chars`` / ``median_reasoning_tokens`` over all records (a run that emits no think block
   has median 0).
-- ``acc_per_1k_tokens = accuracy / mean_completion_tokens * 1000`` (docs/architecture.md §7; reproduces the paper's
-  Table 9 from Tables 3 and 9: 0.862 at 1,827 tokens gives 0.4717).  ``None`` when no tokens were emitted.
+- ``acc_per_1k_tokens = accuracy / mean_completion_tokens * 1000`` (docs/architecture.md §7; reproduces the
+  paper's Table 9 from Tables 3 and 9: 0.862 at 1,827 tokens gives 0.4717).  ``None`` when no tokens were
+  emitted.
 """
 
 from __future__ import annotations

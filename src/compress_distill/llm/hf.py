@@ -1,4 +1,5 @@
-"""``hf`` backend: transformers ``generate`` on CPU or one GPU -- the embedded default (docs/architecture.md §5).
+"""``hf`` backend: transformers ``generate`` on CPU or one GPU -- the embedded default
+(docs/architecture.md §5).
 
 How a call runs:
 - requests are grouped by (JSON schema, effective max_tokens); each group is sorted by prompt length

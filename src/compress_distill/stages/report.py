@@ -328,6 +328,15 @@ def headline_metrics(
     return out
 
 
+def short_labels(runs: list[RunResult]) -> dict[str, str]:
+    """Run id -> the parts of it that vary over the grid (the demo: its source, e.g. ``compressed-terse``).
+    ``metrics/headline.json`` is keyed by these: ``dvc exp show`` prints a key shared by several metrics
+    files with the file's path in front, which makes per-run files unreadable there."""
+    fields = ("teacher", "student", "method", "source")
+    varying = [f for f in fields if len({getattr(r, f) for r in runs}) > 1] or ["source"]
+    return {r.run: "-".join(getattr(r, f) for f in fields if f in varying) for r in runs}
+
+
 def _headline(
     runs: list[RunResult], ledger: dict[str, Any], pairs: int, ranges: dict[str, dict[str, Any]]
 ) -> list[tuple[str, str]]:
@@ -386,7 +395,8 @@ def run(
             counter.reject("missing_eval_metrics")
     compare_with_raw(runs, predictions_dir, cfg)
     headline_dir = headline_dir or summary_path.parent / "headline"
-    own = {summary_path.resolve(), *(p.resolve() for p in headline_dir.glob("*.json"))}
+    by_label = headline_dir.with_suffix(".json")  # the same numbers keyed by short run label
+    own = {summary_path.resolve(), by_label.resolve(), *(p.resolve() for p in headline_dir.glob("*.json"))}
     ledger = cost_ledger(params, metrics_dir, cfg, skip=own)
 
     hub = traces.discover(hub_dir, g.teachers)
@@ -507,6 +517,8 @@ def run(
             stale.unlink()
     for name, numbers in headline.items():
         write_metrics(headline_dir / f"{name}.json", numbers)
+    labels = short_labels(runs)
+    write_metrics(by_label, {labels[name]: numbers for name, numbers in headline.items()})
     write_metrics(summary_path, summary)
     return summary
 

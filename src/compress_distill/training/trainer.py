@@ -166,9 +166,9 @@ def build_schedule(enc: Encoded, cfg: TrainConfig, world_size: int, reference_to
 
 
 def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
-    """Linear warm-up length in optimizer steps: ``ceil(ratio x steps)``, capped at ``total_steps - 1``.  HF's
-    warm-up starts at learning rate 0, so a warm-up that rounds up to every step (ceil(0.1 x 1) = 1 of 1) would
-    leave the whole run at learning rate 0 and the model untouched; the cap keeps the last step's rate > 0."""
+    """Linear warm-up length in optimizer steps: ``ceil(ratio x steps)``, capped at ``total_steps - 1``.
+    HF's warm-up starts at learning rate 0, so a warm-up that rounds up to every step (ceil(0.1 x 1) = 1 of
+    1) would leave the whole run at learning rate 0, the model untouched; the cap keeps the last rate > 0."""
     return max(0, min(math.ceil(warmup_ratio * total_steps), total_steps - 1))
 
 
