@@ -99,7 +99,11 @@ def profiles(configs: Path) -> dict[str, Path]:
     file has one, the accelerate configs beside them none).  A broken profile still lists; it fails on use."""
     found: dict[str, Path] = {}
     for path in sorted(configs.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            found[path.stem] = path  # cannot tell; listed, and load_params says what is wrong on use
+            continue
         if isinstance(data, dict) and "grid" in data:
             found[path.stem] = path
     return found
@@ -119,7 +123,7 @@ def profile_cmd(
 
     shipped = profiles(PROFILES_DIR)
     if name not in shipped:
-        raise ConfigError(f"no profile {name!r} in {PROFILES_DIR}/; available: {', '.join(shipped)}")
+        raise ConfigError(f"no profile {PROFILES_DIR / name}.yaml; available: {', '.join(shipped)}")
     src = shipped[name]
     if (
         params.exists()
