@@ -190,10 +190,10 @@ def slices(pool: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> p
 
 
 def chars_per_token(pool: np.ndarray) -> float:
-    from compress_distill.stages.traces_common import load_tokenizer
+    from compress_distill.llm.tokens import fast_tokenizer
 
     sample = bytes(pool[:2_000_000]).decode("ascii")
-    return len(sample) / len(load_tokenizer(TOKENIZER).encode(sample, add_special_tokens=False))
+    return len(sample) / len(fast_tokenizer(TOKENIZER).encode(sample, add_special_tokens=False))
 
 
 def make_corpus(root: Path, scale: float, seed: int) -> dict[str, float]:
@@ -354,10 +354,10 @@ def timed_stage(args: list[str], cwd: Path) -> tuple[float, float, str]:
 def check_cuts(root: Path, n: int, seed: int) -> dict[str, float]:
     """On a sample of rows: mismatches of truncate's cuts against a full-tokenisation cut (must be 0), and
     the time of the full tokenisation (the obvious implementation) vs the prefix cutter on the same rows."""
-    from compress_distill.stages.traces_common import load_tokenizer
+    from compress_distill.llm.tokens import fast_tokenizer
     from compress_distill.stages.truncate import Cutter
 
-    tok = load_tokenizer(TOKENIZER)
+    tok = fast_tokenizer(TOKENIZER)
     cut = pq.read_table(
         root / "traces" / "bench" / "truncated.parquet", columns=["id", "reasoning", "reasoning_tokens"]
     )

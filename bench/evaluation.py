@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +26,16 @@ import yaml
 
 from compress_distill.benchmarks.demo import generate as demo_questions
 from compress_distill.config import load_params, parse_params
-from compress_distill.evaluation.synthetic import write_grid
 from compress_distill.llm import ChatRequest, make_backend
 from compress_distill.modelhub import resolve_model
 from compress_distill.schema import PREDICTIONS, QUESTIONS, read_rows, write_rows
 from compress_distill.stages import evaluate, report
 
 REPO = Path(__file__).resolve().parents[1]
+# the synthetic grid is a test helper, not part of the installed package
+sys.path.insert(0, str(REPO))
+from tests.helpers.synthetic import write_grid
+
 RUN = "smol-smol-lora-raw"
 
 

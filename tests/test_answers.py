@@ -548,10 +548,10 @@ def test_malformed_gold_is_a_clear_error(gold: str, answer_type: str) -> None:
         grade("The answer is 5", gold, answer_type)
 
 
-def test_answer_types_match_the_schema() -> None:
-    from compress_distill.schema import ANSWER_TYPES
+def test_answer_types_are_the_one_enumeration() -> None:
+    from compress_distill.names import ANSWER_TYPES
 
-    assert answers.ANSWER_TYPES == ANSWER_TYPES
+    assert answers.ANSWER_TYPES is ANSWER_TYPES
 
 
 def test_non_string_text_is_a_type_error() -> None:

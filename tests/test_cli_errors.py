@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from echo_server import echo_server, fake_token
 
 from compress_distill.schema import QUESTIONS, write_rows
+from tests.helpers.echo_server import echo_server, fake_token
 
 REPO = Path(__file__).resolve().parents[1]
 

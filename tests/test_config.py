@@ -80,6 +80,8 @@ def test_unknown_nested_key_lists_valid_keys(demo: dict) -> None:
         (("teachers", "smol", "backend"), "tgi", "teachers.smol.backend"),
         (("judge", "max_raw_chars"), 5, "judge.max_raw_chars"),
         (("train", "overlong"), "wrap", "train.overlong"),
+        (("train", "val_fraction"), -0.01, "train.val_fraction"),
+        (("train", "val_fraction"), 0.9, "train.val_fraction"),
     ],
 )
 def test_impossible_values(demo: dict, path: tuple[str, ...], value: object, needle: str) -> None:
@@ -89,6 +91,35 @@ def test_impossible_values(demo: dict, path: tuple[str, ...], value: object, nee
         node = node[part]
     node[path[-1]] = value
     assert needle in _err(d)
+
+
+@pytest.mark.parametrize("text", [".inf", "-.inf", ".nan"])
+@pytest.mark.parametrize(
+    "path",
+    [("train", "lora", "learning_rate"), ("train", "max_grad_norm"), ("report", "watts_per_gpu_hour")],
+)
+def test_non_finite_floats_are_refused_at_load(
+    tmp_path: Path, demo: dict, path: tuple[str, ...], text: str
+) -> None:
+    # YAML's .inf passes every lower bound: train.lora.learning_rate: .inf trained an all-NaN adapter, exit 0
+    d = copy.deepcopy(demo)
+    node = d
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = "FLOAT"
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml.safe_dump(d).replace("FLOAT", text))
+    with pytest.raises(ConfigError) as err:
+        load_params(f)
+    line = next(x for x in str(err.value).splitlines() if ".".join(path) in x)
+    assert "finite number" in line
+
+
+def test_val_fraction_defaults_to_the_papers_five_percent(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["train"].pop("val_fraction", None)
+    assert parse_params(d).train.val_fraction == 0.05
+    assert load_params(REPO / "configs/paper.yaml").train.val_fraction == 0.05
 
 
 def test_empty_dataset_list_names_choices(demo: dict) -> None:
@@ -164,6 +195,31 @@ def test_openai_needs_endpoints() -> None:
 def test_backend_config_unknown_key() -> None:
     with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
         backend_config({"backend": "hf", "model": "smollm2-135m-instruct", "bach_size": 3})
+
+
+@pytest.mark.parametrize(
+    ("engine", "needle"),
+    [
+        ({"device": "gpu"}, "evaluate.engine.device: Input should be 'cpu', 'cuda' or 'auto' (got 'gpu')"),
+        ({"batchsize": 4}, "evaluate.engine.batchsize: unknown key (did you mean 'batch_size'?)"),
+        ({"backend": "openai"}, "evaluate.engine: backend 'openai' needs base_urls"),
+        ({"model": "x"}, "evaluate.engine.model: the student engine serves each run's trained model"),
+    ],
+)
+def test_evaluate_engine_is_validated_at_load(demo: dict, engine: dict, needle: str) -> None:
+    # evaluate.engine used to be a plain dict, checked only when evaluate@RUN built its engine
+    d = copy.deepcopy(demo)
+    d["evaluate"]["engine"] = engine
+    assert needle in _err(d)
+
+
+def test_evaluate_engine_takes_the_runs_model_at_run_time(demo: dict, tmp_path: Path) -> None:
+    engine = parse_params(demo).evaluate.engine
+    cfg = engine.for_model(tmp_path / "models" / "run")
+    assert type(cfg).__name__ == "BackendConfig" and cfg.model == str(tmp_path / "models" / "run")
+    assert (cfg.backend, cfg.device, cfg.dtype, cfg.batch_size) == ("hf", "cpu", "float32", 12)
+    # a dumped params file loads again (the placeholder model is not written out)
+    assert parse_params(parse_params(demo).model_dump(mode="json")).evaluate.engine == engine
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:

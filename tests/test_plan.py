@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
-from compress_distill.config import load_params, parse_params
-from compress_distill.plan import CODE_MARKER, check_current, expand, import_closure, render, render_dvc_yaml
+from compress_distill.config import ConfigError, load_params, parse_params
+from compress_distill.plan import (
+    CODE_MARKER,
+    Run,
+    check_current,
+    expand,
+    expand_runs,
+    find_run,
+    import_closure,
+    render,
+    render_dvc_yaml,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,6 +62,34 @@ def test_hub_mode_replaces_trace_stages() -> None:
         assert plan[family] == {}
     assert plan["pull"] == {"smol": {"repo_id": "org/smol-traces", "revision": "v1"}}
     assert len(plan["runs"]) == 5
+
+
+def test_runs_are_typed_and_found_by_one_lookup() -> None:
+    params = load_params(REPO / "params.yaml")
+    runs = expand_runs(params)
+    assert all(isinstance(r, Run) and r.id == name for name, r in runs.items())
+    run = find_run(params, "smol-smol-lora-compressed-concise")
+    assert run == Run(teacher="smol", student="smol", method="lora", source="compressed-concise")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.source = "raw"  # type: ignore[misc]
+    # plan.yaml keeps plain mappings, one per run id
+    assert expand(params)["runs"] == {name: dataclasses.asdict(r) for name, r in runs.items()}
+
+
+def test_unknown_run_is_a_fix_it_error_listing_the_defined_runs() -> None:
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(ConfigError) as exc:
+        find_run(params, "smol-smol-lora-compressed-concse")
+    msg = str(exc.value)
+    assert "'smol-smol-lora-compressed-concse' is not in the grid" in msg and "\n" not in msg
+    assert all(name in msg for name in expand_runs(params)) and "compress-distill plan" in msg
+
+
+def test_train_looks_runs_up_like_evaluate(tmp_path: Path) -> None:
+    from compress_distill.stages import train
+
+    with pytest.raises(ConfigError, match="defined runs: smol-smol-lora-"):
+        train.run(REPO / "params.yaml", "nope", tmp_path, tmp_path / "m", tmp_path / "m.json")
 
 
 # ------------------------------------------------------------------------------------ generated deps

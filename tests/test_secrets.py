@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from echo_server import echo_server, fake_token
 
 from compress_distill.config import ConfigError, backend_config, parse_params
 from compress_distill.errors import looks_like_credential, redact, redact_logs
 from compress_distill.llm import ChatRequest, make_backend
 from compress_distill.llm.base import BackendError
+from tests.helpers.echo_server import echo_server, fake_token
 
 REPO = Path(__file__).resolve().parents[1]
 RANDOM_40 = "Zq7" + "Lp2Xv9Kd4Rt8Wm1Nb6Hc3Fy5Gj0Su" + "Ae7Bo2Ci"  # opaque, no known prefix

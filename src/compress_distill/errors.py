@@ -43,6 +43,10 @@ class UserError(Exception):
     """Base of the package's expected failures: the message says what is wrong, where and how to fix it."""
 
 
+class StageError(UserError, RuntimeError):
+    """An input a stage cannot work with (e.g. an upstream stage accepted no rows); the message says why."""
+
+
 # --------------------------------------------------------------------------------------------- redaction
 # Credential shapes: OpenAI/Anthropic ``sk-``, Hugging Face ``hf_``, Groq ``gsk_``, GitHub ``ghp_``/``github_pat_``,
 # Slack ``xox?-``, and whatever follows ``Bearer`` in an echoed Authorization header.  The prefix is kept

@@ -7,13 +7,14 @@ Every stage reports ``rows_in``, ``rows_out`` and ``rejects`` (per reason); ``ch
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from compress_distill.schema import atomic_path
+from compress_distill.staging import Staging, json_safe
+
+_clean = json_safe  # the name evaluation.html imports: NaN/inf -> null, as in the metrics files
 
 
 class AccountingError(RuntimeError):
@@ -28,23 +29,17 @@ def check_accounting(rows_in: int, rows_out: int, rejects: Mapping[str, int]) ->
         )
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become null (DVC and json.loads choke on them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+def check_metrics(metrics: Mapping[str, Any]) -> None:
+    """Row accounting of a metrics dict that reports rows (``rows_in``/``rows_out``/``rejects``)."""
+    if {"rows_in", "rows_out", "rejects"} <= set(metrics):
+        check_accounting(int(metrics["rows_in"]), int(metrics["rows_out"]), metrics["rejects"])
 
 
 def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> Path:
-    """Write ``metrics`` as sorted, indented JSON atomically; verifies row accounting when present."""
-    if {"rows_in", "rows_out", "rejects"} <= set(metrics):
-        check_accounting(int(metrics["rows_in"]), int(metrics["rows_out"]), metrics["rejects"])
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_clean(dict(metrics)), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    """Write ``metrics`` alone, atomically (a stage with outputs uses ``Staging.metrics`` instead, so the
+    metrics land after its outputs); NaN/inf become null; verifies row accounting when present."""
+    with Staging() as st:
+        st.metrics(path, metrics)
     return Path(path)
 
 

@@ -22,23 +22,40 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from compress_distill.config import ConfigError, GridExclusion, Params
+from compress_distill.config import ConfigError, GridExclusion, Method, Params
+from compress_distill.names import compressor_of
 
 
 def run_id(teacher: str, student: str, method: str, source: str) -> str:
     return f"{teacher}-{student}-{method}-{source}"
 
 
-def _excluded(run: dict[str, str], rules: list[GridExclusion]) -> bool:
+@dataclass(frozen=True)
+class Run:
+    """One run of the grid: ``student`` fine-tuned with ``method`` on teacher ``teacher``'s ``source`` traces."""
+
+    teacher: str
+    student: str
+    method: Method
+    source: str  # raw | compressed-<C> | truncated | answer-only
+
+    @property
+    def id(self) -> str:
+        """The run's name in stage names, file names and metrics (``run_id``)."""
+        return run_id(self.teacher, self.student, self.method, self.source)
+
+
+def _excluded(run: Run, rules: list[GridExclusion]) -> bool:
     for rule in rules:
         fields = {k: v for k, v in rule.model_dump().items() if v is not None}
-        if fields and all(run[k] == v for k, v in fields.items()):
+        if fields and all(getattr(run, k) == v for k, v in fields.items()):
             return True
     return False
 
@@ -47,23 +64,37 @@ def source_available(params: Params, teacher: str, source: str) -> bool:
     """A run needs its source config to exist for that teacher."""
     if source == "truncated":
         return teacher in params.truncate
-    if source.startswith("compressed-"):
-        return source.removeprefix("compressed-") in params.compressors
+    compressor = compressor_of(source)
+    if compressor is not None:
+        return compressor in params.compressors
     return source in ("raw", "answer-only")
 
 
-def expand_runs(params: Params) -> dict[str, dict[str, str]]:
+def expand_runs(params: Params) -> dict[str, Run]:
+    """The run grid of ``params.grid`` (sources a teacher lacks and excluded runs left out), by run id."""
     g = params.grid
-    runs: dict[str, dict[str, str]] = {}
+    runs: dict[str, Run] = {}
     for teacher in g.teachers:
         for student in g.students:
             for method in g.methods:
                 for source in g.sources:
-                    run = {"teacher": teacher, "student": student, "method": method, "source": source}
+                    run = Run(teacher, student, method, source)
                     if not source_available(params, teacher, source) or _excluded(run, g.exclude):
                         continue
-                    runs[run_id(teacher, student, method, source)] = run
+                    runs[run.id] = run
     return runs
+
+
+def find_run(params: Params, run: str) -> Run:
+    """The grid's run named ``run``; a ``ConfigError`` listing the defined runs when there is none."""
+    runs = expand_runs(params)
+    if run not in runs:
+        listed = ", ".join(list(runs)[:8]) + (f" ... ({len(runs)} in all)" if len(runs) > 8 else "")
+        raise ConfigError(
+            f"run {run!r} is not in the grid of params (grid.*); defined runs: {listed or '(none)'}; "
+            "pass one of them, or edit grid.* in the params file and run `compress-distill plan`"
+        )
+    return runs[run]
 
 
 def _padded(files: list[str], length: int) -> list[str]:
@@ -115,7 +146,7 @@ def expand(params: Params) -> dict[str, Any]:
         ),
         "answer_only": {t: {"teacher": t} for t in teachers} if generating else {},
         "build": (
-            # the dataset card records the hash of the prompt files (stages/card.py); those the stages use
+            # the dataset card records the hash of the prompt files (card.py); those the stages use
             # are deps (one named but unused may be absent: the card says so, DVC would refuse to run)
             {t: {"teacher": t, "prompts": used_prompts} for t in teachers}
             if generating
@@ -130,7 +161,7 @@ def expand(params: Params) -> dict[str, Any]:
                 for t in teachers
             }
         ),
-        "runs": expand_runs(params),
+        "runs": {rid: asdict(run) for rid, run in expand_runs(params).items()},
     }
     return plan
 

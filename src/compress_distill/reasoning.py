@@ -140,13 +140,37 @@ def assistant_message(content: str, reasoning: str, response: str, fmt: ChatForm
     return message
 
 
-def join_reasoning(reasoning: str, response: str) -> str:
-    """The assistant text a student is trained on: think block (possibly empty) then the final response."""
-    return (
-        f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}"
-        if reasoning.strip()
-        else (f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{response.strip()}")
-    )
+def conversation(
+    question: str, reasoning: str, response: str, fmt: ChatFormatName = "plain"
+) -> list[dict[str, str]]:
+    """The training conversation of one trace: the user question (stripped), then the assistant target.
+
+    The one rendering shared by the trainer (``training/data.py``, with the student's chat format) and the
+    published ``messages`` / ``prompt`` / ``completion`` columns (``stages/build.py``, format ``plain``), so a
+    dataset trained with TRL or Axolotl sees the same turns.  ``fmt == "think"`` (a generation prompt that
+    pre-fills ``<think>``) keeps the empty think block of an answer-only target (``join_reasoning``).
+    """
+    return [
+        {"role": "user", "content": question.strip()},
+        assistant_message(
+            join_reasoning(reasoning, response, think_prefilled=fmt == "think"), reasoning, response, fmt
+        ),
+    ]
+
+
+def join_reasoning(reasoning: str, response: str, think_prefilled: bool = False) -> str:
+    """The assistant text a student is trained on: the think block, then the final response.
+
+    Without reasoning (answer-only) the whole think block is left out, as in the paper (§3.3: "replaces the
+    think block with the empty string").  Except after a generation prompt that already opened ``<think>``
+    (``think_prefilled``, docs/architecture.md §7, known traps): the student sees that open tag at inference
+    too, so its target must close it -- the empty block stays, and its opening tag is the prompt's.
+    """
+    if reasoning.strip():
+        return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}"
+    if think_prefilled:
+        return f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{response.strip()}"
+    return response.strip()
 
 
 def middle_truncate(text: str, max_chars: int, marker: str = "\n[... {n} characters omitted ...]\n") -> str:

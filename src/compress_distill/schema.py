@@ -1,23 +1,25 @@
 """The explicit Arrow schema of every table (docs/architecture.md §4) and atomic Parquet I/O.
 
-Writes go to a temporary file in the destination directory and are renamed into place, so a stage killed
+Writes go through ``staging`` (staged outside DVC-tracked folders, renamed into place), so a stage killed
 mid-write leaves either the previous file or the new one, never a torn file that a later stage would read.
-Reads check the schema and name the missing or mistyped column instead of failing somewhere downstream.
+Reads check the schema strictly and name the missing or mistyped column instead of casting it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 from compress_distill.errors import UserError
+from compress_distill.names import FailureMode, Verdict
+from compress_distill.staging import atomic_path  # the one atomic-write helper (re-exported)
 
 # --------------------------------------------------------------------------------------------- tables
 QUESTIONS = pa.schema(
@@ -87,7 +89,7 @@ JUDGEMENTS = pa.schema(
         ("failure_modes", pa.list_(pa.string())),
         ("rationale", pa.string()),
         ("judge_model", pa.string()),
-        ("parse_status", pa.string()),  # ok | truncated | invalid_json | schema_error
+        ("parse_status", pa.string()),  # one of stages.judge.PARSE_STATUSES
     ]
 )
 
@@ -127,22 +129,9 @@ TABLES: dict[str, pa.Schema] = {
     "rejects": REJECTS,
 }
 
-FAILURE_MODES = (
-    "contradiction",
-    "unsupported_claim",
-    "omitted_key_step",
-    "answer_mismatch",
-    "overcompression",
-    "incoherent",
-    "empty_original",
-    "empty_compressed",
-)
-VERDICTS = ("faithful", "partially_faithful", "unfaithful")
-ANSWER_TYPES = ("numeric", "letter", "boolean", "latex", "text")
-
 
 class SchemaError(UserError, ValueError):
-    """A table on disk does not have the columns a stage needs."""
+    """A table on disk lacks a column a stage needs, or holds one of another type (never cast)."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -171,30 +160,59 @@ def to_table(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], sc
         raise SchemaError(f"cannot build table: {err}") from err
 
 
+# Physical encodings of one logical type: a column stored with either is the same column (polars and
+# pandas write large_string/large_list and dictionary-encoded categoricals; an integer width is storage, and
+# the cast below is checked for overflow).  Anything else -- an int `question`, a string `faithfulness`, a
+# bool score -- is an error.
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        return _kind(t.value_type)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_kind(t.value_type)}>"
+    return str(t)
+
+
+FIX_HINT = (
+    "Re-run the stage that writes it (dvc repro); a file from elsewhere needs that column converted to the "
+    "expected type first (the pipeline never casts values)."
+)
+
+
 def validate(table: pa.Table, schema: pa.Schema, source: str = "table") -> pa.Table:
-    """Check names and types; returns the table cast to ``schema`` (column order fixed, extras dropped)."""
+    """Check names and types strictly; returns the table in ``schema``'s column order, extras dropped.
+
+    A column of the wrong type is a ``SchemaError`` naming the file, the column, both types and the fix --
+    never a cast that would turn ids 0, 1 into "0", "1" or a bool into a score.  Only a different physical
+    encoding of the same type (``_kind``) and an all-null column are converted.
+    """
     missing = [n for n in schema.names if n not in table.column_names]
     if missing:
-        raise SchemaError(
-            f"{source}: missing column(s) {missing}; found {table.column_names}. "
-            "Re-run the stage that writes it (dvc repro) or check the file's origin."
-        )
+        raise SchemaError(f"{source}: missing column(s) {missing}; found {table.column_names}. {FIX_HINT}")
     for field in schema:
         got = table.schema.field(field.name).type
-        if got != field.type and not (pa.types.is_null(got)):
+        if got == field.type:
+            continue
+        if pa.types.is_null(got):
+            column: Any = pa.nulls(len(table), field.type)
+        elif _kind(got) == _kind(field.type):
             try:
-                table = table.set_column(
-                    table.column_names.index(field.name), field.name, table[field.name].cast(field.type)
-                )
+                column = table[field.name].cast(field.type)  # safe cast: an overflow is an error
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise SchemaError(
-                    f"{source}: column {field.name!r} has type {got}, expected {field.type}; re-run the stage "
-                    "that writes it (dvc repro) or fix the tool that made the file"
+                    f"{source}: column {field.name!r} has type {got}, expected {field.type}, and its values "
+                    f"do not fit ({err}). {FIX_HINT}"
                 ) from err
-        elif pa.types.is_null(got):
-            table = table.set_column(
-                table.column_names.index(field.name), field.name, pa.nulls(len(table), field.type)
+        else:
+            raise SchemaError(
+                f"{source}: column {field.name!r} has type {got}, expected {field.type}. {FIX_HINT}"
             )
+        table = table.set_column(table.column_names.index(field.name), field.name, column)
     return table.select(schema.names)
 
 
@@ -209,21 +227,27 @@ def umask_mode(path: str | Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = umask_mode(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+def first_per_id(ids: Sequence[str | None], seen: set[str]) -> list[bool]:
+    """The id rule of every stage boundary: True for the first row of each id, False for a repeat.
+
+    ``seen`` carries the ids met so far, so a stream of batches shares one set.  A repeated id is never
+    passed on (two rows per id would be cut with one budget, judged twice and published twice); callers
+    reject it as ``duplicate_id``.
+    """
+    keep = []
+    for rid in ids:
+        key = rid or ""
+        keep.append(key not in seen)
+        seen.add(key)
+    return keep
+
+
+def rejects_path(out: str | Path) -> Path:
+    """The one naming rule of reject files: ``data/traces/T/raw.parquet`` -> ``data/traces/T/raw.rejects.parquet``;
+    a folder output ``data/hub/T`` -> ``data/hub/T.rejects.parquet`` (beside it: the folder holds only the
+    product).  Every stage writes it, empty when nothing is rejected, and dvc.yaml declares it."""
+    out = Path(out)
+    return out.with_name(f"{out.name.removesuffix('.parquet')}.rejects.parquet")
 
 
 def write_table(table: pa.Table, path: str | Path, schema: pa.Schema | None = None) -> Path:
@@ -242,13 +266,12 @@ def write_rows(rows: Sequence[Mapping[str, Any]], path: str | Path, schema: pa.S
 def write_batches(batches: Iterable[pa.RecordBatch | pa.Table], path: str | Path, schema: pa.Schema) -> int:
     """Stream batches into one Parquet file atomically; returns the row count.  Memory: one batch."""
     n = 0
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for batch in batches:
-                table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-                table = validate(table, schema, str(path))
-                writer.write_table(table)
-                n += table.num_rows
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for batch in batches:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            table = validate(table, schema, str(path))
+            writer.write_table(table)
+            n += table.num_rows
     return n
 
 
@@ -288,40 +311,81 @@ def read_rows(path: str | Path, schema: pa.Schema | None = None) -> list[dict[st
 
 
 # --------------------------------------------------------------------------------------------- judge output
-def _judge_model():  # type: ignore[no-untyped-def]
-    """The judge's structured verdict (paper Appendix G) as a pydantic model; built lazily."""
-    from typing import Literal
+class JudgeVerdict(BaseModel):
+    """The judge's structured verdict (paper Appendix G).
 
-    from pydantic import BaseModel, ConfigDict, Field
+    Strict: a JSON ``true`` is not a score, ``"yes"`` not a boolean, ``"5"`` or ``5.0`` not an integer -- a
+    judge that answers off-schema gets ``schema_error``, never a silently coerced value.
+    """
 
-    class JudgeVerdict(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-        faithfulness: int = Field(ge=1, le=5)
-        coverage: int = Field(ge=1, le=5)
-        clarity: int = Field(ge=1, le=5)
-        verdict: Literal["faithful", "partially_faithful", "unfaithful"]
-        answer_alignment: bool
-        failure_modes: list[
-            Literal[
-                "contradiction",
-                "unsupported_claim",
-                "omitted_key_step",
-                "answer_mismatch",
-                "overcompression",
-                "incoherent",
-                "empty_original",
-                "empty_compressed",
-            ]
-        ] = Field(max_length=8)
-        rationale: str = Field(max_length=2000)
-
-    return JudgeVerdict
-
-
-JudgeVerdict = _judge_model()
+    faithfulness: int = Field(ge=1, le=5)
+    coverage: int = Field(ge=1, le=5)
+    clarity: int = Field(ge=1, le=5)
+    verdict: Verdict
+    answer_alignment: bool
+    failure_modes: list[FailureMode] = Field(max_length=8)
+    rationale: str = Field(max_length=2000)
 
 
 def judge_json_schema() -> dict[str, Any]:
     """JSON schema handed to the engine for constrained decoding of the judge's reply."""
     return JudgeVerdict.model_json_schema()
+
+
+# --------------------------------------------------------------------------------------------- sinks
+# Rows per Parquet row group of the trace tables: ~8k traces of ~7 kB reasoning (paper Table 4) is
+# ~60 MB uncompressed, the scale at which readers stream efficiently without holding whole files.
+ROW_GROUP_ROWS = 8_192
+
+
+class ParquetSink:
+    """Rows or tables streamed into one (staged) Parquet file.
+
+    Empty inputs produce a valid file with the schema and no row groups (``datasets`` cannot read a
+    zero-row row group, see ``build``).
+    """
+
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema, path: Path) -> None:
+        self._writer = writer
+        self.schema = schema
+        self.path = path
+        self.rows = 0
+
+    def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self.write_table(to_table(rows, self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(
+                validate(table, self.schema, str(self.path)), row_group_size=ROW_GROUP_ROWS
+            )
+            self.rows += table.num_rows
+
+
+@contextlib.contextmanager
+def parquet_sink(
+    path: str | Path, schema: pa.Schema, name: str | Path | None = None
+) -> Iterator[ParquetSink]:
+    """Stream into ``path`` (a ``Staging.file`` path: atomicity is the transaction's job); ``name`` is
+    the destination, for messages."""
+    writer = pq.ParquetWriter(path, schema, compression="zstd")
+    try:
+        yield ParquetSink(writer, schema, Path(name or path))
+    finally:
+        writer.close()
+
+
+def trace_row(**fields: Any) -> dict[str, Any]:
+    """One row of the TRACES schema; a missing field is an error here, not a null in the dataset."""
+    missing = [n for n in TRACES.names if n not in fields]
+    extra = [n for n in fields if n not in TRACES.names]
+    if missing or extra:
+        raise ValueError(f"trace row: missing {missing}, unknown {extra}")
+    return fields
+
+
+def count_rows(path: str | Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows

@@ -10,9 +10,7 @@ from compress_distill.benchmarks import mmlu
 from compress_distill.benchmarks.common import BenchmarkError
 from compress_distill.benchmarks.registry import PINS, SPECS, get_spec
 from compress_distill.config import DATASET_IDS
-from compress_distill.schema import ANSWER_TYPES
-
-GROUPS = {"Math", "Science", "Medicine", "Commonsense", "OOD-Reasoning", "OOD-Knowledge"}
+from compress_distill.names import ANSWER_TYPES, EVAL_GROUPS
 
 
 def test_registry_ids_equal_config_ids() -> None:
@@ -27,7 +25,7 @@ def test_get_spec_unknown_id_names_the_valid_ones() -> None:
 
 @pytest.mark.parametrize("spec", [s for s in SPECS.values() if s.hub_id], ids=lambda s: s.id)
 def test_hub_specs_are_complete(spec) -> None:  # type: ignore[no-untyped-def]
-    assert spec.group in GROUPS and spec.answer_type in ANSWER_TYPES
+    assert spec.group in EVAL_GROUPS and spec.answer_type in ANSWER_TYPES
     assert spec.convert is not None and spec.columns and spec.revision
     assert spec.train_splits or spec.eval_splits
     assert not set(spec.train_splits) & set(spec.eval_splits)

@@ -187,10 +187,14 @@ def test_mirror_commands_download_each_repo_once_at_its_pin(tmp_path: Path) -> N
         ["arc_challenge", "arc_easy", "hellaswag"], {"Rowan/hellaswag": SHA_A}, tmp_path / "mirror"
     )
     assert lines == [
-        f"hf download --repo-type dataset allenai/ai2_arc --revision {PINS['allenai/ai2_arc'].sha} "
-        f"--local-dir {tmp_path / 'mirror' / 'allenai/ai2_arc'}",
-        f"hf download --repo-type dataset Rowan/hellaswag --revision {SHA_A} "
-        f"--local-dir {tmp_path / 'mirror' / 'Rowan/hellaswag'}",
+        (
+            f"hf download --repo-type dataset allenai/ai2_arc --revision {PINS['allenai/ai2_arc'].sha} "
+            f"--local-dir {tmp_path / 'mirror' / 'allenai/ai2_arc'}"
+        ),
+        (
+            f"hf download --repo-type dataset Rowan/hellaswag --revision {SHA_A} "
+            f"--local-dir {tmp_path / 'mirror' / 'Rowan/hellaswag'}"
+        ),
     ]
 
 

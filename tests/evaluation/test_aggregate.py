@@ -9,8 +9,8 @@ import pytest
 
 from compress_distill.config import load_params
 from compress_distill.evaluation import aggregate, traces
-from compress_distill.evaluation.synthetic import write_hub
 from compress_distill.evaluation.tables import RunResult
+from tests.helpers.synthetic import write_hub
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,9 +12,9 @@ import pytest
 
 from compress_distill.config import load_params
 from compress_distill.evaluation.html import render, script_json
-from compress_distill.evaluation.synthetic import write_grid
 from compress_distill.evaluation.tables import Table
 from compress_distill.stages import report
+from tests.helpers.synthetic import write_grid
 
 REPO = Path(__file__).resolve().parents[2]
 TITLE = "Compress-Distill report"

@@ -16,9 +16,9 @@ from compress_distill.llm.resolve import fingerprint, resolve_local_model
 from compress_distill.llm.tokens import (
     chat_prompt_ids,
     count_tokens,
+    fast_tokenizer,
     load_tokenizer,
     stop_token_ids,
-    truncate_to_tokens,
 )
 
 
@@ -88,11 +88,10 @@ def test_tokenizer_helpers(smol_dir: str) -> None:
     assert tok.decode(ids).endswith("<|im_start|>assistant\n")
     assert tok.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(tok)
     text = "The quick brown fox jumps over the lazy dog. " * 3
-    n = count_tokens(tok, [text, ""])
-    assert n[1] == 0 and n[0] > 20
-    cut = truncate_to_tokens(tok, text, 7)
-    assert text.startswith(cut) and count_tokens(tok, [cut])[0] == 7
-    assert truncate_to_tokens(tok, text, 10_000) == text and truncate_to_tokens(tok, text, 0) == ""
+    n = count_tokens("smollm2-135m-instruct", [text, ""])
+    # the stages' counts (the cached Rust tokenizer) are the transformers tokenizer's, without special tokens
+    assert n[1] == 0 and n[0] == len(tok(text, add_special_tokens=False)["input_ids"]) > 20
+    assert fast_tokenizer("smollm2-135m-instruct") is fast_tokenizer("smollm2-135m-instruct")
 
 
 def test_adapter_directories_resolve_their_base(smol_dir: str, tmp_path: Path) -> None:
@@ -131,3 +130,19 @@ def test_progress_bar_is_quiet_off_a_terminal_and_shows_tokens_per_second_on_one
         bar.update(1, 10)
     err = capsys.readouterr().err
     assert "hf:test" in err and "2/2" in err and "tok/s" in err
+
+
+def test_one_tokenizer_api() -> None:
+    # stages/traces_common.py used to define its own load_tokenizer/count_tokens (Rust tokenizer, model id)
+    # beside llm/tokens.py's (transformers tokenizer object) under the same names
+    import ast
+
+    src = Path(__file__).resolve().parents[2] / "src" / "compress_distill"
+    names = {"load_tokenizer", "fast_tokenizer", "count_tokens", "preflight_tokenizer"}
+    defined = sorted(
+        f"{path.relative_to(src)}:{node.name}"
+        for path in src.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name in names
+    )
+    assert defined == [f"llm/tokens.py:{n}" for n in sorted(names)]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from trace_stage_helpers import REPO, make_params, trace, write_params, write_traces
 from typer.testing import CliRunner
 
 from compress_distill.metrics import read_metrics
 from compress_distill.schema import REJECTS, TRACES, read_rows
 from compress_distill.stages import answer_only
+from tests.helpers.traces import REPO, make_params, trace, write_params, write_traces
 
 
 def test_reasoning_removed_response_kept(tmp_path: Path) -> None:

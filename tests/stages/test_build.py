@@ -9,18 +9,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trace_stage_helpers import SMOL, make_params, make_traces
 
+from compress_distill.errors import StageError
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build
-from compress_distill.stages.traces_common import StageError
+from tests.helpers.traces import SMOL, make_params, make_traces
 
 SECRET = "sk-topsecret-123"
 
 
 def params(shard_rows: int = 2):  # type: ignore[no-untyped-def]
-    return make_params(**{"build.shard_rows": shard_rows, "compressors.concise.launch": [f"serve --api-key {SECRET}"],
-                          "teachers.smol.api_key_env": "MY_KEY_VAR"})
+    return make_params(
+        **{
+            "build.shard_rows": shard_rows,
+            "compressors.concise.launch": [f"serve --api-key {SECRET}"],
+            "teachers.smol.api_key_env": "MY_KEY_VAR",
+        }
+    )
 
 
 def card_header(folder: Path) -> dict:
@@ -40,13 +45,21 @@ def built(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
 def test_layout_shards_and_metrics(built) -> None:  # type: ignore[no-untyped-def]
     root, folder, m = built
     assert sorted(p.name for p in (folder / "raw").iterdir()) == [
-        f"train-0000{k}-of-00003.parquet" for k in range(3)]
+        f"train-0000{k}-of-00003.parquet" for k in range(3)
+    ]
     assert sorted(p.name for p in (folder / "compressed-terse").iterdir()) == [
-        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
     assert (folder / "compression_ratio.png").stat().st_size > 1_000
     assert m == read_metrics(root / "m.json")
     assert {c: v["rows"] for c, v in m["configs"].items()} == {
-        "raw": 5, "compressed-concise": 4, "compressed-terse": 3, "truncated": 3, "answer-only": 5}
+        "raw": 5,
+        "compressed-concise": 4,
+        "compressed-terse": 3,
+        "truncated": 3,
+        "answer-only": 5,
+    }
     assert m["rows_in"] == m["rows_out"] == 20 and m["rejects"] == {}
     assert not list(folder.parent.glob(".smol.*"))  # no staging folder left behind
 
@@ -67,13 +80,17 @@ def test_card_yaml_matches_the_data_and_every_config_loads_offline(built, tmp_pa
         assert ds.num_rows == m["configs"][name]["rows"] == info["splits"][0]["num_examples"]
         assert [f["name"] for f in info["features"]] == list(ds.features)
         assert info["download_size"] == sum(p.stat().st_size for p in (folder / name).iterdir())
-    concise = datasets.load_dataset(str(folder), "compressed-concise", split="train", cache_dir=str(tmp_path / "cache"))
+    concise = datasets.load_dataset(
+        str(folder), "compressed-concise", split="train", cache_dir=str(tmp_path / "cache")
+    )
     by_id = {r["id"]: r for r in concise}
     assert by_id["t0"]["judge_verdict"] == "faithful" and by_id["t0"]["judge_faithfulness"] == 5
     assert by_id["t2"]["judge_parse_status"] == "truncated" and by_id["t2"]["judge_faithfulness"] is None
     assert by_id["t3"]["judge_parse_status"] is None  # no judgement row for this trace
     assert by_id["t0"]["judge_model"] == SMOL and by_id["t0"]["judge_failure_modes"] == []
-    terse = datasets.load_dataset(str(folder), "compressed-terse", split="train", cache_dir=str(tmp_path / "cache"))
+    terse = datasets.load_dataset(
+        str(folder), "compressed-terse", split="train", cache_dir=str(tmp_path / "cache")
+    )
     assert not any(c.startswith("judge_") for c in terse.column_names)  # no judgements for terse
 
 
@@ -85,7 +102,9 @@ def test_card_body_stats_figure_and_provenance_without_secrets(built) -> None:  
     assert "aaaaaaaaaaaa+bbbbbbbbbbbb" in text and SMOL in text
     assert re.search(r"prompts/teacher\.md` \(sha256 `[0-9a-f]{12}`\)", text)
     # per-dataset table of the judged config: gsm8k has t0 (faithful, 5) and t1 (partially, 3)
-    row = next(line for line in text.split("### `compressed-concise`")[1].splitlines() if line.startswith("| gsm8k"))
+    row = next(
+        line for line in text.split("### `compressed-concise`")[1].splitlines() if line.startswith("| gsm8k")
+    )
     assert "| 2 |" in row and "| 4.00 | 50.0 | 100.0 |" in row
     assert SECRET not in text and "MY_KEY_VAR" not in text and "launch" not in text
 
@@ -112,7 +131,7 @@ def test_an_empty_source_stops_the_build_with_its_cause(tmp_path: Path) -> None:
     out = tmp_path / "hub" / "smol"
     with pytest.raises(StageError, match=r"raw.parquet has no rows.*raw.rejects.parquet"):
         build.run(params(), "smol", traces, judgements, out, tmp_path / "m.json")
-    assert not out.exists() and not list((tmp_path / "hub").iterdir())
+    assert not out.exists() and not list((tmp_path / "hub").glob("*"))  # staged outside data/hub
 
 
 def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None:
@@ -121,45 +140,119 @@ def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None
     import json
 
     import datasets
-    from trace_stage_helpers import ScriptedBackend, completion, prompt_of, question, write_questions
 
     from compress_distill.stages import answer_only, compress, generate, judge, truncate
+    from tests.helpers.traces import ScriptedBackend, completion, prompt_of, question, write_questions
 
     def engine(req):  # type: ignore[no-untyped-def]
         p = prompt_of(req)
         if req.json_schema is not None:
-            return completion(json.dumps({"faithfulness": 5, "coverage": 5, "clarity": 4, "verdict": "faithful",
-                                          "answer_alignment": True, "failure_modes": [], "rationale": "ok"}))
+            return completion(
+                json.dumps(
+                    {
+                        "faithfulness": 5,
+                        "coverage": 5,
+                        "clarity": 4,
+                        "verdict": "faithful",
+                        "answer_alignment": True,
+                        "failure_modes": [],
+                        "rationale": "ok",
+                    }
+                )
+            )
         if p.startswith(("You are given", "Compress the reasoning")):
-            return completion("Add: 2 + 3 = 5. The answer is 5." if "2 + 3" in p else "Sum is 9. The answer is 9.")
+            return completion(
+                "Add: 2 + 3 = 5. The answer is 5." if "2 + 3" in p else "Sum is 9. The answer is 9."
+            )
         if "2 + 3" in p:
-            return completion("The answer is 5.", "I need 2 + 3. Counting up from 2: 3, 4, 5. So it is 5. " * 3)
+            return completion(
+                "The answer is 5.", "I need 2 + 3. Counting up from 2: 3, 4, 5. So it is 5. " * 3
+            )
         return completion("The answer is 9.", "4 + 5: four plus five is nine, since 5 + 4 = 9 as well. " * 3)
 
-    q = write_questions(tmp_path / "q.parquet", [question("demo/train/0", "What is 2 + 3?", "5"),
-                                                 question("demo/train/1", "What is 4 + 5?", "9", dataset="gsm8k")])
+    q = write_questions(
+        tmp_path / "q.parquet",
+        [
+            question("demo/train/0", "What is 2 + 3?", "5"),
+            question("demo/train/1", "What is 4 + 5?", "9", dataset="gsm8k"),
+        ],
+    )
     p = make_params()
     t, j, m = tmp_path / "traces" / "smol", tmp_path / "judgements" / "smol", tmp_path / "metrics"
     be = ScriptedBackend(engine)
     generate.run(p, "smol", q, t, m / "g.json", backend=be)
     for c in ("concise", "terse"):
-        compress.run(p, "smol", c, t / "raw.parquet", t / f"compressed-{c}.parquet", m / f"c-{c}.json", backend=be)
-        judge.run(p, "smol", c, t / "raw.parquet", t / f"compressed-{c}.parquet", j / f"{c}.parquet", m / f"j-{c}.json",
-                  backend=be)
-    truncate.run(p, "smol", t / "raw.parquet", t / "compressed-terse.parquet", t / "truncated.parquet", m / "t.json")
+        compress.run(
+            p, "smol", c, t / "raw.parquet", t / f"compressed-{c}.parquet", m / f"c-{c}.json", backend=be
+        )
+        judge.run(
+            p,
+            "smol",
+            c,
+            t / "raw.parquet",
+            t / f"compressed-{c}.parquet",
+            j / f"{c}.parquet",
+            m / f"j-{c}.json",
+            backend=be,
+        )
+    truncate.run(
+        p, "smol", t / "raw.parquet", t / "compressed-terse.parquet", t / "truncated.parquet", m / "t.json"
+    )
     answer_only.run(p, "smol", t / "raw.parquet", t / "answer-only.parquet", m / "a.json")
     out = build.run(p, "smol", t, j, tmp_path / "hub" / "smol", m / "b.json")
     assert {c: v["rows"] for c, v in out["configs"].items()} == {
-        "raw": 2, "compressed-concise": 2, "compressed-terse": 2, "truncated": 2, "answer-only": 2}
+        "raw": 2,
+        "compressed-concise": 2,
+        "compressed-terse": 2,
+        "truncated": 2,
+        "answer-only": 2,
+    }
     cache = str(tmp_path / "cache")
-    rows = {c: {r["id"]: r for r in datasets.load_dataset(str(tmp_path / "hub" / "smol"), c, split="train",
-                                                         cache_dir=cache)} for c in out["configs"]}
-    raw, terse, trunc = rows["raw"]["demo/train/0"], rows["compressed-terse"]["demo/train/0"], rows["truncated"]["demo/train/0"]
-    assert terse["response"] == raw["response"] == trunc["response"] == rows["answer-only"]["demo/train/0"]["response"]
-    assert raw["reasoning"].startswith(trunc["reasoning"]) and trunc["reasoning_tokens"] == terse["reasoning_tokens"]
-    assert trunc["prompt_hash"] == terse["prompt_hash"] and terse["prompt_hash"].startswith(raw["prompt_hash"] + "+")
+    rows = {
+        c: {
+            r["id"]: r
+            for r in datasets.load_dataset(str(tmp_path / "hub" / "smol"), c, split="train", cache_dir=cache)
+        }
+        for c in out["configs"]
+    }
+    raw, terse, trunc = (
+        rows["raw"]["demo/train/0"],
+        rows["compressed-terse"]["demo/train/0"],
+        rows["truncated"]["demo/train/0"],
+    )
+    assert (
+        terse["response"]
+        == raw["response"]
+        == trunc["response"]
+        == rows["answer-only"]["demo/train/0"]["response"]
+    )
+    assert (
+        raw["reasoning"].startswith(trunc["reasoning"])
+        and trunc["reasoning_tokens"] == terse["reasoning_tokens"]
+    )
+    assert trunc["prompt_hash"] == terse["prompt_hash"] and terse["prompt_hash"].startswith(
+        raw["prompt_hash"] + "+"
+    )
     assert rows["compressed-concise"]["demo/train/1"]["judge_verdict"] == "faithful"
     assert terse["answer_preserved"] is True and terse["judge_parse_status"] == "ok"
+    # the stage I/O convention along the chain: a rejects file beside every output (empty here), row accounting
+    # in every metrics file, and nothing but outputs in the folders the stages wrote
+    from compress_distill.metrics import read_metrics
+    from compress_distill.schema import read_rows, rejects_path
+
+    outputs = [
+        t / f"{n}.parquet"
+        for n in ("raw", "compressed-concise", "compressed-terse", "truncated", "answer-only")
+    ]
+    outputs += [j / "concise.parquet", j / "terse.parquet", tmp_path / "hub" / "smol"]
+    assert all(read_rows(rejects_path(o)) == [] for o in outputs)
+    for f in m.iterdir():
+        metrics = read_metrics(f)
+        assert metrics["rows_in"] == metrics["rows_out"] + sum(metrics["rejects"].values()), f
+    assert sorted(p.name for p in t.iterdir()) == sorted(
+        [o.name for o in outputs[:5]] + [rejects_path(o).name for o in outputs[:5]] + ["attempts.parquet"]
+    )
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == ["smol", "smol.rejects.parquet"]
 
 
 def test_outputs_get_the_umask_modes_not_temp_file_modes(tmp_path: Path) -> None:

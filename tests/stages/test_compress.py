@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trace_stage_helpers import (
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import REJECTS, TRACES, read_rows
+from compress_distill.stages import compress
+from tests.helpers.traces import (
     SMOL,
     ScriptedBackend,
     completion,
@@ -16,10 +20,6 @@ from trace_stage_helpers import (
     write_params,
     write_traces,
 )
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import REJECTS, TRACES, read_rows
-from compress_distill.stages import compress
 
 LONG = "First I add 2 and 2. " * 10 + "So 2 + 2 = 4, the answer is 4."  # 241 chars
 

@@ -16,6 +16,7 @@ from compress_distill.config import ConfigError, load_params, parse_params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Completion
 from compress_distill.metrics import RowCounter
+from compress_distill.plan import find_run
 from compress_distill.schema import PREDICTIONS, QUESTIONS, REJECTS, read_rows, read_table, write_rows
 from compress_distill.stages import evaluate
 
@@ -131,7 +132,7 @@ def test_cut_inside_a_prefilled_think_block_is_never_graded() -> None:
 def test_unknown_run_and_missing_model(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     with pytest.raises(ConfigError, match="not in the grid"):
-        evaluate.resolve_run(params, "nope")
+        find_run(params, "nope")
     write_rows([q(0)], tmp_path / "eval.parquet", QUESTIONS)
     with pytest.raises(FileNotFoundError, match="train stage"):
         evaluate.run(
@@ -216,6 +217,15 @@ def test_evaluate_smollm2_through_the_cli(
     assert (
         read_rows(tmp_path / f"data/predictions/{RUN}.rejects.parquet", REJECTS)[0]["id"] == "demo/eval/bad"
     )
+    # the same numbers in lm-evaluation-harness's results layout, with which model, cap and commit
+    lm = json.loads((tmp_path / f"results/{RUN}.json").read_text())
+    assert lm["results"]["compress_distill"]["acc,none"] == pytest.approx(m["overall"]["accuracy"])
+    assert lm["results"]["compress_distill"]["acc_stderr,none"] == pytest.approx(m["overall"]["stderr"])
+    assert lm["config"]["model_id"] == "smollm2-135m-instruct" and lm["config"]["max_new_tokens"] == 16
+    assert lm["config"]["adapter"] is None and len(lm["config"]["chat_template_sha256"]) == 64
+    assert lm["git_hash"] and lm["model_name"] == "smollm2-135m-instruct"
+    samples = (tmp_path / f"results/{RUN}.samples.jsonl").read_text().splitlines()
+    assert [json.loads(s)["doc"]["id"] for s in samples] == [x["id"] for x in questions]
 
 
 @pytest.mark.slow

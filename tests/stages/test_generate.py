@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trace_stage_helpers import (
+
+from compress_distill.metrics import read_metrics
+from compress_distill.schema import ATTEMPTS, REJECTS, TRACES, read_rows
+from compress_distill.stages import generate
+from tests.helpers.traces import (
     SMOL,
     ScriptedBackend,
     completion,
@@ -16,10 +20,6 @@ from trace_stage_helpers import (
     write_params,
     write_questions,
 )
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import ATTEMPTS, REJECTS, TRACES, read_rows
-from compress_distill.stages import generate
 
 QUESTIONS = [
     question("demo/train/0", "EASY: what is 2 + 2?", "4"),

@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from trace_stage_helpers import (
+
+from compress_distill.metrics import read_metrics
+from compress_distill.names import FAILURE_MODES
+from compress_distill.schema import JUDGEMENTS, REJECTS, judge_json_schema, read_rows
+from compress_distill.stages import judge
+from tests.helpers.traces import (
     SMOL,
     ScriptedBackend,
     completion,
@@ -17,10 +22,6 @@ from trace_stage_helpers import (
     write_params,
     write_traces,
 )
-
-from compress_distill.metrics import read_metrics
-from compress_distill.schema import FAILURE_MODES, JUDGEMENTS, REJECTS, judge_json_schema, read_rows
-from compress_distill.stages import judge
 
 
 def verdict(**kw) -> str:  # type: ignore[no-untyped-def]
@@ -40,6 +41,82 @@ def test_parse_verdict_statuses() -> None:
     assert "less than or equal to 5" in detail
     assert judge.parse_verdict(verdict(failure_modes=["made_up_mode"]), "stop")[0] == "schema_error"
     assert judge.parse_verdict("[1, 2]", "stop")[0] == "schema_error"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("faithfulness", True),  # bool is not a score (lax pydantic stored it as 1)
+        ("faithfulness", "5"),
+        ("faithfulness", 5.0),
+        ("coverage", False),
+        ("answer_alignment", "yes"),  # lax pydantic stored it as True
+        ("answer_alignment", 1),
+        ("failure_modes", "omitted_key_step"),
+        ("rationale", 3),
+    ],
+)
+def test_verdict_schema_is_strict(key: str, value: object) -> None:
+    status, v, detail = judge.parse_verdict(verdict(**{key: value}), "stop")
+    assert (status, v) == ("schema_error", None), detail
+    assert key in detail
+
+
+@pytest.mark.parametrize(
+    ("faithfulness", "label", "status"),
+    [
+        (1, "faithful", "inconsistent"),
+        (2, "faithful", "inconsistent"),
+        (3, "faithful", "ok"),
+        (5, "faithful", "ok"),
+        (5, "unfaithful", "inconsistent"),
+        (4, "unfaithful", "inconsistent"),
+        (3, "unfaithful", "ok"),
+        (1, "unfaithful", "ok"),
+        (1, "partially_faithful", "ok"),
+        (5, "partially_faithful", "ok"),
+    ],
+)
+def test_verdict_contradicting_its_own_score_is_inconsistent(
+    faithfulness: int, label: str, status: str
+) -> None:
+    got, v, detail = judge.parse_verdict(verdict(faithfulness=faithfulness, verdict=label), "stop")
+    assert got == status, detail
+    assert (v is None) == (status == "inconsistent")
+    if status == "inconsistent":
+        assert label in detail and f"faithfulness {faithfulness}" in detail
+
+
+def test_last_valid_json_object_of_a_reply_wins() -> None:
+    draft = verdict(faithfulness=2, verdict="partially_faithful", rationale="draft")
+    final = verdict(faithfulness=5, verdict="faithful", rationale="final")
+    for reply in (
+        f"First thought: {draft}\nOn reflection: {final}",
+        f"{draft}{final}",
+        f"```json\n{draft}\n```\n```json\n{final}\n```",
+        f"{draft} then {final} and a stray {{not json}} brace",
+        f"{final} ignore this {{\"faithfulness\": 9}}",  # a later object that is invalid is skipped
+    ):
+        status, v, _ = judge.parse_verdict(reply, "stop")
+        assert status == "ok" and v is not None and v.rationale == "final", reply
+    # two valid objects: the later one, even when it is the less favourable verdict
+    status, v, _ = judge.parse_verdict(f"{final} {draft}", "stop")
+    assert status == "ok" and v is not None and v.rationale == "draft"
+    # every object invalid: the last one's error is reported
+    status, v, detail = judge.parse_verdict(f"{verdict(clarity=9)} {verdict(coverage=0)}", "stop")
+    assert (status, v) == ("schema_error", None) and "coverage" in detail
+    # cut before any valid object closed
+    assert judge.parse_verdict(f"{verdict(clarity=9)} {final[:50]}", "length")[0] == "truncated"
+
+
+def test_parse_statuses_and_enumerations_are_defined_once() -> None:
+    from compress_distill.names import VERDICTS
+    from compress_distill.schema import JudgeVerdict
+
+    assert judge.PARSE_STATUSES == ("ok", "truncated", "invalid_json", "schema_error", "inconsistent")
+    props = JudgeVerdict.model_json_schema()
+    assert tuple(props["properties"]["verdict"]["enum"]) == VERDICTS
+    assert tuple(props["properties"]["failure_modes"]["items"]["enum"]) == FAILURE_MODES
 
 
 def judge_reply(req):  # type: ignore[no-untyped-def]
@@ -102,13 +179,36 @@ def test_rows_statuses_and_table_10_metrics(judged) -> None:  # type: ignore[no-
     assert m == read_metrics(tmp_path / "m.json")
     assert (m["rows_in"], m["rows_out"], m["rows_written"]) == (6, 2, 4)
     assert m["rejects"] == {"invalid_json": 1, "truncated": 1, "non_utf8": 1, "missing_raw": 1}
-    assert m["parse_status"] == {"ok": 2, "truncated": 1, "invalid_json": 1, "schema_error": 0}
+    assert m["parse_status"] == {"ok": 2, "truncated": 1, "invalid_json": 1, "schema_error": 0, "inconsistent": 0}
     assert m["overall"]["n"] == 2 and m["overall"]["mean_faithfulness"] == 3.5
     assert m["overall"]["pct_faithful"] == 50.0 and m["overall"]["pct_aligned"] == 50.0
     assert m["datasets"]["medqa"]["failure_modes"]["answer_mismatch"] == 1
     assert set(m["overall"]["failure_modes"]) == set(FAILURE_MODES)
     rejects = {r["id"]: r["reason"] for r in read_rows(tmp_path / "j.rejects.parquet", REJECTS)}
     assert rejects == {"c": "invalid_json", "d": "truncated", "e": "non_utf8", "z": "missing_raw"}
+
+
+def test_inconsistent_verdict_is_a_counted_reject_with_null_scores(tmp_path: Path) -> None:
+    def reply(req):  # type: ignore[no-untyped-def]
+        if "ID-contradicts" in prompt_of(req):  # "faithful" with the lowest faithfulness score
+            return completion(verdict(faithfulness=1, rationale="Invents a constant."))
+        return completion(verdict())
+
+    raws = [trace("a", "raw a"), trace("b", "raw b", question="ID-contradicts")]
+    raw = write_traces(tmp_path / "raw.parquet", raws)
+    comps = [trace(i, f"comp {i}", source="compressed-concise") for i in "ab"]
+    comp = write_traces(tmp_path / "c.parquet", comps)
+    m = judge.run(make_params(), "smol", "concise", raw, comp, tmp_path / "j.parquet", tmp_path / "m.json",
+                  backend=ScriptedBackend(reply))
+    rows = {r["id"]: r for r in read_rows(tmp_path / "j.parquet", JUDGEMENTS)}
+    assert rows["b"]["parse_status"] == "inconsistent"
+    assert rows["b"]["faithfulness"] is None and rows["b"]["verdict"] is None
+    assert rows["a"]["parse_status"] == "ok" and rows["a"]["faithfulness"] == 5
+    assert m["parse_status"]["inconsistent"] == 1 and m["rejects"] == {"inconsistent": 1}
+    assert (m["rows_in"], m["rows_out"], m["rows_written"]) == (2, 1, 2)
+    assert m["overall"]["n"] == 1 and m["overall"]["pct_faithful"] == 100.0
+    [rej] = read_rows(tmp_path / "j.rejects.parquet", REJECTS)
+    assert rej["id"] == "b" and rej["reason"] == "inconsistent" and "faithfulness 1" in rej["detail"]
 
 
 @pytest.mark.slow

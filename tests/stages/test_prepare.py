@@ -238,10 +238,10 @@ def test_check_sources_without_network_says_so(tmp_path: Path, monkeypatch: pyte
 
 
 def test_the_dataset_card_quotes_the_commits_prepare_recorded(tmp_path: Path) -> None:
-    from compress_distill.stages.card import benchmark_sources
+    from compress_distill.card import benchmark_sources
 
-    assert "unknown (metrics/prepare.json not found" in benchmark_sources(tmp_path)
+    assert "unknown (" in benchmark_sources(tmp_path / "metrics" / "prepare.json")
     p = params(datasets=["arc_challenge", "arc_easy"], hub_mirror=str(MIRROR))
     prepare.run(p, tmp_path / "q", tmp_path / "metrics" / "prepare.json", cache_dir=tmp_path / "cache")
-    lines = benchmark_sources(tmp_path)
+    lines = benchmark_sources(tmp_path / "metrics" / "prepare.json")
     assert "- `allenai/ai2_arc` @ `unrecorded` (mirror, pin: registry) -> arc_challenge,arc_easy" in lines

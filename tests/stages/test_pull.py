@@ -10,14 +10,13 @@ from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
-from echo_server import echo_server, fake_token
 from huggingface_hub import constants, snapshot_download
-from trace_stage_helpers import make_params, make_traces
 
-from compress_distill.errors import HubError, redact_logs
+from compress_distill.errors import HubError, StageError, redact_logs
 from compress_distill.metrics import read_metrics
 from compress_distill.stages import build, pull
-from compress_distill.stages.traces_common import StageError
+from tests.helpers.echo_server import echo_server, fake_token
+from tests.helpers.traces import make_params, make_traces
 
 REPO_ID = "my-org/compress-distill-traces"
 
@@ -70,7 +69,8 @@ def test_pull_downloads_verifies_and_swaps_in(published: Path, tmp_path: Path) -
     assert m["rows_in"] == m["rows_out"] == 20 and m["revision"] == "v1" and m["commit"] == SHA
     assert (out / "README.md").exists() and not (out / "stale.txt").exists()
     assert not any(p.is_symlink() for p in out.rglob("*"))  # real files, not links into the HF cache
-    assert sorted(p.name for p in out.parent.iterdir()) == ["smol"]  # no staging folder left
+    # no staging folder left; the (empty) rejects file beside the folder, as build writes it
+    assert sorted(p.name for p in out.parent.iterdir()) == ["smol", "smol.rejects.parquet"]
 
 
 def test_a_broken_revision_is_rejected_and_the_old_folder_kept(published: Path, tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from compress_distill.config import load_params
 from compress_distill.evaluation import tables
-from compress_distill.evaluation.synthetic import write_grid
 from compress_distill.plan import expand
 from compress_distill.stages import report
+from tests.helpers.synthetic import write_grid
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trace_stage_helpers import SMOL, make_params, trace, write_traces
 
 from compress_distill.config import BackendConfig, ConfigError, backend_config
+from compress_distill.llm.tokens import count_tokens
 from compress_distill.schema import TRACES, read_rows
 from compress_distill.stages import compress
-from compress_distill.stages.traces_common import count_tokens
+from tests.helpers.traces import SMOL, make_params, trace, write_traces
 
 REPLY = "2 + 2 = 4. The answer is 4."
 
@@ -83,7 +83,7 @@ class _ChatServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _ChatServer
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.bodies.append(body)
         answer = json.dumps(

@@ -6,12 +6,12 @@ import random
 from pathlib import Path
 
 import pytest
-from trace_stage_helpers import SMOL, make_params, trace, write_traces
 
+from compress_distill.llm.tokens import fast_tokenizer
 from compress_distill.metrics import read_metrics
 from compress_distill.schema import REJECTS, TRACES, read_rows
 from compress_distill.stages import truncate
-from compress_distill.stages.traces_common import load_tokenizer
+from tests.helpers.traces import SMOL, make_params, trace, write_traces
 
 WORDS = ["the", "answer", "is", "42", "1234567", "x^2", "=", "+", "(B)", "**Step", "1:**", "\n", "\n\n", "  ",
          "don't", "we'll", "naïve", "café", "√2", "≤", "日本語", "🙂", "---", "...", "internationalization",
@@ -31,7 +31,7 @@ def reference_cut(tok, text: str, budget: int) -> tuple[int, int]:  # type: igno
 
 
 def test_prefix_cut_equals_full_tokenisation_on_varied_text() -> None:
-    tok = load_tokenizer(SMOL)
+    tok = fast_tokenizer(SMOL)
     rng = random.Random(0)
     texts = [random_text(rng, rng.randint(1, 400)) for _ in range(300)]
     budgets = [rng.randint(1, 300) for _ in texts]
@@ -54,7 +54,7 @@ def test_safe_prefix_end_stops_after_a_letter_or_digit_before_whitespace() -> No
 
 
 def test_stage_cuts_to_the_compressed_token_length(tmp_path: Path) -> None:
-    tok = load_tokenizer(SMOL)
+    tok = fast_tokenizer(SMOL)
     long = "Let me think step by step about this problem. First, 17 times 3 is 51. " * 20
     raw = write_traces(tmp_path / "raw.parquet", [
         trace("a", long, response="The answer is 51.", answer="51"),

@@ -6,17 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import trace_rows, write_source
 
 from compress_distill.reasoning import join_reasoning
 from compress_distill.training.data import (
+    Encoded,
     TemplateError,
     encode_rows,
     load_chat_template,
     read_source,
     source_shards,
+    split_validation,
+    validation_size,
 )
 from compress_distill.training.packing import IGNORE, row_targets
+from tests.helpers.training import trace_rows, write_source
 
 
 def row(question: str, reasoning: str, response: str, ident: str = "r") -> dict[str, str]:
@@ -54,11 +57,45 @@ def test_think_block_then_response(smol_tokenizer) -> None:  # type: ignore[no-u
     assert text == "<think>\nfirst\nsecond\n</think>\n\nFinal: B<|im_end|>"
 
 
-def test_answer_only_gets_the_empty_think_block(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
-    enc = encode_rows(smol_tokenizer, trace_rows(3, source="answer-only"), seq_len=512)
+def test_answer_only_target_is_the_response_alone(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    # paper §3.3: the whole think block is stripped (it used to keep "<think>\n\n</think>\n\n")
+    rows = trace_rows(3, source="answer-only")
+    enc = encode_rows(smol_tokenizer, rows, seq_len=512)
     for i in range(3):
-        text = trained_text(smol_tokenizer, enc, i)
-        assert text.startswith("<think>\n\n</think>\n\nThe answer is ") and text.endswith("<|im_end|>")
+        assert trained_text(smol_tokenizer, enc, i) == rows[i]["response"] + "<|im_end|>"
+
+
+# Generation prompts that pre-fill "<think>\n" (Qwen3.5): one template writes the assistant content verbatim,
+# the other (Qwen3's style) re-renders the think block itself from the content's </think>.
+PREFILL_VERBATIM = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+PREFILL_QWEN = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}"
+    "{% set c = m['content'] %}{% set r = '' %}"
+    "{% if '</think>' in c %}{% set r = c.split('</think>')[0].split('<think>')[-1].strip('\n') %}"
+    "{% set c = c.split('</think>')[-1].lstrip('\n') %}{% endif %}"
+    "<|im_start|>assistant\n<think>\n{{ r }}\n</think>\n\n{{ c }}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", [PREFILL_VERBATIM, PREFILL_QWEN], ids=["verbatim", "qwen-style"])
+def test_prefilled_think_template_closes_the_block_it_opened(smol_dir: str, template: str) -> None:
+    """The generation prompt opens <think> at inference, so an answer-only target cannot drop the block: it
+    closes it and answers (deliberately the one case that keeps an empty block, docs/architecture.md §7, known
+    traps)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    tok.chat_template = template
+    rows = [row("Q?", "", "The answer is 4.", "ao"), row("Q?", "2 and 2", "B", "r")]
+    enc = encode_rows(tok, rows, seq_len=256)
+    assert tok.decode(enc.ids[0][: enc.n_prompt[0]].tolist()).endswith("<|im_start|>assistant\n<think>\n")
+    assert trained_text(tok, enc, 0) == "\n</think>\n\nThe answer is 4.<|im_end|>"
+    assert trained_text(tok, enc, 1) == "2 and 2\n</think>\n\nB<|im_end|>"
 
 
 def test_overlong_policy_and_rejects_are_counted(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
@@ -126,6 +163,47 @@ def test_source_folder_shards_are_read_together(tmp_path: Path) -> None:
     assert table.num_rows == 10 and table.column_names == ["id", "question", "reasoning", "response"]
     with pytest.raises(FileNotFoundError, match="build the traces"):
         source_shards(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("n", "fraction", "expected"),
+    [(0, 0.05, 0), (1, 0.05, 0), (2, 0.05, 1), (8, 0.05, 1), (19, 0.05, 1), (100, 0.05, 5), (1000, 0.05, 50),
+     (100, 0.0, 0), (2, 0.5, 1), (3, 0.5, 2), (10, 0.25, 2)],
+)
+def test_validation_size(n: int, fraction: float, expected: int) -> None:
+    assert validation_size(n, fraction) == expected
+
+
+def fake_rows(n: int) -> Encoded:
+    enc = Encoded()
+    for i in range(n):
+        enc.ids.append(np.arange(5 + i % 7, dtype=np.int32))
+        enc.n_prompt.append(3)
+        enc.row_ids.append(f"demo/train/{i}")
+        enc.counter.seen()
+        enc.counter.kept()
+    return enc
+
+
+def test_validation_split_is_seeded_by_id_and_disjoint() -> None:
+    enc = fake_rows(200)
+    train, val = split_validation(enc, 0.05, seed=0)
+    assert len(val) == 10 and len(train) == 190
+    assert set(train.row_ids).isdisjoint(val.row_ids)
+    assert set(train.row_ids) | set(val.row_ids) == set(enc.row_ids)
+    # each held-out row keeps its own tokens
+    for rid, ids in zip(val.row_ids, val.ids, strict=True):
+        assert ids.tolist() == enc.ids[enc.row_ids.index(rid)].tolist()
+    # deterministic and by id: the same ids whatever the row order; another seed holds out other rows
+    assert split_validation(enc, 0.05, seed=0)[1].row_ids == val.row_ids
+    order = list(range(200))[::-1]
+    assert sorted(split_validation(enc.subset(order), 0.05, seed=0)[1].row_ids) == sorted(val.row_ids)
+    assert set(split_validation(enc, 0.05, seed=1)[1].row_ids) != set(val.row_ids)
+    # the row accounting stays with the training part
+    assert train.counter.as_dict()["rows_out"] == 200 and val.counter.as_dict()["rows_in"] == 0
+    # disabled
+    train0, val0 = split_validation(enc, 0.0, seed=0)
+    assert len(val0) == 0 and train0.row_ids == enc.row_ids
 
 
 def test_lengths_are_long_tailed_in_the_fixture(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import trace_rows
 
 from compress_distill.training.data import encode_rows
 from compress_distill.training.packing import (
@@ -22,6 +21,7 @@ from compress_distill.training.packing import (
     packed_batch,
     register_varlen_sdpa,
 )
+from tests.helpers.training import tiny_qwen35, trace_rows
 
 
 def test_bfd_places_every_item_once_within_capacity() -> None:
@@ -152,35 +152,9 @@ def test_check_packing_accepts_smollm2_and_refuses_a_leaking_forward(smol_model,
         check_packing(CachedForward(smol_model), probe, boundaries=False)
 
 
-def tiny_qwen35():  # type: ignore[no-untyped-def]
-    """A 2-layer Qwen3.5 text model (one Gated DeltaNet layer) from config: random weights, no download."""
-    from transformers import AutoModelForCausalLM
-    from transformers.models.qwen3_5 import Qwen3_5TextConfig
-
-    cfg = Qwen3_5TextConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        linear_num_value_heads=4,
-        linear_num_key_heads=2,
-        linear_key_head_dim=16,
-        linear_value_head_dim=16,
-        layer_types=["linear_attention", "full_attention"],
-    )
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
-
-
 def test_linear_attention_packing_is_refused_without_boundary_kernels() -> None:
-    from compress_distill.training.trainer import linear_attention_projections
-
     model = tiny_qwen35()
     assert has_linear_attention(model)
-    assert {"in_proj_qkv", "in_proj_z", "out_proj"} <= set(linear_attention_projections(model))
     rng = np.random.default_rng(0)
     rows = [(rng.integers(0, 128, size=20).astype(np.int32), 5) for _ in range(2)]
     # boundaries passed: transformers' torch fallback refuses them -> a clear PackingError

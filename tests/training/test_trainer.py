@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import trace_rows, write_params, write_source
 
 from compress_distill.config import TrainConfig
 from compress_distill.training.data import Encoded
 from compress_distill.training.trainer import build_schedule
+from tests.helpers.training import trace_rows, write_params, write_source
 
 RUN = "smol-smol-lora-raw"
 
@@ -85,7 +85,86 @@ def read_tsv(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in path.read_text().splitlines()]
 
 
+SMOL_ALIAS = "smollm2-135m-instruct"  # the params model id of the student
 LORA_TRAIN = {"max_steps": 10, "seq_len": 128, "save_every_steps": 4, "lora": {"learning_rate": 0.003}}
+
+
+PAPER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def adapted(model) -> set[str]:  # type: ignore[no-untyped-def]
+    """Full names of the modules peft wrapped with a LoRA adapter."""
+    return {n.removeprefix("base_model.model.") for n, m in model.named_modules() if hasattr(m, "lora_A")}
+
+
+def test_lora_adapts_exactly_the_configured_targets_on_a_hybrid_model() -> None:
+    # the hybrid Qwen3.5 used to get every Linear of its Gated DeltaNet blocks adapted as well
+    from compress_distill.training.trainer import add_lora
+    from tests.helpers.training import tiny_qwen35
+
+    cfg = TrainConfig(lora={"r": 2, "alpha": 4, "target_modules": PAPER_TARGETS})
+    model, targets = add_lora(tiny_qwen35(), cfg)
+    names = adapted(model)
+    assert targets == PAPER_TARGETS
+    assert {n.rsplit(".", 1)[-1] for n in names} == set(PAPER_TARGETS)
+    assert not any("linear_attn" in n for n in names), sorted(names)
+    # extra capacity only when asked for in params
+    cfg = TrainConfig(lora={"r": 2, "alpha": 4, "target_modules": [*PAPER_TARGETS, "in_proj_qkv"]})
+    model, targets = add_lora(tiny_qwen35(), cfg)
+    assert targets[-1] == "in_proj_qkv" and any(n.endswith("linear_attn.in_proj_qkv") for n in adapted(model))
+
+
+def test_lora_target_matching_no_module_is_an_error_listing_the_linear_layers() -> None:
+    # one misspelt target used to be skipped with a warning, silently training fewer adapters
+    from compress_distill.config import ConfigError
+    from compress_distill.training.trainer import add_lora
+    from tests.helpers.training import tiny_qwen35
+
+    cfg = TrainConfig(lora={"target_modules": ["q_proj", "v_prj"]})
+    with pytest.raises(ConfigError) as err:
+        add_lora(tiny_qwen35(), cfg)
+    msg = str(err.value)
+    assert "train.lora.target_modules" in msg and "['v_prj']" in msg
+    for name in ("q_proj", "v_proj", "down_proj", "in_proj_qkv", "out_proj"):
+        assert name in msg.split("Linear layers:")[-1]
+    with pytest.raises(ConfigError, match="empty list"):
+        add_lora(tiny_qwen35(), TrainConfig(lora={"target_modules": []}))
+
+
+def test_check_finite_names_the_step_and_the_learning_rate_key() -> None:
+    from compress_distill.training.trainer import TrainingDiverged, check_finite
+
+    check_finite("r", 1, 2, 1.5, 0.3, "train.lora.learning_rate", 1e-4)
+    for loss, norm in ((float("nan"), 1.0), (1.0, float("inf")), (float("-inf"), float("nan"))):
+        match = r"r diverged at step 2 of 3: .*train\.full\.learning_rate"
+        with pytest.raises(TrainingDiverged, match=match):
+            check_finite("r", 2, 3, loss, norm, "train.full.learning_rate", 1e30)
+
+
+def test_diverging_run_exits_non_zero_and_leaves_previous_outputs(tmp_path: Path) -> None:
+    """A huge (finite) learning rate turns the LoRA weights non-finite after the first update: the run used to
+    exit 0 with an all-NaN adapter (the same with ``learning_rate: .inf``, now refused at load)."""
+    data = write_source(tmp_path / "hub", "smol", "raw", trace_rows(4, max_steps=2))
+    params = write_params(
+        tmp_path / "params.yaml", max_steps=3, seq_len=96, warmup_ratio=0.0, lora={"learning_rate": 1e30}
+    )
+    out, metrics = tmp_path / "models" / RUN, tmp_path / "m.json"
+    out.mkdir(parents=True)
+    (out / "adapter_model.safetensors").write_text("previous adapter")
+    metrics.write_text('{"final_loss": 0.5}')
+    cmd = [
+        *(sys.executable, "-m", "compress_distill.cli", "train", "--params", str(params), "--run", RUN),
+        *("--data", str(data), "--out-dir", str(out), "--metrics", str(metrics)),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.replace("│", " ").split())  # the CLI may wrap the line in a box
+    assert "diverged at step 2 of 3" in err and "train.lora.learning_rate" in err
+    assert "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["adapter_model.safetensors"]
+    assert (out / "adapter_model.safetensors").read_text() == "previous adapter"
+    assert metrics.read_text() == '{"final_loss": 0.5}'
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +217,12 @@ def test_lora_run_learns_and_writes_outputs(lora_run: dict[str, Path], smol_dir:
         assert key in saved, key
     assert saved["final_loss"] == pytest.approx(losses[-1])
     assert saved["rows_in"] == 8 == saved["rows_out"] and saved["rejects"] == {}
+    # validation: 5% of 8 rows rounds to 0, but a source of >= 2 rows holds out at least 1 (params default)
+    assert saved["val_rows"] == 1 and np.isfinite(saved["val_loss"])
+    val = read_tsv(live / "plots" / "metrics" / "val_loss.tsv")
+    assert [int(r[0]) for r in val[1:]] == [4, 8, 10]  # every checkpoint step and the last one
+    assert saved["val_loss"] == pytest.approx(float(val[-1][1]))
+    assert float(val[-1][1]) < float(val[1][1])  # the held-out row's loss falls too
     assert saved["padding_fraction"] == 0.0 and saved["gpu_hours"] == 0.0 and saved["steps"] == 10
     assert saved["packed_sequences"] >= 1 and saved["tokens_per_s"] > 0
     # the model folder: a peft adapter the evaluation engine can load on its base
@@ -145,7 +230,12 @@ def test_lora_run_learns_and_writes_outputs(lora_run: dict[str, Path], smol_dir:
     assert cfg["base_model"] == "smollm2-135m-instruct" and cfg["method"] == "lora"
     assert cfg["source"] == "raw" and cfg["run"] == RUN and cfg["train"]["max_steps"] == 10
     assert cfg["eot_token"] == "<|im_end|>"
+    assert cfg["lora_target_modules"] == PAPER_TARGETS
     assert (out / "adapter_config.json").exists() and (out / "tokenizer_config.json").exists()
+    # portable: the base is named as in params, never by this machine's cache path
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == SMOL_ALIAS
+    for saved_json in [*out.glob("*.json"), *out.glob("*.md")]:
+        assert smol_dir not in saved_json.read_text(), saved_json.name
     assert not (root / "models" / ".checkpoints" / RUN).exists()  # finished: checkpoints cleaned up
     base = AutoModelForCausalLM.from_pretrained(smol_dir, dtype=torch.float32)
     ids = torch.tensor([[1, 2, 3, 4, 5]])
@@ -175,6 +265,8 @@ def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: st
     assert metrics["trainable_params"] > 100_000_000
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
     assert json.loads((out / "training_config.json").read_text())["method"] == "full"
+    for saved_json in [*out.glob("*.json"), *out.glob("*.md")]:  # no file names the cache path
+        assert smol_dir not in saved_json.read_text(), saved_json.name
     tuned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(smol_dir, dtype=torch.float32)
     diff = (tuned.model.layers[0].mlp.up_proj.weight - base.model.layers[0].mlp.up_proj.weight).abs().max()
@@ -183,15 +275,21 @@ def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: st
 
 def test_compute_matched_reference_is_the_raw_source(tmp_path: Path, smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
     from compress_distill.stages.train import reference_tokens
-    from compress_distill.training.data import encode_rows, read_source
+    from compress_distill.training.data import encode_rows, read_source, split_validation
 
     hub = tmp_path / "hub"
     raw = write_source(hub, "smol", "raw", trace_rows(12, max_steps=6))
     short = write_source(hub, "smol", "compressed-terse", trace_rows(12, max_steps=1))
     cfg = TrainConfig(seq_len=512, budget="compute_matched")
-    raw_tokens = encode_rows(smol_tokenizer, read_source(raw), 512).trainable_tokens
-    own = encode_rows(smol_tokenizer, read_source(short), 512).trainable_tokens
-    assert reference_tokens(smol_tokenizer, short, cfg, own, "compressed-terse") == raw_tokens > own
+    raw_all = encode_rows(smol_tokenizer, read_source(raw), 512)
+    raw_train, raw_val = split_validation(raw_all, cfg.val_fraction, cfg.seed)
+    own_train, own_val = split_validation(encode_rows(smol_tokenizer, read_source(short), 512), 0.05, 0)
+    assert raw_val.row_ids == own_val.row_ids  # sources sharing ids hold out the same questions
+    own = own_train.trainable_tokens
+    # the reference is the raw source's training rows: its validation rows are never trained on
+    assert raw_train.trainable_tokens < raw_all.trainable_tokens
+    reference = reference_tokens(smol_tokenizer, short, cfg, own, "compressed-terse")
+    assert reference == raw_train.trainable_tokens > own
     assert (
         reference_tokens(smol_tokenizer, short, cfg.model_copy(update={"budget_tokens": 777}), own, "x")
         == 777

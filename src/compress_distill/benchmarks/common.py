@@ -14,18 +14,16 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 from compress_distill.errors import UserError
+from compress_distill.names import AnswerType, EvalGroup
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # Fixed seed of the option shuffles (GPQA, TruthfulQA MC1).  It is a constant, not a param, so a question id
 # always renders with the same option order and answer letter, whatever prepare.seed says.
 SHUFFLE_SEED = 42
-
-EvalGroup = Literal["Math", "Science", "Medicine", "Commonsense", "OOD-Reasoning", "OOD-Knowledge"]
-AnswerType = Literal["numeric", "letter", "boolean", "latex", "text"]
 
 
 class BenchmarkError(UserError, ValueError):

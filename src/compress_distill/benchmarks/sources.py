@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from compress_distill.benchmarks.common import BenchmarkError
 from compress_distill.benchmarks.registry import PINS, get_spec
 from compress_distill.config import ConfigError
-from compress_distill.stages.traces_common import StageError
 
 if TYPE_CHECKING:  # huggingface_hub costs ~0.3 s to import; keep `compress-distill --help` fast
     from huggingface_hub import HfApi
@@ -33,7 +33,7 @@ MIRROR_METADATA = Path(".cache") / "huggingface" / "download"
 PinOrigin = Literal["params", "registry", "branch"]
 
 
-class SourceError(StageError):
+class SourceError(BenchmarkError):
     """A source cannot be read as configured (gated, missing, unreachable, pin mismatch); one line + fix."""
 
 

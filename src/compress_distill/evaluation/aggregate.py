@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from compress_distill.schema import FAILURE_MODES
+from compress_distill.names import COMPRESSED_PREFIX, FAILURE_MODES, compressor_of
 
 if TYPE_CHECKING:
     from compress_distill.evaluation.tables import RunResult
     from compress_distill.evaluation.traces import HubConfig
 
 OVERALL = "Overall"  # domain label of a per-pair / per-teacher total row (its dataset is "")
-COMPRESSED_PREFIX = "compressed-"
 
 _TRACE_SCHEMA: dict[str, Any] = {
     "teacher": pl.String,
@@ -72,10 +71,10 @@ def hub_frames(hub: Mapping[str, Mapping[str, HubConfig]]) -> tuple[pl.DataFrame
     """
     raws = [_frame(c["raw"], _TRACE_SCHEMA, teacher=t) for t, c in hub.items() if "raw" in c]
     comps = [
-        _frame(cfg, _COMPRESSED_SCHEMA, teacher=t, compressor=name.removeprefix(COMPRESSED_PREFIX))
+        _frame(cfg, _COMPRESSED_SCHEMA, teacher=t, compressor=compressor)
         for t, configs in hub.items()
         for name, cfg in configs.items()
-        if name.startswith(COMPRESSED_PREFIX)
+        if (compressor := compressor_of(name)) is not None
     ]
     raw = pl.concat(raws) if raws else pl.DataFrame(schema=_TRACE_SCHEMA)
     comp = pl.concat(comps) if comps else pl.DataFrame(schema=_COMPRESSED_SCHEMA)

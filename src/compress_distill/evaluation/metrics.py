@@ -27,15 +27,7 @@ from typing import Any
 
 import numpy as np
 
-# The paper's evaluation groups, in its table order (Table 7); other groups follow alphabetically.
-PAPER_GROUPS: tuple[str, ...] = (
-    "Math",
-    "Science",
-    "Medicine",
-    "Commonsense",
-    "OOD-Reasoning",
-    "OOD-Knowledge",
-)
+from compress_distill.names import EVAL_GROUPS
 
 # z of a two-sided 95% normal interval: the paper's Table 7 "±" is Z95 x binomial standard error
 Z95 = 1.96
@@ -145,10 +137,10 @@ def eval_metrics(
 
 
 def order_groups(names: Iterable[str]) -> list[str]:
-    """The paper's group order first, then the rest alphabetically."""
+    """The paper's group order first (``names.EVAL_GROUPS``), then the rest alphabetically."""
     names = list(dict.fromkeys(names))
-    known = [g for g in PAPER_GROUPS if g in names]
-    return known + sorted(n for n in names if n not in PAPER_GROUPS)
+    known = [g for g in EVAL_GROUPS if g in names]
+    return known + sorted(n for n in names if n not in EVAL_GROUPS)
 
 
 # --------------------------------------------------------------------------------------------- vs raw

@@ -181,7 +181,7 @@ def loss_rows(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]])
 
 
 # --------------------------------------------------------------------------------------------- SVG
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,13 +329,16 @@ def svg_loss_curves(
         for metric, points in per.items():
             if not metric.endswith("loss") or "eval" in metric:
                 continue
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, color=color, lw=1, alpha=0.8)
+            # validation loss (train.val_fraction): markers at the steps it was measured, same colour
+            fmt = "o" + style if metric.endswith("val_loss") else style
+            ax.plot([p[0] for p in points], [p[1] for p in points], fmt, color=color, lw=1, alpha=0.8, ms=3)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=cmap(i % 10), label=source_label(s)) for i, s in enumerate(sources)]
     handles += [
         Line2D([], [], color="gray", ls="--", label="LoRA"),
         Line2D([], [], color="gray", label="full"),
+        Line2D([], [], color="gray", marker="o", ms=3, ls="", label="validation"),
     ]
     ax.legend(handles=handles, fontsize=7)
     ax.set_xlabel("optimizer step")

@@ -18,7 +18,7 @@ from typing import Any
 from compress_distill.evaluation import aggregate
 from compress_distill.evaluation.aggregate import OVERALL
 from compress_distill.evaluation.metrics import ci95, order_groups
-from compress_distill.schema import FAILURE_MODES
+from compress_distill.names import FAILURE_MODES, compressor_of
 
 DASH = "—"
 
@@ -114,9 +114,8 @@ def source_label(source: str) -> str:
         return "Answer-only"
     if source == "truncated":
         return "Truncated"
-    if source.startswith("compressed-"):
-        return f"{source.removeprefix('compressed-')} comp."
-    return source
+    compressor = compressor_of(source)
+    return source if compressor is None else f"{compressor} comp."
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ class GridOrder:
         return (t, s, m, src) if by == "tsms" else (t, s, src, m)
 
     def compressed(self) -> list[str]:
-        return [s for s in self.sources if s.startswith("compressed-")]
+        return [s for s in self.sources if compressor_of(s) is not None]
 
 
 def _index(runs: Iterable[RunResult]) -> dict[tuple[str, str, str, str], RunResult]:
@@ -173,7 +172,7 @@ def _grid_table(
 # --------------------------------------------------------------------------------------------- tables
 def overall_accuracy_table(runs: Sequence[RunResult], order: GridOrder) -> Table:
     """Table 3: overall accuracy of the reasoning-trace runs (raw and each compressor)."""
-    sources = [s for s in order.sources if s == "raw" or s.startswith("compressed-")]
+    sources = [s for s in order.sources if s == "raw" or compressor_of(s) is not None]
     return _grid_table(
         "table3_overall_accuracy",
         "Table 3 — Overall accuracy (raw vs. compressed traces)",

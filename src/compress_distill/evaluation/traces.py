@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from compress_distill.names import compressed_source, compressor_of
 from compress_distill.reasoning import middle_truncate
 
 # viewer sample per (teacher, compressor): an id-hash-ordered slice, plus the same number of non-faithful
@@ -62,7 +63,7 @@ def discover(hub_dir: Path, teachers: Iterable[str]) -> dict[str, dict[str, HubC
 
 
 def compressors_of(configs: Mapping[str, HubConfig]) -> list[str]:
-    return [c.removeprefix("compressed-") for c in configs if c.startswith("compressed-")]
+    return [c for c in map(compressor_of, configs) if c is not None]
 
 
 # --------------------------------------------------------------------------------------------- viewer
@@ -103,7 +104,7 @@ def viewer_pairs(
         if raw_cfg is None:
             continue
         for comp in compressors_of(configs):
-            cfg = configs[f"compressed-{comp}"]
+            cfg = configs[compressed_source(comp)]
             index = cfg.read(["id", "judge_verdict"]).to_pylist()
             if not index or "id" not in index[0]:
                 continue

@@ -5,7 +5,7 @@ from compress_distill.llm.types import Backend, ChatRequest, Completion
 __all__ = ["Backend", "ChatRequest", "Completion", "make_backend"]
 
 
-def make_backend(cfg, **kwargs):  # type: ignore[no-untyped-def]
+def make_backend(cfg, **kwargs):
     """Build the backend named by ``cfg["backend"]`` (hf | vllm | openai); see ``llm.factory``."""
     from compress_distill.llm.factory import make_backend as _make
 

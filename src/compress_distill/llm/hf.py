@@ -167,7 +167,8 @@ class HFBackend(CachedBackend):
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         tok = AutoTokenizer.from_pretrained(self.resolved.tokenizer, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(self.resolved.weights, dtype=getattr(torch, self.dtype))
+        # Any: transformers' return types are unions (a PeftModel wraps it below) that mypy cannot follow
+        model: Any = AutoModelForCausalLM.from_pretrained(self.resolved.weights, dtype=getattr(torch, self.dtype))
         if self.resolved.adapter:
             from peft import PeftModel
 

@@ -1,5 +1,8 @@
 """Tokenizer helpers shared by the engines and the stages: chat formats, prompts, stop tokens, counts.
 
+``load_tokenizer`` gives a model's transformers tokenizer (chat template, special tokens); ``fast_tokenizer``
+its Rust tokenizer, cached, which ``count_tokens`` and the truncate stage count and cut tokens with.
+
 ``ChatFormat`` is what every backend needs to know about the model it serves, computed once per model by the
 same code (``chat_format`` / ``load_chat_format``): whether the template pre-fills ``<think>`` or speaks
 harmony (``reasoning.generation_prompt_format`` of its rendered generation prompt; it drives
@@ -12,10 +15,13 @@ them as ``stop_token_ids``, OpenAI-compatible servers as ``stop`` (and ``stop_to
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compress_distill.config import BackendConfig, ConfigError
 from compress_distill.reasoning import ChatFormatName, generation_prompt_format
 
 if TYPE_CHECKING:
@@ -176,24 +182,46 @@ def load_chat_format(resolved: ResolvedModel, template_kwargs: dict[str, Any] | 
     )
 
 
-def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
-    """Token counts of plain texts (no special tokens), batched through the fast tokenizer."""
+# --------------------------------------------------------------------------------------------- counting
+@lru_cache(maxsize=8)
+def fast_tokenizer(model: str) -> Any:
+    """The Rust tokenizer (``tokenizers.Tokenizer``) of a params model id, for batch counting and cutting."""
+    backend = getattr(load_tokenizer(model), "backend_tokenizer", None)
+    if backend is None:
+        raise RuntimeError(
+            f"model {model!r} has no fast tokenizer (tokenizer.json); the stages count and cut tokens "
+            "with the Rust tokenizer -- convert the tokenizer or pick a model that ships tokenizer.json"
+        )
+    return backend
+
+
+def count_tokens(model: str, texts: Sequence[str]) -> list[int]:
+    """Tokens per text in ``model``'s tokenizer, without special tokens (BOS/EOS are not reasoning).
+
+    ``model`` is a tokenizer id: pass an engine's ``BackendConfig.tokenizer_id`` (its ``tokenizer`` key, else
+    its ``model``) or a model directory, never a served model name.
+    """
     if not texts:
         return []
-    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    tok = fast_tokenizer(model)
+    return [len(e) for e in tok.encode_batch_fast(list(texts), add_special_tokens=False)]
 
 
-def truncate_to_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
-    """The longest prefix of ``text`` made of its first ``max_tokens`` tokens, cut in the original text.
+def preflight_tokenizer(cfg: BackendConfig, key: str) -> Any:
+    """Load the tokenizer a stage will count ``cfg``'s tokens with, at stage start: before any request.
 
-    Cutting by character offsets (not decode(ids[:n])) keeps the kept part byte-identical to the source.
+    Params load already refuses a teacher/compressor whose tokenizer id is a bare served name; this catches
+    an id that looks loadable and is not (a hosted API's ``org/model`` that is no Hub repo, a missing
+    directory), which would otherwise fail in ``count_tokens`` after every request had been paid for.
+    ``key`` is the params path of the engine (``compressors.concise``), named in the fix-it.
     """
-    if max_tokens < 0:
-        raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-    if max_tokens == 0 or not text:
-        return ""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    if len(offsets) <= max_tokens:
-        return text
-    return text[: offsets[max_tokens - 1][1]]
+    try:
+        return fast_tokenizer(cfg.tokenizer_id)
+    except (OSError, ValueError, RuntimeError) as err:  # what from_pretrained raises for a missing tokenizer
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"{key}: cannot load the tokenizer {cfg.tokenizer_id!r} this stage counts tokens with "
+            f"({reason}); "
+            f"set {key}.tokenizer to a Hub id or local directory that holds the model's tokenizer "
+            "(tokenizer.json), or make that one available"
+        ) from None

@@ -312,10 +312,11 @@ class VLLMBackend(CachedBackend):
             sampling = [
                 sampling_kwargs(r, harmony=self.harmony, stop_token_ids=fmt.stop_token_ids) for r in chunk
             ]
+            results: list[dict[str, Any]] | list[dict[str, Any] | None]
             if self._llm is not None:
                 results = _chat(self._vllm, self._llm, conversations, sampling, chat_kw, lora)
             else:
-                results = [None] * len(chunk)
+                slots: list[dict[str, Any] | None] = [None] * len(chunk)
                 shards = deal(len(chunk), len(self._replicas))
                 busy = [rank for rank, shard in enumerate(shards) if shard]  # a short last chunk idles some
                 for rank in busy:
@@ -325,8 +326,11 @@ class VLLMBackend(CachedBackend):
                     )
                 for rank, outs in self._collect("done", len(busy)).items():
                     for i, fields in zip(shards[rank], outs, strict=True):
-                        results[i] = fields
+                        slots[i] = fields
+                results = slots
             for offset, raw in enumerate(results):
+                if raw is None:  # every index of the chunk is dealt to exactly one replica
+                    raise BackendError(f"no vLLM output came back for request {start + offset}")
                 fields = completion_fields(**raw, think_prefilled=fmt.think_prefilled)
                 emit(start + offset, Completion(model=self.model, **fields))
 

@@ -1,11 +1,12 @@
 """answer_only@T: the answer-only ablation -- the whole think block removed, the final response kept.
 
-Paper §3.3: the student is trained on ``<think></think>`` + final response, so the rows carry an empty
-``reasoning`` (``reasoning.join_reasoning`` renders the empty think block at training time).  The raw
+Paper §3.3: the student is trained on the final response alone, so the rows carry an empty ``reasoning``
+(``reasoning.join_reasoning`` renders no think block, or closes the one a pre-filled template opens).  The raw
 reasoning column is never even read, and every column operation is vectorised in Arrow, so the paper's
 283k traces take seconds (``bench/data_plane.py``).
 
-Rejects: ``empty_response`` (no final response means nothing to train on) and ``non_utf8``.
+Rejects: ``duplicate_id`` (the first row of an id is kept), ``empty_response`` (no final response means
+nothing to train on) and ``non_utf8``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
-from compress_distill.config import Params, load_params
-from compress_distill.metrics import write_metrics
-from compress_distill.schema import TRACES, iter_batches
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    Ledger,
-    parquet_sink,
-    pick,
-    split_overall,
-    text_column,
-)
+from compress_distill.config import Params, load_params, pick
+from compress_distill.rejects import Ledger, text_column
+from compress_distill.schema import TRACES, iter_batches, parquet_sink
+from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 BATCH_ROWS = 65_536  # no reasoning text is read: a batch is a few MB of questions and responses
 _TEXT = ("question", "answer", "response")
@@ -35,7 +30,7 @@ _TEXT = ("question", "answer", "response")
 
 def _utf8_ok(batch: pa.Table) -> pa.Array:
     """Boolean mask of rows whose text columns are valid UTF-8 (validated per column, decoded only if bad)."""
-    ok = pa.array([True] * batch.num_rows)
+    ok = pa.array([True] * batch.num_rows, pa.bool_())  # typed: a batch emptied by duplicate_id is 0 rows
     for name in _TEXT:
         try:
             batch.column(name).validate(full=True)
@@ -57,10 +52,12 @@ def run(
     columns = [n for n in TRACES.names if n != "reasoning"]
     ledger = Ledger("answer_only")
     stats = GroupMeans()
-    with parquet_sink(out, TRACES) as sink:
+    seen_ids: set[str] = set()
+    staging = Staging()
+    with parquet_sink(staging.file(out), TRACES, out) as sink:
         for batch in iter_batches(raw, TRACES, batch_size=batch_rows, columns=columns):
-            n = batch.num_rows
-            ledger.seen(n)
+            ledger.seen(batch.num_rows)
+            batch = ledger.drop_duplicates(batch, seen_ids, "raw trace")
             utf8 = _utf8_ok(batch)
             # a non-UTF-8 response cannot be trimmed; blank it before the emptiness test (it is rejected anyway)
             response = pc.if_else(utf8, batch.column("response"), pa.scalar("", pa.string()))
@@ -99,10 +96,11 @@ def run(
                 stats.add_sums(
                     g["dataset"], g["response_chars_count"], {"response_chars": g["response_chars_sum"]}
                 )
-        ledger.write_rejects(out)
+        ledger.write_rejects(staging, out)
     per_dataset, overall = split_overall(stats.table())
     result = {**ledger.as_dict(), "overall": overall, "datasets": per_dataset}
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed
     return result
 
 

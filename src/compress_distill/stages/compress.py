@@ -8,7 +8,7 @@ conclusion of the compressed reasoning alone still yields the canonical answer (
 last ``CONCLUSION_CHARS`` characters).  ``compress.require_answer_preserved`` drops the rows that do not.
 
 Rejects (counted, written to ``<out>.rejects.parquet``):
-- input rows: ``non_utf8`` (a text column is not valid UTF-8), ``bad_gold_answer`` (cannot be graded), ``empty_reasoning`` (nothing to compress),
+- input rows: ``duplicate_id`` (an id already seen: the first row is kept), ``non_utf8`` (a text column is not valid UTF-8), ``bad_gold_answer`` (cannot be graded), ``empty_reasoning`` (nothing to compress),
   ``too_long`` (reasoning over ``MAX_INPUT_CHARS``: rejected, not clipped -- a compressor that sees a
   clipped trace writes a trace with a hole in it, which the dataset would then present as faithful);
 - outputs: ``truncated_output`` (``finish_reason == "length"``), ``empty_output``, ``longer_than_raw``,
@@ -16,7 +16,8 @@ Rejects (counted, written to ``<out>.rejects.parquet``):
 
 Rows are processed in chunks of ``CHUNK_ROWS`` (one ``generate`` call each; the engine batches inside it),
 so memory is bounded by one chunk whatever the corpus size.  A killed run replays finished requests from
-the backend's durable cache and rewrites the output from scratch (atomic rename): no duplicates.
+the backend's durable cache and rewrites the output from scratch; outputs and metrics are staged and
+renamed into place together (``staging.Staging``): no duplicates, and a failure leaves the previous ones.
 """
 
 from __future__ import annotations
@@ -27,27 +28,17 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.config import Params, load_params
+from compress_distill.answers import gold_error
+from compress_distill.config import Params, load_params, pick
 from compress_distill.evaluation.metrics import with_ratio_of_means
-from compress_distill.metrics import write_metrics
+from compress_distill.llm.stage_engine import engine, engine_stats, request
+from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
+from compress_distill.names import compressed_source
 from compress_distill.prompts import load_prompt, prompt_hash, render
-from compress_distill.schema import TRACES, iter_batches
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    Ledger,
-    count_tokens,
-    engine,
-    engine_stats,
-    gold_error,
-    is_utf8,
-    parquet_sink,
-    pick,
-    preflight_tokenizer,
-    request,
-    split_overall,
-    text_column,
-    trace_row,
-)
+from compress_distill.rejects import Ledger, is_utf8, text_column
+from compress_distill.schema import TRACES, iter_batches, parquet_sink, trace_row
+from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +65,7 @@ def answer_preserved(compressed: str, answer: str, answer_type: str) -> bool:
     return is_correct(found.value if found else None, answer, answer_type)
 
 
-def _input_reject(reasoning: str | None, others: list[str | None]) -> tuple[str, str] | None:
-    if reasoning is None or any(v is None for v in others):
-        return "non_utf8", "a text column of this row is not valid UTF-8"
+def _input_reject(reasoning: str) -> tuple[str, str] | None:
     if not reasoning.strip():
         return "empty_reasoning", ""
     if len(reasoning) > MAX_INPUT_CHARS:
@@ -118,10 +107,14 @@ def run(
     ledger = Ledger("compress")
     stats = GroupMeans()
     used_prompts: dict[str, str] = {}  # path -> hash, for provenance in the metrics
+    seen_ids: set[str] = set()
 
     preflight_tokenizer(ccfg, f"compressors.{compressor}")  # fails here, not after every request is paid
-    with engine(ccfg, backend, cache_dir) as be, parquet_sink(out, TRACES) as sink:
+    staging = Staging()
+    with engine(ccfg, backend, cache_dir) as be, parquet_sink(staging.file(out), TRACES, out) as sink:
         for chunk in iter_batches(raw, TRACES, batch_size=chunk_rows):
+            ledger.seen(chunk.num_rows)
+            chunk = ledger.drop_duplicates(chunk, seen_ids, "raw trace")
             reasonings = text_column(chunk, "reasoning")
             responses = text_column(chunk, "response")
             questions = text_column(chunk, "question")
@@ -130,11 +123,15 @@ def run(
                 ["id", "question_id", "dataset", "domain", "answer_type", "teacher_model", "prompt_hash"]
             ).to_pylist()
             todo: list[int] = []
+            inputs: dict[int, tuple[str, str]] = {}  # row -> (raw reasoning, canonical answer), valid UTF-8
             requests = []
             for i, row in enumerate(meta):
-                ledger.seen()
-                bad = _input_reject(reasonings[i], [responses[i], questions[i], answers[i]])
-                if bad is None and (problem := gold_error(answers[i] or "", row["answer_type"])) is not None:
+                question, reasoning, answer = questions[i], reasonings[i], answers[i]
+                if question is None or reasoning is None or answer is None or responses[i] is None:
+                    ledger.reject("non_utf8", id=row["id"], detail="a text column of this row is not valid UTF-8")
+                    continue
+                bad = _input_reject(reasoning)
+                if bad is None and (problem := gold_error(answer, row["answer_type"])) is not None:
                     bad = ("bad_gold_answer", problem)
                 if bad:
                     ledger.reject(bad[0], id=row["id"], detail=bad[1])
@@ -143,13 +140,14 @@ def run(
                 used_prompts.setdefault(path, prompt_hash(path))
                 prompt = render(
                     load_prompt(path),
-                    question=questions[i],
-                    reasoning=reasonings[i],
-                    answer=answers[i],
+                    question=question,
+                    reasoning=reasoning,
+                    answer=answer,
                     domain=row["domain"],
                     dataset=row["dataset"],
                 )
                 todo.append(i)
+                inputs[i] = (reasoning, answer)
                 requests.append(request(prompt, sampling, seed=sampling.seed))
             completions = be.generate(requests) if requests else []
             if len(completions) != len(requests):
@@ -157,15 +155,15 @@ def run(
                     f"backend returned {len(completions)} completions for {len(requests)} requests; "
                     "the engine contract is one completion per request, in order"
                 )
-            keep: list[tuple[int, str, bool | None]] = []
+            keep: list[tuple[int, str, bool]] = []
             for i, c in zip(todo, completions, strict=True):
-                row, raw_text = meta[i], reasonings[i]
+                row, (raw_text, answer) = meta[i], inputs[i]
                 text = (c.text or "").strip()
                 reason = _output_reject(text, raw_text, c.finish_reason)
                 if reason:
                     ledger.reject(reason, id=row["id"], detail=text)
                     continue
-                preserved = answer_preserved(text, answers[i], row["answer_type"])
+                preserved = answer_preserved(text, answer, row["answer_type"])
                 if require and not preserved:
                     ledger.reject("answer_not_preserved", id=row["id"], detail=text)
                     continue
@@ -174,7 +172,7 @@ def run(
             tokens = count_tokens(ccfg.tokenizer_id, [t for _, t, _ in keep])
             rows = []
             for (i, text, preserved), n_tok in zip(keep, tokens, strict=True):
-                row, raw_text = meta[i], reasonings[i]
+                row, (raw_text, _) = meta[i], inputs[i]
                 path = prompt_path(params, compressor, row["domain"])
                 ratio = len(text) / len(raw_text)
                 ledger.kept()
@@ -197,7 +195,7 @@ def run(
                         answer_type=row["answer_type"],
                         reasoning=text,
                         response=responses[i],  # the teacher's final response, re-attached unchanged
-                        source=f"compressed-{compressor}",
+                        source=compressed_source(compressor),
                         reasoning_chars=len(text),
                         reasoning_tokens=n_tok,  # in the compressor's tokenizer (truncate relies on it)
                         compression_ratio=ratio,
@@ -211,7 +209,7 @@ def run(
             log.info(
                 "compress@%s-%s: %d/%d rows kept so far", teacher, compressor, ledger.rows_out, ledger.rows_in
             )
-        ledger.write_rejects(out)
+        ledger.write_rejects(staging, out)
         llm = engine_stats(be)
 
     per_dataset, overall = split_overall(stats.table(scale={"pct_answer_preserved": 100.0}))
@@ -227,7 +225,8 @@ def run(
         "compressor_model": ccfg.model,
         "prompt_hashes": used_prompts,
     }
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed
     return result
 
 

@@ -17,51 +17,39 @@ cache: completions finished before the kill are served from it, keyed by weights
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow.parquet as pq
 import typer
 
-from compress_distill.config import BackendConfig, ConfigError, Params, backend_config, load_params
+from compress_distill.config import BackendConfig, Params, load_params
+from compress_distill.evaluation.lm_eval import chat_template_sha256, results_json, sample_records
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.llm.types import Backend, ChatRequest, Completion
-from compress_distill.metrics import RowCounter, write_metrics
-from compress_distill.plan import expand
+from compress_distill.metrics import RowCounter
+from compress_distill.names import ANSWER_TYPES
+from compress_distill.plan import find_run
+from compress_distill.provenance import git_commit
 from compress_distill.reasoning import split_completion
 from compress_distill.schema import (
-    ANSWER_TYPES,
     PREDICTIONS,
     QUESTIONS,
     REJECTS,
+    first_per_id,
     read_table,
+    rejects_path,
     to_table,
-    write_rows,
-    write_table,
 )
+from compress_distill.staging import Staging, metrics_json
 
 STAGE = "evaluate"
 
 
 # --------------------------------------------------------------------------------------------- pure core
-def resolve_run(params: Params, run: str) -> dict[str, str]:
-    runs = expand(params)["runs"]
-    if run not in runs:
-        close = ", ".join(list(runs)[:8]) + (" ..." if len(runs) > 8 else "")
-        raise ConfigError(
-            f"run {run!r} is not in the grid of params (run `compress-distill plan`); runs: {close}"
-        )
-    return runs[run]
-
-
-def engine_config(params: Params, model_dir: str | Path) -> dict[str, Any]:
-    """``params.evaluate.engine`` (backend overrides) with the student's model directory as ``model``."""
-    cfg = dict(params.evaluate.engine)
-    cfg["model"] = str(model_dir)
-    return cfg
-
-
 def max_new_tokens(params: Params, student: str) -> int:
     override = params.students[student].max_tokens_eval
     return override if override is not None else params.evaluate.max_new_tokens
@@ -74,18 +62,18 @@ def select_questions(
     kept: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     per_dataset: dict[str, int] = {}
-    seen: set[str] = set()
-    for q in rows:
+    first = first_per_id([q.get("id") for q in rows], set())
+    for q, is_first in zip(rows, first, strict=True):
         counter.seen()
         reason = None
-        if not (q.get("question") or "").strip():
+        if not is_first:
+            reason = "duplicate_id"
+        elif not (q.get("question") or "").strip():
             reason = "empty_question"
         elif q.get("answer") is None or not str(q["answer"]).strip():
             reason = "empty_answer"
         elif q.get("answer_type") not in ANSWER_TYPES:
             reason = "bad_answer_type"
-        elif q["id"] in seen:
-            reason = "duplicate_id"
         elif max_per_dataset is not None and per_dataset.get(q["dataset"], 0) >= max_per_dataset:
             reason = "over_max_per_dataset"
         if reason:
@@ -102,7 +90,6 @@ def select_questions(
                     }
                 )
             continue
-        seen.add(q["id"])
         per_dataset[q["dataset"]] = per_dataset.get(q["dataset"], 0) + 1
         kept.append(dict(q))
     return kept, rejects
@@ -211,6 +198,25 @@ def usage(backend: Any, elapsed_s: float, cfg: BackendConfig, hours_before: floa
     return {"wall_clock_s": round(elapsed_s, 3), "gpu_hours": hours}
 
 
+def lm_eval_config(
+    params: Params, student: str, model_dir: Path, backend: str, cap: int, tokenizer: Any
+) -> dict[str, Any]:
+    """The ``config`` block of the lm-eval results (evaluation/lm_eval.py): which model, adapter and cap."""
+    model_id = params.students[student].model
+    adapter = str(model_dir) if (model_dir / "adapter_config.json").exists() else None
+    return {
+        "model": backend,
+        # an adapter loads on its base; full weights are the model directory itself
+        "model_args": f"pretrained={model_id},peft={adapter}" if adapter else f"pretrained={model_dir}",
+        "model_id": model_id,
+        "adapter": adapter,
+        "max_new_tokens": cap,
+        "gen_kwargs": {"do_sample": False, "max_gen_toks": cap},
+        "chat_template_sha256": chat_template_sha256(getattr(tokenizer, "chat_template", None)),
+        "limit": params.evaluate.max_per_dataset,
+    }
+
+
 def run(
     params: Params,
     run_name: str,
@@ -219,8 +225,12 @@ def run(
     out: Path,
     metrics_path: Path,
     backend: Backend | None = None,
+    results: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate one run; returns the metrics written to ``metrics_path``.
+
+    ``results`` (optional, ``results/RUN.json``) also writes the run in lm-evaluation-harness's results
+    layout, with its per-sample records beside it (``evaluation/lm_eval.py``).
 
     ``backend`` (optional) is an already built engine for ``model_dir`` (benchmarks reuse one); by default
     one is made from ``params.evaluate.engine`` and closed at the end.  Resuming after a kill is the engine
@@ -230,13 +240,13 @@ def run(
     from compress_distill.llm import make_backend
     from compress_distill.llm.tokens import count_tokens, load_tokenizer, template_format
 
-    spec = resolve_run(params, run_name)
+    spec = find_run(params, run_name)
     if not model_dir.exists():
         raise FileNotFoundError(
             f"model directory {model_dir} not found; run the train stage first (dvc repro train@{run_name})"
         )
-    cfg = backend_config(engine_config(params, model_dir))
-    cap = max_new_tokens(params, spec["student"])
+    cfg = params.evaluate.engine.for_model(model_dir)
+    cap = max_new_tokens(params, spec.student)
 
     counter = RowCounter()
     all_rows = read_table(questions_path, QUESTIONS).to_pylist()
@@ -254,19 +264,25 @@ def run(
     tokenizer = load_tokenizer(str(model_dir))
     prefilled = template_format(tokenizer, cfg.chat_template_kwargs) == "think"
     completions = final_split(completions, prefilled)
-    r_tokens = count_tokens(tokenizer, [c.reasoning or "" for c in completions])
+    r_tokens = count_tokens(str(model_dir), [c.reasoning or "" for c in completions])
     rows = score(run_name, questions, completions, r_tokens, grade)
     counter.kept(len(rows))
 
-    write_table(to_table(rows, PREDICTIONS), out)
-    reject_path = out.with_name(f"{out.stem}.rejects.parquet")
-    if rejects:
-        write_rows(rejects, reject_path, REJECTS)
-    else:
-        reject_path.unlink(missing_ok=True)
     # every group/dataset of the input gets a block, even if all its questions were rejects (n = 0, null)
     metrics = {**metrics_from_predictions(rows, all_rows), **counter.as_dict(), **cost}
-    write_metrics(metrics_path, metrics)
+    staging = Staging()
+    pq.write_table(to_table(rows, PREDICTIONS), staging.file(out), compression="zstd")
+    pq.write_table(to_table(rejects, REJECTS), staging.file(rejects_path(out)), compression="zstd")
+    if results is not None:
+        config = lm_eval_config(params, spec.student, model_dir, cfg.backend, cap, tokenizer)
+        doc = results_json(metrics, rows, config=config, git_hash=git_commit(), date=time.time())
+        staging.file(results).write_text(metrics_json(doc), encoding="utf-8")
+        staging.file(results.with_suffix(".samples.jsonl")).write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sample_records(rows, questions)),
+            encoding="utf-8",
+        )
+    staging.metrics(metrics_path, metrics)
+    staging.commit()  # predictions, rejects (empty when none), results, then metrics
     return metrics
 
 
@@ -285,11 +301,15 @@ def main(
         "data/predictions/run.parquet"
     ),
     metrics: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/eval/run.json"),
+    results: Annotated[
+        Path | None,
+        typer.Option(help="also write lm-eval's results layout here (+ .samples.jsonl per-sample records)"),
+    ] = None,
 ) -> None:
     """Evaluate a trained student on the eval split: predictions and accuracy/efficiency metrics."""
     if not run_name:
         raise typer.BadParameter("--run is required (a run id from plan.yaml)")
-    m = run(load_params(params), run_name, model_dir, questions, out, metrics)
+    m = run(load_params(params), run_name, model_dir, questions, out, metrics, results=results)
     o = m["overall"]
     acc = "n/a" if o["accuracy"] is None else f"{o['accuracy']:.3f}"
     typer.echo(

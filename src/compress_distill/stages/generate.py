@@ -27,7 +27,8 @@ a canonical answer the cascade cannot grade, unknown answer type, a duplicate id
 Resumability: every completion lands in the backend's durable request cache the moment it is generated,
 and each round's requests are a pure function of params and the previous rounds' (cached) results, so a
 killed run replays finished requests from the cache and regenerates only the rest; the outputs are
-rebuilt from scratch and renamed into place atomically, so there are never duplicate rows.
+rebuilt from scratch in a staging area and renamed into place with the metrics (``staging.Staging``), so
+there are never duplicate rows and a failed run leaves the previous outputs and metrics as they were.
 """
 
 from __future__ import annotations
@@ -39,27 +40,24 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.config import Params, load_params
-from compress_distill.metrics import write_metrics
+from compress_distill.answers import gold_error
+from compress_distill.config import Params, load_params, pick
+from compress_distill.llm.stage_engine import engine, engine_stats, request
+from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
+from compress_distill.names import ANSWER_TYPES
 from compress_distill.prompts import load_prompt, prompt_hash, render
-from compress_distill.schema import ANSWER_TYPES, ATTEMPTS, QUESTIONS, TRACES, read_table
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    Ledger,
-    count_tokens,
-    engine,
-    engine_stats,
-    gold_error,
-    is_utf8,
+from compress_distill.rejects import Ledger, is_utf8, safe_text, text_column
+from compress_distill.schema import (
+    ATTEMPTS,
+    QUESTIONS,
+    TRACES,
+    first_per_id,
     parquet_sink,
-    pick,
-    preflight_tokenizer,
-    request,
-    safe_text,
-    split_overall,
-    text_column,
+    read_table,
     trace_row,
 )
+from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +103,15 @@ def _questions(path: Path, ledger: Ledger) -> list[dict[str, Any]]:
     texts = text_column(table, "question")
     answers = text_column(table, "answer")
     rows = table.drop_columns(["question", "answer"]).to_pylist()
-    seen: set[str] = set()
+    first = first_per_id([r["id"] for r in rows], set())
     valid: list[dict[str, Any]] = []
-    for row, text, gold in zip(rows, texts, answers, strict=True):
+    for row, text, gold, is_first in zip(rows, texts, answers, first, strict=True):
         qid = row["id"] or ""
         ledger.seen()
-        if text is None or gold is None:
+        if not is_first:
+            ledger.reject("duplicate_id", id=qid, detail="repeated question id; the first row is kept")
+        elif text is None or gold is None:
             ledger.reject("non_utf8", id=qid, detail="question or answer is not valid UTF-8")
-        elif qid in seen:
-            ledger.reject("duplicate_id", id=qid, detail="question id appears more than once")
         elif not text.strip():
             ledger.reject("empty_question", id=qid)
         elif row["answer_type"] not in ANSWER_TYPES:
@@ -121,7 +119,6 @@ def _questions(path: Path, ledger: Ledger) -> list[dict[str, Any]]:
         elif (problem := gold_error(gold, row["answer_type"])) is not None:
             ledger.reject("bad_gold_answer", id=qid, detail=problem)
         else:
-            seen.add(qid)
             valid.append({**row, "question": text, "answer": gold})
     return valid
 
@@ -154,10 +151,11 @@ def run(
     stats = GroupMeans()  # accepted traces, per dataset (paper Table 4)
     rounds_run = 0
 
+    staging = Staging()
     with (
         engine(tcfg, backend, cache_dir) as be,
-        parquet_sink(out_dir / "attempts.parquet", ATTEMPTS) as attempts_out,
-        parquet_sink(out_dir / "raw.parquet", TRACES) as raw_out,
+        parquet_sink(staging.file(out_dir / "attempts.parquet"), ATTEMPTS) as attempts_out,
+        parquet_sink(staging.file(out_dir / "raw.parquet"), TRACES, out_dir / "raw.parquet") as raw_out,
     ):
         pending = pool
         for round_no in range(1, gen.rounds + 1):
@@ -187,7 +185,9 @@ def run(
                     "the engine contract is one completion per request, in order"
                 )
             attempt_rows: list[dict[str, Any]] = []
-            accepted: list[tuple[dict[str, Any], Any, str, str]] = []  # question, completion, reasoning, response
+            accepted: list[
+                tuple[dict[str, Any], Any, str, str]
+            ] = []  # question, completion, reasoning, response
             still_pending: list[dict[str, Any]] = []
             for q, c in zip(pending, completions, strict=True):
                 reasoning, response = c.reasoning or "", c.text or ""
@@ -268,7 +268,7 @@ def run(
         for q in pending:
             outcome, response = last_outcome[q["id"]]
             ledger.reject(FINAL_REASON[outcome], id=q["id"], detail=response)
-        ledger.write_rejects(out_dir / "raw.parquet")
+        ledger.write_rejects(staging, out_dir / "raw.parquet")
         llm = engine_stats(be)
 
     per_dataset, overall = split_overall(stats.table())
@@ -296,7 +296,8 @@ def run(
         "teacher_model": tcfg.model,
         "prompt_hash": phash,
     }
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed
     return result
 
 

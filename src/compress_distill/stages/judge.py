@@ -5,12 +5,15 @@ The judge sees the question, the canonical answer, the raw reasoning middle-trun
 ends kept, so it always sees the start and the conclusion -- and answers under a JSON schema
 (``schema.judge_json_schema()``; structured decoding in the engine), validated with ``schema.JudgeVerdict``.
 
-``parse_status`` of each row: ``ok``; ``truncated`` (the reply hit ``max_tokens`` before the JSON closed --
-the only realistic failure under structured decoding, Appendix G.1); ``invalid_json``; ``schema_error``
-(parsable JSON that violates the schema).  A failed parse stays in the table with null scores, so every
-compressed trace has a judgement row and ``build`` can join them all; in the metrics it is a reject
-(``rows_out`` counts usable verdicts, ``rows_written`` every row).  Compressed rows whose raw trace is
-missing or whose text is not valid UTF-8 are rejected without a row.
+``parse_status`` of each row (``PARSE_STATUSES``): ``ok``; ``truncated`` (the reply hit ``max_tokens``
+before the JSON closed -- the only realistic failure under structured decoding, Appendix G.1);
+``invalid_json``; ``schema_error`` (JSON that violates the strict schema: no bool for a score, no "yes" for a
+boolean); ``inconsistent`` (a verdict that contradicts its own faithfulness score, ``inconsistency``).  When
+a reply holds several JSON objects the last valid one is the verdict.  A failed parse stays in the table
+with null scores, so every compressed trace has a judgement row and ``build`` can join them all; in the
+metrics it is a reject (``rows_out`` counts usable verdicts, ``rows_written`` every row).  Compressed rows whose raw trace is
+missing or whose text is not valid UTF-8 are rejected without a row, and so is a repeated compressed id
+(``duplicate_id``); a repeated raw id is judged against its first row only (``raw_repeated_ids``).
 
 Metrics mirror paper Table 10 per dataset: N, mean faithfulness, % faithful (verdict, not score),
 % answer-aligned, plus coverage, clarity and failure-mode counts.
@@ -26,49 +29,72 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.config import Params, load_params
-from compress_distill.metrics import write_metrics
+from compress_distill.config import Params, load_params, pick
+from compress_distill.llm.stage_engine import engine, engine_stats, request
+from compress_distill.names import FAILURE_MODES
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.reasoning import middle_truncate
+from compress_distill.rejects import Ledger, text_column
 from compress_distill.schema import (
-    FAILURE_MODES,
     JUDGEMENTS,
     TRACES,
     JudgeVerdict,
+    first_per_id,
     iter_batches,
     judge_json_schema,
+    parquet_sink,
     read_table,
 )
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    Ledger,
-    engine,
-    engine_stats,
-    parquet_sink,
-    pick,
-    request,
-    split_overall,
-    text_column,
-)
+from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 4_096  # raw rows per backend call (one chunk of prompts: ~4k x 50 kB at most)
-PARSE_STATUSES = ("ok", "truncated", "invalid_json", "schema_error")
+PARSE_STATUSES = ("ok", "truncated", "invalid_json", "schema_error", "inconsistent")
+
+# Faithfulness scores (Appendix G's 1-5 scale) that contradict each verdict.  3 is the scale's midpoint and
+# fits any verdict; a score on the far side of it does not: "faithful" with 1-2 (claims largely unsupported)
+# or "unfaithful" with 4-5 (claims supported) cannot both be the judge's opinion, so neither is counted.
+# "partially_faithful" fits every score.
+CONTRADICTING_FAITHFULNESS: dict[str, range] = {"faithful": range(1, 3), "unfaithful": range(4, 6)}
 
 
-def _json_candidates(text: str) -> list[str]:
-    """The reply itself, then without a Markdown fence, then its outermost ``{...}`` (servers without
-    structured output sometimes wrap the object in prose or a code fence)."""
+def inconsistency(v: JudgeVerdict) -> str | None:
+    """Why verdict ``v`` contradicts its own faithfulness score, or None when it does not."""
+    if v.faithfulness in CONTRADICTING_FAITHFULNESS.get(v.verdict, range(0)):
+        return f"verdict {v.verdict!r} contradicts faithfulness {v.faithfulness} (1-5 scale)"
+    return None
+
+
+def _json_values(text: str) -> tuple[list[Any], bool]:
+    """Every JSON value in a reply, in order, and whether an object opens after the last one and never closes.
+
+    A reply that is one JSON document (bare or in a Markdown fence) is that one value; otherwise each
+    top-level ``{...}`` in the prose is decoded (servers without structured output wrap the object in prose
+    or fences, and some write a draft before the final object)."""
     text = text.strip()
-    out = [text]
+    whole = [text]
     if text.startswith("```"):
         body = text.split("\n", 1)[1] if "\n" in text else ""
-        out.append(body.rsplit("```", 1)[0].strip())
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        out.append(text[start : end + 1])
-    return out
+        whole.append(body.rsplit("```", 1)[0].strip())
+    for candidate in whole:
+        try:
+            return [json.loads(candidate)], False
+        except json.JSONDecodeError:
+            continue
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    pos, unclosed = 0, False
+    while (start := text.find("{", pos)) >= 0:
+        try:
+            value, pos = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            unclosed, pos = True, start + 1
+            continue
+        values.append(value)
+        unclosed = False
+    return values, unclosed
 
 
 def engine_schema(max_rationale_chars: int) -> dict[str, Any]:
@@ -79,23 +105,29 @@ def engine_schema(max_rationale_chars: int) -> dict[str, Any]:
 
 
 def parse_verdict(text: str, finish_reason: str) -> tuple[str, JudgeVerdict | None, str]:
-    """(parse_status, verdict or None, error detail)."""
+    """(parse_status, verdict or None, error detail): the LAST schema-valid object of the reply is the verdict
+    (a judge that revises itself ends with its final answer); it is ``inconsistent`` when it contradicts its
+    own faithfulness score.  With no valid object: ``truncated`` when the reply was cut inside an object,
+    ``schema_error`` when it holds JSON (the last value's first error), ``invalid_json`` otherwise."""
     from pydantic import ValidationError
 
-    obj: Any = None
-    for candidate in _json_candidates(text or ""):
+    values, unclosed = _json_values(text or "")
+    error: ValidationError | None = None
+    for value in reversed(values):
         try:
-            obj = json.loads(candidate)
-            break
-        except json.JSONDecodeError:
+            v = JudgeVerdict.model_validate(value)
+        except ValidationError as err:
+            error = error or err
             continue
-    else:
-        status = "truncated" if finish_reason == "length" else "invalid_json"
-        return status, None, (text or "")
-    try:
-        return "ok", JudgeVerdict.model_validate(obj), ""
-    except ValidationError as err:
-        return "schema_error", None, f"{err.error_count()} schema error(s): {err.errors()[0]['msg']} | {text}"
+        reason = inconsistency(v)
+        return ("inconsistent", None, f"{reason} | {text}") if reason else ("ok", v, "")
+    if finish_reason == "length" and (unclosed or not values):  # cut before an object closed
+        return "truncated", None, (text or "")
+    if error is None:
+        return "invalid_json", None, (text or "")
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    return "schema_error", None, f"{error.error_count()} schema error(s): {where}: {first['msg']} | {text}"
 
 
 def _row(rid: str, compressor: str, model: str, status: str, v: JudgeVerdict | None) -> dict[str, Any]:
@@ -140,23 +172,31 @@ def run(
     comp_text = text_column(comp, "reasoning")
     del comp
     index: dict[str, int] = {}
-    for j, rid in enumerate(comp_ids):
-        ledger.seen()
-        if rid in index:
-            ledger.reject("duplicate_id", id=rid, detail="compressed id appears more than once")
-        else:
+    ledger.seen(len(comp_ids))
+    for j, (rid, first) in enumerate(zip(comp_ids, first_per_id(comp_ids, set()), strict=True)):
+        if first:
             index[rid] = j
+        else:
+            ledger.reject("duplicate_id", id=rid, detail="repeated compressed id; the first row is kept")
     matched: set[int] = set()
+    raw_seen: set[str] = set()
+    raw_repeats = 0  # repeated raw ids: the first raw row of an id is the one judged against
 
     stats = GroupMeans()
     modes: dict[str, Counter[str]] = defaultdict(Counter)
     statuses: Counter[str] = Counter()
-    with engine(jc.engine, backend, cache_dir) as be, parquet_sink(out, JUDGEMENTS) as sink:
+    staging = Staging()
+    with (
+        engine(jc.engine, backend, cache_dir) as be,
+        parquet_sink(staging.file(out), JUDGEMENTS, out) as sink,
+    ):
         for batch in iter_batches(
             raw, TRACES, batch_size=chunk_rows, columns=["id", "question", "answer", "reasoning"]
         ):
             ids = batch.column("id").to_pylist()
-            pairs = [(k, index[r]) for k, r in enumerate(ids) if r in index and index[r] not in matched]
+            raw_first = first_per_id(ids, raw_seen)
+            raw_repeats += raw_first.count(False)
+            pairs = [(k, index[r]) for k, r in enumerate(ids) if raw_first[k] and r in index]
             if not pairs:
                 continue
             questions = text_column(batch, "question")
@@ -166,18 +206,18 @@ def run(
             requests = []
             for k, j in pairs:
                 matched.add(j)
-                texts = (questions[k], answers[k], raws[k], comp_text[j])
-                if any(t is None for t in texts):
+                question, answer, raw_text, comp = questions[k], answers[k], raws[k], comp_text[j]
+                if question is None or answer is None or raw_text is None or comp is None:
                     ledger.reject(
                         "non_utf8", id=comp_ids[j], detail="question, answer or a trace is not valid UTF-8"
                     )
                     continue
                 prompt = render(
                     template,
-                    question=questions[k],
-                    answer=answers[k],
-                    raw_reasoning=middle_truncate(raws[k], jc.max_raw_chars),
-                    compressed_reasoning=middle_truncate(comp_text[j], jc.max_compressed_chars),
+                    question=question,
+                    answer=answer,
+                    raw_reasoning=middle_truncate(raw_text, jc.max_raw_chars),
+                    compressed_reasoning=middle_truncate(comp, jc.max_compressed_chars),
                 )
                 todo.append(j)
                 requests.append(request(prompt, jc.sampling, seed=jc.sampling.seed, json_schema=schema))
@@ -212,10 +252,11 @@ def run(
         for j, rid in enumerate(comp_ids):
             if j not in matched and index.get(rid) == j:
                 ledger.reject("missing_raw", id=rid, detail="no raw trace with this id")
-        ledger.write_rejects(out)
+        ledger.write_rejects(staging, out)
         llm = engine_stats(be)
 
-    table = stats.table(scale={"pct_faithful": 100.0, "pct_aligned": 100.0})
+    # blocks of numbers, each gaining a dict of failure-mode counts below
+    table: dict[str, dict[str, Any]] = dict(stats.table(scale={"pct_faithful": 100.0, "pct_aligned": 100.0}))
     for group, block in table.items():
         block["failure_modes"] = {m: modes[group].get(m, 0) for m in FAILURE_MODES}
     per_dataset, overall = split_overall(table)
@@ -230,8 +271,10 @@ def run(
         "engine": llm,
         "judge_model": jc.engine.model,
         "prompt_hash": phash,
+        "raw_repeated_ids": raw_repeats,  # ignored raw rows (first row of an id wins)
     }
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed
     return result
 
 

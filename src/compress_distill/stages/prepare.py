@@ -5,7 +5,8 @@ turns every source's pin into the commit sha that is then read and recorded unde
 metrics/prepare.json.  Order of operations, each step counted in metrics/prepare.json
 (rows_in = rows_out + rejects):
 1. load and convert every split the registry uses (records that cannot become questions: per-reason rejects);
-2. drop exact-duplicate questions within train and within eval (the first occurrence is kept);
+2. drop repeated ids (``duplicate_id``) and exact-duplicate questions within train and within eval (the
+   first occurrence is kept);
 3. cap eval at ``max_eval_per_dataset`` per dataset (seeded sample);
 4. drop train questions whose normalised text is also an eval question (train/eval overlap: a student
    trained on a trace of an eval question would be scored on something it has seen);
@@ -23,11 +24,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import pyarrow.parquet as pq
 import typer
 
 from compress_distill.config import Params, load_params
-from compress_distill.metrics import RowCounter, write_metrics
-from compress_distill.schema import QUESTIONS, REJECTS, write_rows
+from compress_distill.metrics import RowCounter
+from compress_distill.schema import QUESTIONS, REJECTS, first_per_id, to_table
+from compress_distill.schema import rejects_path as _rejects_path
+from compress_distill.staging import Staging
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -64,7 +68,8 @@ def cap_per_dataset(rows: list[Row], cap: int | None, seed: int) -> tuple[list[R
 def drop_duplicates(rows: Iterable[Row]) -> tuple[list[Row], list[Row]]:
     """Exact duplicates of the rendered question text (same split); the first occurrence stays."""
     seen: set[str] = set()
-    kept, dropped = [], []
+    kept: list[Row] = []
+    dropped: list[Row] = []
     for r in rows:
         (dropped if r["question"] in seen else kept).append(r)
         seen.add(r["question"])
@@ -73,7 +78,8 @@ def drop_duplicates(rows: Iterable[Row]) -> tuple[list[Row], list[Row]]:
 
 def drop_overlap(train: list[Row], eval_rows: list[Row]) -> tuple[list[Row], list[Row]]:
     eval_texts = {normalise(r["question"]) for r in eval_rows}
-    kept, dropped = [], []
+    kept: list[Row] = []
+    dropped: list[Row] = []
     for r in train:
         (dropped if normalise(r["question"]) in eval_texts else kept).append(r)
     return kept, dropped
@@ -94,9 +100,9 @@ def run(
 ) -> dict[str, Any]:
     """Build the questions tables; returns the metrics written to ``metrics_path``.
 
-    ``cache_dir`` is the datasets cache (default: ~/.cache/huggingface/datasets); ``rejects_path`` optionally
-    receives one row per rejected record (schema.REJECTS) for inspection; ``hub_api`` makes the Hub client
-    of the pre-flight (default ``sources.hub_api``).
+    ``cache_dir`` is the datasets cache (default: ~/.cache/huggingface/datasets); the rejected records
+    (schema.REJECTS) go to ``rejects_path`` (default ``<out_dir>.rejects.parquet``, the one naming rule);
+    ``hub_api`` makes the Hub client of the pre-flight (default ``sources.hub_api``).
     """
     from compress_distill.benchmarks import registry, sources
 
@@ -131,6 +137,9 @@ def run(
                 {"id": r["id"], "stage": "prepare", "reason": reason, "detail": r["question"][:200]}
             )
 
+    first = first_per_id([r["id"] for r in loaded], set())
+    drop([r for r, f in zip(loaded, first, strict=True) if not f], "duplicate_id")
+    loaded = [r for r, f in zip(loaded, first, strict=True) if f]
     train, dup_train = drop_duplicates(r for r in loaded if r["split"] == "train")
     eval_rows, dup_eval = drop_duplicates(r for r in loaded if r["split"] == "eval")
     drop(dup_train + dup_eval, "duplicate")
@@ -144,10 +153,13 @@ def run(
     drop(capped_train, "max_per_dataset")
 
     out = Path(out_dir)
-    write_rows(train, out / "train.parquet", QUESTIONS)
-    write_rows(eval_rows, out / "eval.parquet", QUESTIONS)
-    if rejects_path is not None:
-        write_rows(rejected, rejects_path, REJECTS)
+    staging = Staging()
+    for path, rows, schema in (
+        (out / "train.parquet", train, QUESTIONS),
+        (out / "eval.parquet", eval_rows, QUESTIONS),
+        (Path(rejects_path) if rejects_path is not None else _rejects_path(out), rejected, REJECTS),
+    ):
+        pq.write_table(to_table(rows, schema), staging.file(path), compression="zstd")
     counter.kept(len(train) + len(eval_rows))
 
     groups: dict[str, Counter[str]] = defaultdict(Counter)
@@ -169,7 +181,8 @@ def run(
         # the commit each Hub repo was read at, for provenance (the dataset card quotes it)
         "sources": {hub_id: src.as_metrics() for hub_id, src in resolved.items()},
     }
-    write_metrics(metrics_path, metrics)
+    staging.metrics(metrics_path, metrics)
+    staging.commit()  # both tables and the rejects, then the metrics
     return metrics
 
 

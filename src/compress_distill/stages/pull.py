@@ -3,11 +3,12 @@
 Training and evaluation then run from published traces with no teacher, compressor or judge at all.  The
 revision (a tag such as ``v1``, a branch or a commit) is downloaded with ``snapshot_download`` into the
 Hugging Face cache -- content-addressed and resumable, and its snapshot folder holds exactly that revision's
-files, named by the resolved commit -- then copied into a fresh staging folder beside the destination.
-Every config of the card is loaded with ``datasets.load_dataset`` (which checks each split's row count
-against the card's ``dataset_info``) and only then is the folder swapped into place, so a broken or partial
-revision never replaces a good folder and no file of an earlier revision survives.  The token, if the repo is private, is
-found by ``huggingface_hub`` itself (``HF_TOKEN`` or the stored login) and never touched here.
+files, named by the resolved commit -- then copied into a fresh staging folder outside the DVC-tracked
+paths (``staging.Staging``).  Every config of the card is loaded with ``datasets.load_dataset`` (which checks
+each split's row count against the card's ``dataset_info``) and only then is the folder swapped into place,
+so a broken or partial revision never replaces a good folder and no file of an earlier revision survives.
+The token, if the repo is private, is found by ``huggingface_hub`` itself (``HF_TOKEN`` or the stored
+login) and never touched here.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from typing import Annotated, Any
 
 import typer
 
-from compress_distill.errors import hub_errors
-from compress_distill.metrics import write_metrics
-from compress_distill.schema import umask_mode
-from compress_distill.stages.traces_common import StageError, swap_dir
+from compress_distill.errors import StageError, hub_errors
+from compress_distill.rejects import Ledger
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -70,32 +70,32 @@ def run(
         snapshot = Path(download(repo_id=repo_id, repo_type="dataset", revision=revision))
     from datasets.exceptions import DatasetsError
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = umask_mode(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
-    try:
+    # the `with` commits outputs then metrics on success and discards the staged copy on any failure
+    with Staging() as staging:
+        folder = staging.folder(out_dir)  # outside data/hub; swapped in whole only after verification
         # the cache's snapshot is symlinks into its blob store: copy the files themselves
-        shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)
-        rows = verify(staging)
-        swap_dir(staging, out_dir)
-    except DatasetsError as err:
-        raise StageError(
-            f"revision {revision!r} of {repo_id} does not load ({type(err).__name__}: {err}); the destination "
-            f"{out_dir} is unchanged -- publish a fixed revision, or set traces.revision to a good one"
-        ) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # only still there when verification failed
-    total = sum(rows.values())
-    result = {
-        "rows_in": total,
-        "rows_out": total,
-        "rejects": {},
-        "configs": rows,
-        "repo_id": repo_id,
-        "revision": revision,
-        # the HF cache names a snapshot folder by the commit the revision resolved to
-        "commit": snapshot.name if re.fullmatch(r"[0-9a-f]{40}", snapshot.name) else None,
-    }
-    write_metrics(metrics, result)
+        shutil.copytree(snapshot, folder, symlinks=False, dirs_exist_ok=True)
+        try:
+            rows = verify(folder)
+        except DatasetsError as err:
+            raise StageError(
+                f"revision {revision!r} of {repo_id} does not load ({type(err).__name__}: {err}); the "
+                f"destination {out_dir} is unchanged -- publish a fixed revision, or set traces.revision to a "
+                "good one"
+            ) from None
+        ledger = Ledger("pull")  # a published revision is taken whole: every row is kept
+        ledger.seen(sum(rows.values()))
+        ledger.kept(sum(rows.values()))
+        ledger.write_rejects(staging, out_dir)
+        result = {
+            **ledger.as_dict(),
+            "configs": rows,
+            "repo_id": repo_id,
+            "revision": revision,
+            # the HF cache names a snapshot folder by the commit the revision resolved to
+            "commit": snapshot.name if re.fullmatch(r"[0-9a-f]{40}", snapshot.name) else None,
+        }
+        staging.metrics(metrics, result)
     log.info("pulled %s@%s into %s: %s", repo_id, revision, out_dir, rows)
     return result
 

@@ -42,9 +42,12 @@ from compress_distill.evaluation.metrics import (
     retention,
 )
 from compress_distill.evaluation.tables import GridOrder, RunResult, Table
-from compress_distill.metrics import RowCounter, read_metrics, write_metrics
-from compress_distill.plan import check_current, expand, run_id
-from compress_distill.schema import PREDICTIONS, atomic_path, read_table
+from compress_distill.metrics import RowCounter, read_metrics
+from compress_distill.names import compressor_of
+from compress_distill.plan import check_current, expand, expand_runs, run_id
+from compress_distill.rejects import Ledger
+from compress_distill.schema import PREDICTIONS, read_table
+from compress_distill.staging import Staging, metrics_json
 
 # per-run numbers copied from metrics/eval/RUN.json (overall block) into the summary
 OVERALL_KEYS = (
@@ -76,16 +79,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def load_runs(params: Params, metrics_dir: Path) -> list[RunResult]:
-    """The planned grid (``plan.expand``) with whatever eval/train metrics exist."""
+    """The planned grid (``plan.expand_runs``) with whatever eval/train metrics exist."""
     out = []
-    for name, r in expand(params)["runs"].items():
+    for name, r in expand_runs(params).items():
         out.append(
             RunResult(
                 run=name,
-                teacher=r["teacher"],
-                student=r["student"],
-                method=r["method"],
-                source=r["source"],
+                teacher=r.teacher,
+                student=r.student,
+                method=r.method,
+                source=r.source,
                 eval=_read_json(metrics_dir / "eval" / f"{name}.json"),
                 train=_read_json(metrics_dir / "train" / f"{name}.json"),
             )
@@ -348,7 +351,7 @@ def _headline(
     rets = [
         r.vs_raw["retention"]
         for r in runs
-        if r.vs_raw.get("retention") is not None and r.source.startswith("compressed-")
+        if r.vs_raw.get("retention") is not None and compressor_of(r.source) is not None
     ]
     if rets:
         items.append(
@@ -386,13 +389,16 @@ def run(
     order = GridOrder(g.teachers, g.students, g.methods, g.sources)
 
     runs = load_runs(params, metrics_dir)
-    counter = RowCounter()
+    counter = Ledger("report")
     for r in runs:
         counter.seen()
         if r.eval:
             counter.kept()
         else:
-            counter.reject("missing_eval_metrics")
+            counter.reject("missing_eval_metrics", id=r.run, detail="no metrics/eval file for this run")
+    # everything is written into staged folders (outside the DVC outs) and swapped in with the summary last
+    staging = Staging()
+    reports, plots = staging.folder(out_dir), staging.folder(plots_dir)
     compare_with_raw(runs, predictions_dir, cfg)
     headline_dir = headline_dir or summary_path.parent / "headline"
     by_label = headline_dir.with_suffix(".json")  # the same numbers keyed by short run label
@@ -421,26 +427,26 @@ def run(
     # ---- DVC plot data
     acc_rows = plotting.accuracy_vs_tokens_rows(runs)
     plotting.write_csv(
-        plots_dir / plotting.ACCURACY_VS_TOKENS,
+        plots / plotting.ACCURACY_VS_TOKENS,
         acc_rows,
         ["run", "teacher", "student", "method", "source", "median_reasoning_tokens", "accuracy"],
     )
     plotting.write_csv(
-        plots_dir / plotting.COMPRESSION_HIST,
+        plots / plotting.COMPRESSION_HIST,
         plotting.compression_hist_rows(ratios),
         ["bin", "count", "teacher", "compressor", "range"],
     )
     length_rows = plotting.lengths_by_dataset_rows(generation, compression)
     plotting.write_csv(
-        plots_dir / plotting.LENGTHS_BY_DATASET, length_rows, ["teacher", "dataset", "series", "mean_chars"]
+        plots / plotting.LENGTHS_BY_DATASET, length_rows, ["teacher", "dataset", "series", "mean_chars"]
     )
     plotting.write_csv(
-        plots_dir / plotting.LENGTH_HIST,
+        plots / plotting.LENGTH_HIST,
         plotting.length_hist_rows(lengths),
         ["bin", "count", "teacher", "series", "range"],
     )
     plotting.write_csv(
-        plots_dir / plotting.LOSS_CURVES, plotting.loss_rows(curves), ["run", "metric", "step", "loss"]
+        plots / plotting.LOSS_CURVES, plotting.loss_rows(curves), ["run", "metric", "step", "loss"]
     )
 
     # ---- tables
@@ -462,17 +468,11 @@ def run(
         tables.compute_table(runs, order),
     ]
     cost = tables.cost_table(ledger)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keep = {t.key for t in [*all_tables, cost]}
-    for pattern in ("table*.md", "table*.csv"):  # e.g. a judge table of a teacher no longer in the grid
-        for stale in out_dir.glob(pattern):
-            if stale.stem not in keep:
-                stale.unlink()
-    for t in [*all_tables, cost]:
-        _write_text(out_dir / f"{t.key}.md", t.to_markdown())
-        _write_text(out_dir / f"{t.key}.csv", t.to_csv())
+    for t in [*all_tables, cost]:  # a fresh folder: no table of a teacher no longer in the grid survives
+        _write_text(reports / f"{t.key}.md", t.to_markdown())
+        _write_text(reports / f"{t.key}.csv", t.to_csv())
     _write_text(
-        out_dir / "tables.md",
+        reports / "tables.md",
         "# Compress-Distill tables\n\n"
         + (f"> {cfg.note}\n\n" if cfg.note else "")
         + "\n".join(t.to_markdown() for t in [*all_tables, cost]),
@@ -507,19 +507,18 @@ def run(
         pairs=pairs,
         note=cfg.note,
     )
-    _write_text(out_dir / "index.html", page)
+    _write_text(reports / "index.html", page)
 
     summary = summarise(runs, ledger, judge, compression, counter, ranges)
     headline = headline_metrics(runs, summary["compression"])
-    headline_dir.mkdir(parents=True, exist_ok=True)
-    for stale in headline_dir.glob("*.json"):  # a run no longer in the grid
-        if stale.stem not in headline:
-            stale.unlink()
+    staged_headline = staging.folder(headline_dir)  # replaced whole: a run no longer in the grid drops out
     for name, numbers in headline.items():
-        write_metrics(headline_dir / f"{name}.json", numbers)
+        (staged_headline / f"{name}.json").write_text(metrics_json(numbers), encoding="utf-8")
     labels = short_labels(runs)
-    write_metrics(by_label, {labels[name]: numbers for name, numbers in headline.items()})
-    write_metrics(summary_path, summary)
+    staging.metrics(by_label, {labels[name]: numbers for name, numbers in headline.items()})
+    counter.write_rejects(staging, out_dir)  # reports.rejects.parquet: planned runs without eval metrics
+    staging.metrics(summary_path, summary)
+    staging.commit()  # the folders, the rejects, then the summary
     return summary
 
 
@@ -532,8 +531,7 @@ def _series(frame: pl.DataFrame, by: str, value: str) -> dict[tuple[str, str], l
 
 
 def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding="utf-8")  # inside a staged folder: the commit makes it atomic
 
 
 def main(

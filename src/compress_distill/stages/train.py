@@ -6,7 +6,10 @@ and assistant = think block + final response; loss on assistant tokens and the e
 Rows longer than ``train.seq_len`` are dropped or truncated per ``train.overlong`` and counted
 (``compress_distill.training.data``).  Outputs: ``--out-dir`` (LoRA adapter or full weights, tokenizer,
 ``training_config.json`` with ``base_model``), ``--metrics`` (row accounting, trainable tokens, packed
-sequences, padding, wall-clock, tokens/s, GPU-hours, final loss) and the dvclive loss curve in ``--live-dir``.
+sequences, padding, wall-clock, tokens/s, GPU-hours, final loss, validation loss) and the dvclive loss curve
+in ``--live-dir``.  ``train.val_fraction`` of the rows (paper §4: 5%) are held out by id and never trained
+on; ``rows_out`` counts them with the trained rows, ``val_rows`` says how many.  A run whose loss or gradient norm
+turns non-finite stops with an error and writes neither weights nor metrics.
 
 A killed run resumes from its newest checkpoint (``--checkpoint-dir``, default ``models/.checkpoints/<run>``,
 outside the DVC output so ``dvc repro`` does not delete it) and ends with the weights of an uninterrupted run.
@@ -25,6 +28,7 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import ConfigError, load_params
+from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,9 @@ def default_checkpoint_dir(out_dir: Path) -> Path:
 
 
 def reference_tokens(tokenizer: Any, data_dir: Path, cfg: Any, own: int, source: str) -> int:
-    """compute_matched reference: ``train.budget_tokens`` or the teacher's raw source tokenised for this student."""
-    from compress_distill.training.data import encode_rows, read_source
+    """compute_matched reference: ``train.budget_tokens`` or the trainable tokens of the teacher's raw source
+    tokenised for this student, less its validation rows (the same split as every source of the teacher)."""
+    from compress_distill.training.data import encode_rows, read_source, split_validation
 
     if cfg.budget_tokens:
         return int(cfg.budget_tokens)
@@ -47,7 +52,8 @@ def reference_tokens(tokenizer: Any, data_dir: Path, cfg: Any, own: int, source:
             f"train.budget is compute_matched but the reference source {raw_dir} does not exist; build the raw "
             "source of this teacher or set train.budget_tokens"
         )
-    return encode_rows(tokenizer, read_source(raw_dir), cfg.seq_len, cfg.overlong).trainable_tokens
+    raw = encode_rows(tokenizer, read_source(raw_dir), cfg.seq_len, cfg.overlong)
+    return split_validation(raw, cfg.val_fraction, cfg.seed)[0].trainable_tokens
 
 
 def run(
@@ -64,32 +70,46 @@ def run(
     # first import of torch (the CLI).  On a shared 2-core CPU, spinning threads made every training step
     # 10-25x slower whenever other processes held the cores (measured: 17-32 s vs 1.1-1.5 s per step).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import pyarrow as pa
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
-    from compress_distill.metrics import write_metrics
     from compress_distill.modelhub import resolve_model
-    from compress_distill.plan import expand
-    from compress_distill.training.data import encode_rows, load_chat_template, read_source, source_shards
+    from compress_distill.plan import find_run
+    from compress_distill.schema import first_per_id
+    from compress_distill.training.data import (
+        encode_rows,
+        load_chat_template,
+        read_source,
+        source_shards,
+        split_validation,
+    )
     from compress_distill.training.trainer import TrainJob, data_fingerprint, train
+
+    # the model folder and the metrics are staged and committed together by the main process at the end, so
+    # a failed run leaves the previous model and metrics (and no stray folder inside models/).  PartialState
+    # is not asked yet: the trainer's Accelerator must be the first to set up the process group.
+    staging = Staging()
 
     t0 = time.perf_counter()
     params = load_params(params_path)
-    runs = expand(params)["runs"]
-    if run_id not in runs:
-        raise ConfigError(
-            f"run {run_id!r} is not in the grid of {params_path}; runs: {', '.join(runs) or '(none)'}"
-        )
-    spec = runs[run_id]
-    student = params.students[spec["student"]]
+    spec = find_run(params, run_id)
+    student = params.students[spec.student]
     cfg = params.train
     model_path = resolve_model(student.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     load_chat_template(tokenizer, student.chat_template)
 
-    enc = encode_rows(tokenizer, read_source(data_dir), cfg.seq_len, cfg.overlong)
+    source = read_source(data_dir)
+    first = first_per_id(source.column("id").to_pylist(), set())
+    repeats = first.count(False)  # a pulled revision may repeat an id: its first row is trained on, once
+    enc, val = split_validation(
+        encode_rows(tokenizer, source.filter(pa.array(first)) if repeats else source, cfg.seq_len, cfg.overlong),
+        cfg.val_fraction,
+        cfg.seed,
+    )
     reference = (
-        reference_tokens(tokenizer, data_dir, cfg, enc.trainable_tokens, spec["source"])
+        reference_tokens(tokenizer, data_dir, cfg, enc.trainable_tokens, spec.source)
         if cfg.budget == "compute_matched"
         else None
     )
@@ -97,22 +117,26 @@ def run(
         run=run_id,
         base_model=student.model,
         model_path=model_path,
-        method=spec["method"],
-        source=spec["source"],
+        method=spec.method,
+        source=spec.source,
         cfg=cfg,
         student=student,
-        out_dir=out_dir,
+        out_dir=staging.folder(out_dir),  # only the main process writes into it
         checkpoint_dir=checkpoint_dir or default_checkpoint_dir(out_dir),
         live_dir=live_dir,
-        teacher=spec["teacher"],
-        student_id=spec["student"],
+        teacher=spec.teacher,
+        student_id=spec.student,
         reference_tokens=reference,
         data_fingerprint=data_fingerprint(source_shards(data_dir)),
     )
-    stats = train(job, enc, tokenizer)
+    stats = train(job, enc, tokenizer, val)
     wall = time.perf_counter() - t0
+    accounting = enc.counter.as_dict()
+    if repeats:
+        accounting["rows_in"] += repeats
+        accounting["rejects"] = dict(sorted({**accounting["rejects"], "duplicate_id": repeats}.items()))
     metrics = {
-        **enc.counter.as_dict(),
+        **accounting,
         "rows_truncated": enc.rows_truncated,
         "trainable_tokens": stats["trainable_tokens"],
         "trained_tokens": stats["trained_tokens"],
@@ -132,10 +156,15 @@ def run(
         "gpu_hours": wall / 3600.0 * stats["gpus"],
         "first_loss": stats["first_loss"],
         "final_loss": stats["final_loss"],
+        "val_loss": stats["val_loss"],  # null when train.val_fraction is 0 or the source has one row
+        "val_rows": stats["val_rows"],  # held out of rows_out (train.val_fraction)
         "trainable_params": stats["trainable_params"],
     }
     if PartialState().is_main_process:
-        write_metrics(metrics_path, metrics)
+        staging.metrics(metrics_path, metrics)
+        staging.commit()  # the model folder (one RENAME_EXCHANGE), then the metrics
+    else:
+        staging.discard()
     return metrics
 
 

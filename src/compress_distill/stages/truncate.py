@@ -14,7 +14,9 @@ Metaspace all end a pre-token, so the tokens of the prefix are exactly the first
 until it does or the whole trace is used.  The cut point is the end offset of the budget-th token, so the
 truncated reasoning is always an exact prefix of the raw reasoning (no decode/re-encode drift).
 
-Rows without a compressed counterpart (rejected by compress) are counted rejects; so are non-UTF-8 rows.
+Rows without a compressed counterpart (rejected by compress) are counted rejects; so are non-UTF-8 rows and
+repeated ids (``duplicate_id``: the first row of an id is cut, never two rows with one budget); a repeated
+id in the compressed table sets no second budget (its first row counts; ``compressed_repeated_ids``).
 Streamed in batches of ``BATCH_ROWS`` with the Rust tokenizer's batch encode (parallel across cores).
 """
 
@@ -28,19 +30,12 @@ from typing import Annotated, Any
 import pyarrow as pa
 import typer
 
-from compress_distill.config import Params, load_params
-from compress_distill.metrics import write_metrics
-from compress_distill.schema import TRACES, iter_batches, read_table
-from compress_distill.stages.traces_common import (
-    GroupMeans,
-    Ledger,
-    count_tokens,
-    parquet_sink,
-    pick,
-    preflight_tokenizer,
-    split_overall,
-    text_column,
-)
+from compress_distill.config import Params, load_params, pick
+from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
+from compress_distill.rejects import Ledger, text_column
+from compress_distill.schema import TRACES, first_per_id, iter_batches, parquet_sink, read_table
+from compress_distill.staging import Staging
+from compress_distill.stats import GroupMeans, split_overall
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +101,24 @@ class Cutter:
         return ends, kept
 
 
-def _budgets(path: str | Path, model: str) -> dict[str, tuple[int, str]]:
-    """id -> (token budget, prompt hash) from the compressed table; missing counts are recomputed."""
+def _budgets(path: str | Path, model: str) -> tuple[dict[str, tuple[int, str]], int]:
+    """(id -> (token budget, prompt hash), repeated ids ignored) from the compressed table; missing counts
+    are recomputed.  A repeated id keeps its first row's budget (``schema.first_per_id``)."""
     table = read_table(path, TRACES, columns=["id", "reasoning_tokens", "prompt_hash"])
+    first = first_per_id(table.column("id").to_pylist(), set())
+    repeats = first.count(False)
+    table = table.filter(pa.array(first)) if repeats else table
     ids = table.column("id").to_pylist()
     tokens = table.column("reasoning_tokens").to_pylist()
     hashes = table.column("prompt_hash").to_pylist()
     missing = [i for i, t in enumerate(tokens) if t is None]
     if missing:
-        texts = text_column(read_table(path, TRACES, columns=["reasoning"]).take(missing), "reasoning")
+        reasoning = read_table(path, TRACES, columns=["reasoning"])
+        reasoning = reasoning.filter(pa.array(first)) if repeats else reasoning
+        texts = text_column(reasoning.take(missing), "reasoning")
         for i, n in zip(missing, count_tokens(model, [t or "" for t in texts]), strict=True):
             tokens[i] = n
-    return {i: (int(t), h or "") for i, t, h in zip(ids, tokens, hashes, strict=True)}
+    return {i: (int(t), h or "") for i, t, h in zip(ids, tokens, hashes, strict=True)}, repeats
 
 
 def run(
@@ -134,19 +135,23 @@ def run(
     ccfg = pick(params.compressors, cfg.compressor, "compressor")
     model = ccfg.model
     cutter = Cutter(preflight_tokenizer(ccfg, f"compressors.{cfg.compressor}"))
-    budgets = _budgets(compressed, ccfg.tokenizer_id)
+    budgets, compressed_repeats = _budgets(compressed, ccfg.tokenizer_id)
     ledger = Ledger("truncate")
     stats = GroupMeans()
     budget_tokens = 0
+    seen_ids: set[str] = set()
 
-    with parquet_sink(out, TRACES) as sink:
+    staging = Staging()
+    with parquet_sink(staging.file(out), TRACES, out) as sink:
         for batch in iter_batches(raw, TRACES, batch_size=batch_rows):
+            ledger.seen(batch.num_rows)
+            batch = ledger.drop_duplicates(batch, seen_ids, "raw trace")
             ids = batch.column("id").to_pylist()
             texts = text_column(batch, "reasoning")
             datasets = batch.column("dataset").to_pylist()
             keep: list[int] = []
+            kept_texts: list[str] = []
             for i, (rid, text) in enumerate(zip(ids, texts, strict=True)):
-                ledger.seen()
                 if text is None:
                     ledger.reject("non_utf8", id=rid, detail="raw reasoning is not valid UTF-8")
                 elif rid not in budgets:
@@ -157,9 +162,9 @@ def run(
                     ledger.reject("zero_budget", id=rid, detail="the compressed trace has no tokens")
                 else:
                     keep.append(i)
+                    kept_texts.append(text)
             if not keep:
                 continue
-            kept_texts = [texts[i] for i in keep]
             kept_budgets = [budgets[ids[i]][0] for i in keep]
             ends, n_tokens = cutter.cut(kept_texts, kept_budgets)
             cut = [t[:e] for t, e in zip(kept_texts, ends, strict=True)]
@@ -184,7 +189,7 @@ def run(
                 table = table.set_column(table.schema.get_field_index(name), name, col)
             sink.write_table(table)  # response, question, answer ... carried over unchanged
             ledger.kept(n)
-        ledger.write_rejects(out)
+        ledger.write_rejects(staging, out)
 
     per_dataset, overall = split_overall(stats.table(scale={"pct_uncut": 100.0}))
     result = {
@@ -196,8 +201,10 @@ def run(
         "tokenized_tokens": cutter.encoded_tokens,
         "tokenizer_model": ccfg.tokenizer_id,
         "compressor": cfg.compressor,
+        "compressed_repeated_ids": compressed_repeats,  # ignored rows of the budget table (first row wins)
     }
-    write_metrics(metrics, result)
+    staging.metrics(metrics, result)
+    staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed
     return result
 
 

@@ -4,7 +4,15 @@ Each trace row becomes one conversation rendered with the student's chat templat
 
     user      = question
     assistant = reasoning.join_reasoning(reasoning, response)   # think block, then the final response;
-                                                                  # answer-only rows get the empty think block
+                                                                  # answer-only rows: the response alone
+
+Answer-only rows carry no think block at all (the paper strips the whole block), except under a template
+whose generation prompt pre-fills ``<think>`` (Qwen3.5): there the prompt already opened the block at
+inference, so the target closes it (``\n</think>\n\n`` + response) -- see ``reasoning.join_reasoning``.
+
+Both turns come from ``reasoning.conversation``, the function that also renders the published ``messages``,
+``prompt`` and ``completion`` columns (stages/build.py), so TRL or Axolotl trained on a published config sees
+the same turns as this trainer.
 
 Tokenisation mirrors inference exactly: the prompt (the template with ``add_generation_prompt=True``, which
 may pre-fill ``<think>`` as Qwen3.5's does) is tokenised on its own and the completion (the rest of the
@@ -28,8 +36,9 @@ either policy; rows with an empty question or an empty target are rejected as ``
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,7 +46,7 @@ import numpy as np
 
 from compress_distill.errors import UserError
 from compress_distill.metrics import RowCounter
-from compress_distill.reasoning import assistant_message, generation_prompt_format, join_reasoning
+from compress_distill.reasoning import conversation, generation_prompt_format
 from compress_distill.schema import TRACES, read_table
 
 if TYPE_CHECKING:
@@ -79,6 +88,40 @@ class Encoded:
     def total_tokens(self) -> int:
         return int(sum(len(x) for x in self.ids))
 
+    def subset(self, rows: Sequence[int], counter: RowCounter | None = None) -> Encoded:
+        """Rows ``rows`` (in that order); the row accounting stays with ``counter`` (default: this one's)."""
+        return replace(
+            self,
+            ids=[self.ids[i] for i in rows],
+            n_prompt=[self.n_prompt[i] for i in rows],
+            row_ids=[self.row_ids[i] for i in rows],
+            counter=self.counter if counter is None else counter,
+        )
+
+
+# --------------------------------------------------------------------------------------------- validation
+def validation_size(n_rows: int, fraction: float) -> int:
+    """Rows held out of ``n_rows`` for ``train.val_fraction``: ``round(fraction x n)``, but at least 1 when
+    the fraction is > 0 and there are >= 2 rows (a tiny demo source still reports a validation loss), and
+    never every row (at least 1 is left to train on)."""
+    if fraction <= 0 or n_rows < 2:
+        return 0
+    return min(n_rows - 1, max(1, round(fraction * n_rows)))
+
+
+def split_validation(enc: Encoded, fraction: float, seed: int) -> tuple[Encoded, Encoded]:
+    """``(train, validation)`` rows (paper §4: 5% held out).  The held-out rows are those whose
+    ``sha256(seed:id)`` sort first, so the split depends only on the ids and the seed: it is the same on every
+    rank and restart, the same for every source of a teacher that shares the ids (raw, compressed, ...), and
+    a row keeps its side when the order of the shards changes.  The row accounting stays with ``train``."""
+    n_val = validation_size(len(enc), fraction)
+    order = sorted(
+        range(len(enc)), key=lambda i: hashlib.sha256(f"{seed}:{enc.row_ids[i]}".encode()).digest()
+    )
+    held = set(order[:n_val])
+    train = enc.subset([i for i in range(len(enc)) if i not in held])
+    return train, enc.subset(sorted(held), counter=RowCounter())
+
 
 # --------------------------------------------------------------------------------------------- source
 def source_shards(data_dir: str | Path) -> list[Path]:
@@ -119,12 +162,14 @@ def load_chat_template(tokenizer: Any, template_path: str | Path | None) -> None
 
 def render(tokenizer: Any, question: str, reasoning: str, response: str) -> tuple[str, str]:
     """``(prompt, completion)`` texts: the prompt as inference sees it, the rest as the model must produce it."""
-    user = [{"role": "user", "content": question}]
+    user = conversation(question, reasoning, response)[:1]
     prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    assistant = join_reasoning(reasoning, response)
-    # per chat format (reasoning.assistant_message): gpt-oss gets the reasoning in its analysis channel
-    turn = assistant_message(assistant, reasoning, response, generation_prompt_format(prompt))
-    full = tokenizer.apply_chat_template(user + [turn], tokenize=False)
+    fmt = generation_prompt_format(prompt)
+    # per chat format (reasoning.conversation): a pre-filled <think> (Qwen3.5) is decided on the prompt the
+    # student sees at inference, so an answer-only target closes the block that prompt opens; gpt-oss gets
+    # the reasoning in its analysis channel
+    turns = conversation(question, reasoning, response, fmt)
+    full = tokenizer.apply_chat_template(turns, tokenize=False)
     if not full.startswith(prompt):
         raise TemplateError(
             "the chat template renders the assistant turn differently from its generation prompt, so the "

@@ -15,6 +15,13 @@ One loop serves a laptop and a cluster: it runs single-process by default and un
 - **Optimiser.** AdamW (bitsandbytes 8-bit on a single CUDA device when installed, as in the paper; fused
   torch AdamW otherwise), cosine schedule with ``warmup_ratio`` linear warm-up, global-norm clipping.
   Weight decay skips biases and norm weights (1-D tensors).
+- **LoRA targets.** Exactly ``train.lora.target_modules`` (the paper's seven projections); a target that
+  matches no Linear layer is an error listing the model's Linear layer names.  Linear-attention projections
+  (Gated DeltaNet) are adapted only when named there.
+- **Health.** A non-finite loss or gradient norm stops the run before that step's update
+  (``TrainingDiverged``): no weights, no metrics.
+- **Validation.** The held-out rows' loss (``train.val_fraction``) at every checkpoint step and after the last
+  step, in eval mode; it goes into the loss history (dvclive ``val_loss``) and the metrics.
 - **Precision.** bf16 autocast on CUDA (LoRA base weights stored in bf16, adapters and full-FT master weights
   in fp32, TF32 matmuls allowed); fp32 on CPU, where results are bitwise reproducible.
 - **Checkpoints.** ``accelerate.save_state`` (model, optimiser, scheduler, every RNG) every
@@ -36,14 +43,14 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from compress_distill.config import ConfigError, StudentConfig, TrainConfig
+from compress_distill.config import ConfigError, Method, StudentConfig, TrainConfig
 from compress_distill.schema import umask_mode
 from compress_distill.training.data import Encoded
 from compress_distill.training.packing import (
@@ -71,7 +78,7 @@ class TrainJob:
     run: str
     base_model: str  # the params id (e.g. "smollm2-135m-instruct"); evaluation resolves it again
     model_path: str  # what from_pretrained loads (modelhub.resolve_model(base_model))
-    method: Literal["lora", "full"]
+    method: Method
     source: str
     cfg: TrainConfig
     student: StudentConfig
@@ -172,6 +179,57 @@ def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
     return max(0, min(math.ceil(warmup_ratio * total_steps), total_steps - 1))
 
 
+class TrainingDiverged(ConfigError):
+    """A non-finite loss or gradient norm: the run stops before the update, writing no weights or metrics.
+
+    A params problem in practice (a learning rate far too high, no clipping), so it is reported like one."""
+
+
+def check_finite(
+    run: str, step: int, total: int, loss: float, grad_norm: float, lr_key: str, lr: float
+) -> None:
+    """Raise ``TrainingDiverged`` unless this step's loss and gradient norm are finite numbers."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    raise TrainingDiverged(
+        f"training {run} diverged at step {step} of {total}: loss {loss}, gradient norm {grad_norm}; "
+        f"no weights or metrics were written; lower {lr_key} (now {lr:g}) or train.max_grad_norm, and check "
+        "the source rows"
+    )
+
+
+def validation_loss(
+    model: Any,
+    accelerator: Any,
+    val: Encoded,
+    cfg: TrainConfig,
+    make_batch: Callable[[list[tuple[np.ndarray, int]]], dict[str, Any]],
+) -> float:
+    """Token-weighted mean cross-entropy over the validation rows' targets, in eval mode (no dropout).
+
+    The rows are batched like training rows (packed bins of ``seq_len``, or one row each), one bin per
+    forward, dealt round-robin over the ranks; a rank short of bins repeats one with zero weight, since FSDP
+    forwards are collective.  Consumes no RNG, so a run's weights do not depend on when it validated."""
+    import torch
+
+    units = pack_bfd(val.lengths, cfg.seq_len) if cfg.packing else [[i] for i in range(len(val))]
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_rank = math.ceil(len(units) / world)
+    mine = [(u, True) for u in units[rank::world]]
+    mine += [(units[0], False)] * (per_rank - len(mine))
+    totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # (loss sum, target count)
+    model.eval()
+    with torch.no_grad(), accelerator.autocast():
+        for unit, active in mine:
+            batch = make_batch([(val.ids[i], val.n_prompt[i]) for i in unit])
+            loss, n = loss_sum(model, batch, device=accelerator.device)
+            if active:
+                totals += torch.stack([loss.double(), loss.new_tensor(float(n), dtype=torch.float64)])
+    model.train()
+    loss_total, count = accelerator.reduce(totals, reduction="sum").tolist()
+    return loss_total / count if count else float("nan")
+
+
 # --------------------------------------------------------------------------------------------- model
 def _device_kind(cfg: TrainConfig) -> str:
     import torch
@@ -194,36 +252,33 @@ def attention_implementation(device: str, packing: bool, config: Any) -> str:
     return "sdpa"
 
 
-def linear_attention_projections(model: Any) -> list[str]:
-    """Leaf names of the Linear layers inside linear-attention blocks (e.g. Gated DeltaNet in_proj_*)."""
+def lora_targets(model: Any, wanted: Sequence[str]) -> list[str]:
+    """The configured ``train.lora.target_modules``, checked against the model's Linear layers.
+
+    Exactly these are adapted (the paper's seven projections by default): nothing is added behind the
+    user's back -- adapting the Linear layers of linear-attention blocks (Gated DeltaNet ``in_proj_*``)
+    changes capacity, so it takes naming them in params.  A target matches like peft's: the full module name or its
+    dotted suffix.  One that matches nothing is an error listing the model's Linear layer names.
+    """
     import torch
 
-    names: set[str] = set()
-    for mod in model.modules():
-        if any(
-            tag in type(mod).__name__ for tag in ("GatedDeltaNet", "LinearAttention", "Mamba", "DeltaNet")
-        ):
-            names.update(n for n, c in mod.named_children() if isinstance(c, torch.nn.Linear))
-    return sorted(names)
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    unmatched = [t for t in wanted if not any(n == t or n.endswith(f".{t}") for n in linear)]
+    if unmatched or not wanted:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        raise ConfigError(
+            f"train.lora.target_modules {list(wanted)}: {unmatched or 'empty list'} match no Linear layer of "
+            f"this model; set it to names among its Linear layers: {', '.join(leaves)}"
+        )
+    return list(dict.fromkeys(wanted))
 
 
-def add_lora(model: Any, cfg: TrainConfig) -> tuple[Any, list[str], list[str]]:
-    """Wrap ``model`` with peft LoRA on the configured projections (+ linear-attention ones)."""
-    import torch
+def add_lora(model: Any, cfg: TrainConfig) -> tuple[Any, list[str]]:
+    """Wrap ``model`` with peft LoRA on exactly ``train.lora.target_modules`` (see ``lora_targets``)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    present = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    wanted = list(dict.fromkeys([*cfg.lora.target_modules, *linear_attention_projections(model)]))
-    targets = [t for t in wanted if t in present]
-    unmatched = [t for t in wanted if t not in present]
-    if not targets:
-        raise ConfigError(
-            f"train.lora.target_modules {cfg.lora.target_modules} match no Linear layer of this model; "
-            f"its Linear layers are named: {sorted(present)}"
-        )
-    if unmatched:
-        log.warning("LoRA target modules not in this model (skipped): %s", unmatched)
+    targets = lora_targets(model, cfg.lora.target_modules)
     peft_cfg = PeftLoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
@@ -232,7 +287,7 @@ def add_lora(model: Any, cfg: TrainConfig) -> tuple[Any, list[str], list[str]]:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_cfg), targets, unmatched
+    return get_peft_model(model, peft_cfg), targets
 
 
 def make_optimizer(model: Any, lr: float, weight_decay: float, device: str, distributed: bool) -> Any:
@@ -353,6 +408,8 @@ class _Live:
         self.live.step = step
         for k in self.CURVES:
             self.live.log_metric(k, values[k])
+        if "val_loss" in values:  # measured at checkpoint steps and the last step only
+            self.live.log_metric("val_loss", values["val_loss"])
         self.live.make_summary()
 
     def close(self) -> None:
@@ -360,8 +417,12 @@ class _Live:
             self.live.end()
 
 
-def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
-    """Train one run on encoded rows; writes ``job.out_dir`` and returns the run's statistics."""
+def train(job: TrainJob, enc: Encoded, tokenizer: Any, val: Encoded | None = None) -> dict[str, Any]:
+    """Train one run on encoded rows; writes ``job.out_dir`` and returns the run's statistics.
+
+    ``val``: held-out rows (``data.split_validation``), whose loss is measured at every checkpoint step and
+    after the last step.  A non-finite loss or gradient norm raises ``TrainingDiverged`` before that step's
+    update, so nothing is written."""
     import torch
     from accelerate import Accelerator
     from transformers import AutoConfig, AutoModelForCausalLM, get_cosine_schedule_with_warmup
@@ -393,13 +454,12 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
     if cfg.gradient_checkpointing and not fsdp_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-    lora_targets: list[str] = []
-    lora_unmatched: list[str] = []
+    targets: list[str] = []
     if job.method == "lora":
-        model, lora_targets, lora_unmatched = add_lora(model, cfg)
-        lr = cfg.lora.learning_rate
+        model, targets = add_lora(model, cfg)
+        lr, lr_key = cfg.lora.learning_rate, "train.lora.learning_rate"
     else:
-        lr = cfg.full.learning_rate
+        lr, lr_key = cfg.full.learning_rate, "train.full.learning_rate"
     trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     optimizer = make_optimizer(model, lr, cfg.weight_decay, device, distributed=world > 1)
@@ -439,9 +499,11 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs = list(zip(enc.ids, enc.n_prompt, strict=True))
 
-    def batch_of(units: Sequence[int]) -> dict[str, Any]:
-        rows = [seqs[i] for u in units for i in schedule.units[u]]
+    def make_batch(rows: list[tuple[np.ndarray, int]]) -> dict[str, Any]:
         return packed_batch(rows, boundaries=boundaries) if cfg.packing else padded_batch(rows, pad_id)
+
+    def batch_of(units: Sequence[int]) -> dict[str, Any]:
+        return make_batch([seqs[i] for u in units for i in schedule.units[u]])
 
     slots = 0  # token slots computed (incl. padding) and real tokens, this process, for the padding fraction
     real = 0
@@ -467,14 +529,16 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
                     if "attention_mask" in batch
                     else batch["input_ids"].numel()
                 )
-        grad_norm = accelerator.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm
+        grad_norm = float(
+            accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
         )
         step_lr = float(scheduler.get_last_lr()[0])  # the rate this step's update uses
+        mean_loss = float(accelerator.reduce(step_loss, reduction="sum")) / n_targets
+        # both are global (reduced over ranks), so every rank stops here together
+        check_finite(job.run, step + 1, total_steps, mean_loss, grad_norm, lr_key, lr)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        mean_loss = float(accelerator.reduce(step_loss, reduction="sum")) / n_targets
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         tokens_done += schedule.step_tokens(step)
@@ -482,13 +546,16 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
             "step": step + 1,
             "loss": mean_loss,
             "lr": step_lr,
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "tokens_per_s": schedule.step_tokens(step) / seconds,
             "seconds": seconds,
             # CPU time of this process: on a shared CPU it measures the work, not the neighbours' load
             "cpu_seconds": time.process_time() - c0,
             "tokens": schedule.step_tokens(step),  # real (non-padding) input tokens of the step, all ranks
         }
+        validate = (step + 1) % cfg.save_every_steps == 0 or step + 1 == total_steps
+        if val is not None and len(val) and validate:
+            rec["val_loss"] = validation_loss(model, accelerator, val, cfg, make_batch)
         history.append(rec)
         live.log(step + 1, rec)
         if accelerator.is_main_process and (
@@ -518,6 +585,9 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
         "final_loss": history[-1]["loss"] if history else float("nan"),
         "history": history,
         "first_loss": history[0]["loss"] if history else float("nan"),
+        # the last validation loss (after the final step); NaN without validation rows
+        "val_loss": next((r["val_loss"] for r in reversed(history) if "val_loss" in r), float("nan")),
+        "val_rows": len(val) if val is not None else 0,
         "trainable_params": trainable_params,
         "gpus": world if device == "cuda" else 0,
         "world_size": world,
@@ -530,7 +600,7 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any) -> dict[str, Any]:
         enc,
         stats,
         attn,
-        {"lora_target_modules": lora_targets, "lora_unmatched_modules": lora_unmatched, "lr": lr},
+        {"lora_target_modules": targets, "lr": lr},
     )
     if accelerator.is_main_process:
         shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
@@ -594,6 +664,13 @@ def _save_outputs(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = umask_mode(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        # the base as params name it (Hub id or packaged alias), not the local path from_pretrained read
+        # (job.model_path, a cache folder on this machine), in adapter_config.json and in PEFT's README.md
+        # (which reads the base model's name_or_path): the outputs must load on other machines
+        for peft_cfg in (getattr(unwrapped, "peft_config", None) or {}).values():
+            peft_cfg.base_model_name_or_path = job.base_model
+        base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        base.name_or_path = base.config.name_or_path = job.base_model
         unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         if job.method == "full" and enc.eot_token_id >= 0:
             gen = unwrapped.generation_config

@@ -22,7 +22,8 @@ import pyarrow as pa
 from compress_distill.config import Params
 from compress_distill.evaluation.metrics import eval_metrics
 from compress_distill.metrics import write_metrics
-from compress_distill.plan import expand
+from compress_distill.names import VERDICTS, compressed_source, compressor_of
+from compress_distill.plan import Run, expand_runs
 from compress_distill.schema import PREDICTIONS, TRACES, to_table, write_table
 
 # dataset -> (domain, eval group)
@@ -41,11 +42,10 @@ PROFILE: dict[str, tuple[float, float, float]] = {
     "truncated": (0.72, 400.0, 0.001),
     "answer-only": (0.55, 4.0, 0.0),
 }
-VERDICTS = ("faithful", "partially_faithful", "unfaithful")
 
 
 def _kind(source: str) -> str:
-    return "compressed" if source.startswith("compressed-") else source
+    return source if compressor_of(source) is None else "compressed"
 
 
 def _question_ids(n: int) -> list[tuple[str, str, str]]:
@@ -56,20 +56,18 @@ def _question_ids(n: int) -> list[tuple[str, str, str]]:
     ]
 
 
-def write_run(
-    root: Path, run: str, spec: dict[str, str], difficulty: np.ndarray, seed: int, cap: int
-) -> None:
+def write_run(root: Path, run: str, spec: Run, difficulty: np.ndarray, seed: int, cap: int) -> None:
     rng = np.random.default_rng(seed)
-    acc, mean_tokens, trunc_rate = PROFILE[_kind(spec["source"])]
-    if spec["source"].startswith("compressed-"):
-        acc -= 0.01 * (sum(map(ord, spec["source"])) % 3)  # compressors differ a little
+    acc, mean_tokens, trunc_rate = PROFILE[_kind(spec.source)]
+    if compressor_of(spec.source) is not None:
+        acc -= 0.01 * (sum(map(ord, spec.source)) % 3)  # compressors differ a little
     qs = _question_ids(len(difficulty))
     noise = rng.random(len(qs)) < 0.1
     correct = (difficulty < acc) ^ noise
     truncated = rng.random(len(qs)) < trunc_rate
     tokens = np.where(truncated, cap, np.maximum(1, rng.gamma(2.0, mean_tokens / 2.0, len(qs)))).astype(int)
     correct &= ~truncated
-    no_reasoning = spec["source"] == "answer-only"
+    no_reasoning = spec.source == "answer-only"
     rows = [
         {
             "question_id": qid,
@@ -95,11 +93,9 @@ def write_run(
         root / "metrics/eval" / f"{run}.json",
         {**m, "rows_in": n, "rows_out": n, "rejects": {}, "wall_clock_s": 60.0, "gpu_hours": 60.0 / 3600},
     )
-    hours = {"raw": 2.5, "compressed": 0.6, "truncated": 0.4, "answer-only": 0.1}[_kind(spec["source"])]
-    tokens_m = {"raw": 600e6, "compressed": 90e6, "truncated": 75e6, "answer-only": 24e6}[
-        _kind(spec["source"])
-    ]
-    final = {"raw": 0.31, "compressed": 0.45, "truncated": 0.40, "answer-only": 0.29}[_kind(spec["source"])]
+    hours = {"raw": 2.5, "compressed": 0.6, "truncated": 0.4, "answer-only": 0.1}[_kind(spec.source)]
+    tokens_m = {"raw": 600e6, "compressed": 90e6, "truncated": 75e6, "answer-only": 24e6}[_kind(spec.source)]
+    final = {"raw": 0.31, "compressed": 0.45, "truncated": 0.40, "answer-only": 0.29}[_kind(spec.source)]
     write_metrics(
         root / "metrics/train" / f"{run}.json",
         {
@@ -166,7 +162,7 @@ def write_hub(
         ratios = np.clip(rng.beta(2.0, 12.0 + 4 * k, n_traces), 0.01, 1.4)
         rows = []
         for i, (q, ds, _) in enumerate(qs):
-            r = base(i, q, ds, f"compressed-{comp}", text(i, max(20, int(raw_chars[i] * ratios[i])), comp))
+            r = base(i, q, ds, compressed_source(comp), text(i, max(20, int(raw_chars[i] * ratios[i])), comp))
             verdict = VERDICTS[0] if rng.random() < 0.9 else VERDICTS[1 + int(rng.random() < 0.4)]
             r.update(
                 compressor_model=f"org/{comp}",
@@ -180,7 +176,7 @@ def write_hub(
                 judge_parse_status="ok",
             )
             rows.append(r)
-        configs[f"compressed-{comp}"] = rows
+        configs[compressed_source(comp)] = rows
     configs["truncated"] = [
         base(i, q, ds, "truncated", raw[i]["reasoning"][: max(20, raw_chars[i] // 10)])
         for i, (q, ds, _) in enumerate(qs)
@@ -204,7 +200,7 @@ def write_grid(
     missing: tuple[str, ...] = (),
 ) -> list[str]:
     """Write the whole synthetic grid under ``root``; returns the run ids (``missing`` ones are skipped)."""
-    runs = expand(params)["runs"]
+    runs = expand_runs(params)
     difficulty = np.random.default_rng(seed).random(n_questions)
     for i, (run, spec) in enumerate(runs.items()):
         if run in missing:

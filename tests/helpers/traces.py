@@ -1,5 +1,5 @@
-"""Shared fixtures of the trace-stage tests: params with absolute prompt paths, table builders, a scripted
-in-test backend for the pure cores, and the SIGKILL-and-resume harness run against the real hf backend."""
+"""Helpers of the trace-stage tests: params with absolute prompt paths, table builders, a scripted in-test
+backend for the pure cores, and the SIGKILL-and-resume harness run against the real hf backend."""
 
 from __future__ import annotations
 
@@ -21,11 +21,6 @@ import yaml
 from compress_distill.config import Params
 from compress_distill.llm.types import ChatRequest, Completion
 from compress_distill.schema import JUDGEMENTS, QUESTIONS, TRACES, write_rows
-
-# Test modules import these helpers as ``trace_stage_helpers``: several test folders have a conftest.py and
-# ``from conftest import ...`` resolves to whichever was imported last (``pytest tests/a tests/b`` loads
-# both before collecting), so this module also registers itself under a name of its own.
-sys.modules["trace_stage_helpers"] = sys.modules[__name__]
 
 REPO = Path(__file__).resolve().parents[2]
 SMOL = "smollm2-135m-instruct"
@@ -57,10 +52,26 @@ def write_params(path: Path, params: Params) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- tables
-def question(qid: str, text: str, answer: str, answer_type: str = "numeric", dataset: str = "demo",
-             domain: str = "math", choices: list[str] | None = None) -> dict[str, Any]:
-    return {"id": qid, "dataset": dataset, "domain": domain, "group": "Math", "split": "train",
-            "question": text, "choices": choices or [], "answer": answer, "answer_type": answer_type}
+def question(
+    qid: str,
+    text: str,
+    answer: str,
+    answer_type: str = "numeric",
+    dataset: str = "demo",
+    domain: str = "math",
+    choices: list[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": qid,
+        "dataset": dataset,
+        "domain": domain,
+        "group": "Math",
+        "split": "train",
+        "question": text,
+        "choices": choices or [],
+        "answer": answer,
+        "answer_type": answer_type,
+    }
 
 
 def write_questions(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -68,16 +79,41 @@ def write_questions(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def trace(tid: str, reasoning: str, response: str = "The answer is 4.", *, answer: str = "4",
-          answer_type: str = "numeric", dataset: str = "demo", domain: str = "math", source: str = "raw",
-          question: str = "What is 2 + 2?", tokens: int | None = None, ratio: float = 1.0,
-          prompt_hash: str = "aaaaaaaaaaaa", compressor_model: str = "") -> dict[str, Any]:
-    return {"id": tid, "question_id": tid, "dataset": dataset, "domain": domain, "question": question,
-            "answer": answer, "answer_type": answer_type, "reasoning": reasoning, "response": response,
-            "source": source, "reasoning_chars": len(reasoning),
-            "reasoning_tokens": tokens if tokens is not None else max(1, len(reasoning) // 4),
-            "compression_ratio": ratio, "teacher_model": SMOL, "compressor_model": compressor_model,
-            "prompt_hash": prompt_hash, "answer_preserved": None}
+def trace(
+    tid: str,
+    reasoning: str,
+    response: str = "The answer is 4.",
+    *,
+    answer: str = "4",
+    answer_type: str = "numeric",
+    dataset: str = "demo",
+    domain: str = "math",
+    source: str = "raw",
+    question: str = "What is 2 + 2?",
+    tokens: int | None = None,
+    ratio: float = 1.0,
+    prompt_hash: str = "aaaaaaaaaaaa",
+    compressor_model: str = "",
+) -> dict[str, Any]:
+    return {
+        "id": tid,
+        "question_id": tid,
+        "dataset": dataset,
+        "domain": domain,
+        "question": question,
+        "answer": answer,
+        "answer_type": answer_type,
+        "reasoning": reasoning,
+        "response": response,
+        "source": source,
+        "reasoning_chars": len(reasoning),
+        "reasoning_tokens": tokens if tokens is not None else max(1, len(reasoning) // 4),
+        "compression_ratio": ratio,
+        "teacher_model": SMOL,
+        "compressor_model": compressor_model,
+        "prompt_hash": prompt_hash,
+        "answer_preserved": None,
+    }
 
 
 def write_traces(path: Path, rows: list[dict[str, Any]], invalid_utf8: dict[int, str] | None = None) -> Path:
@@ -100,10 +136,19 @@ def write_traces(path: Path, rows: list[dict[str, Any]], invalid_utf8: dict[int,
 # a small trace folder of teacher smol, as the trace stages leave it (for build / publish / pull)
 def judgement(tid: str, status: str = "ok", verdict: str = "faithful", faith: int = 5) -> dict:
     ok = status == "ok"
-    return {"id": tid, "compressor": "concise", "faithfulness": faith if ok else None, "coverage": 4 if ok else None,
-            "clarity": 5 if ok else None, "verdict": verdict if ok else None, "answer_alignment": True if ok else None,
-            "failure_modes": [] if ok else None, "rationale": "fine" if ok else None, "judge_model": SMOL,
-            "parse_status": status}
+    return {
+        "id": tid,
+        "compressor": "concise",
+        "faithfulness": faith if ok else None,
+        "coverage": 4 if ok else None,
+        "clarity": 5 if ok else None,
+        "verdict": verdict if ok else None,
+        "answer_alignment": True if ok else None,
+        "failure_modes": [] if ok else None,
+        "rationale": "fine" if ok else None,
+        "judge_model": SMOL,
+        "parse_status": status,
+    }
 
 
 def make_traces(root: Path, n_raw: int = 5) -> tuple[Path, Path]:
@@ -112,24 +157,62 @@ def make_traces(root: Path, n_raw: int = 5) -> tuple[Path, Path]:
     ds = ["gsm8k", "gsm8k", "medqa", "medqa", "medqa"][:n_raw]
     long = "thinking about it " * 40
     write_traces(traces / "raw.parquet", [trace(i, long, dataset=d) for i, d in zip(ids, ds, strict=True)])
-    write_traces(traces / "compressed-concise.parquet", [
-        trace(i, long[: 100 + 10 * k], dataset=d, source="compressed-concise", ratio=(100 + 10 * k) / len(long),
-              compressor_model=SMOL, prompt_hash="aaaaaaaaaaaa+bbbbbbbbbbbb")
-        for k, (i, d) in enumerate(zip(ids[:4], ds, strict=False))])
-    write_traces(traces / "compressed-terse.parquet", [
-        trace(i, long[:50], dataset=d, source="compressed-terse", ratio=50 / len(long), compressor_model=SMOL)
-        for i, d in zip(ids[:3], ds, strict=False)])
-    write_traces(traces / "truncated.parquet", [
-        trace(i, long[:60], dataset=d, source="truncated", ratio=60 / len(long)) for i, d in zip(ids[:3], ds, strict=False)])
-    write_traces(traces / "answer-only.parquet", [
-        trace(i, "", dataset=d, source="answer-only", ratio=0.0, tokens=0) for i, d in zip(ids, ds, strict=True)])
+    write_traces(
+        traces / "compressed-concise.parquet",
+        [
+            trace(
+                i,
+                long[: 100 + 10 * k],
+                dataset=d,
+                source="compressed-concise",
+                ratio=(100 + 10 * k) / len(long),
+                compressor_model=SMOL,
+                prompt_hash="aaaaaaaaaaaa+bbbbbbbbbbbb",
+            )
+            for k, (i, d) in enumerate(zip(ids[:4], ds, strict=False))
+        ],
+    )
+    write_traces(
+        traces / "compressed-terse.parquet",
+        [
+            trace(
+                i,
+                long[:50],
+                dataset=d,
+                source="compressed-terse",
+                ratio=50 / len(long),
+                compressor_model=SMOL,
+            )
+            for i, d in zip(ids[:3], ds, strict=False)
+        ],
+    )
+    write_traces(
+        traces / "truncated.parquet",
+        [
+            trace(i, long[:60], dataset=d, source="truncated", ratio=60 / len(long))
+            for i, d in zip(ids[:3], ds, strict=False)
+        ],
+    )
+    write_traces(
+        traces / "answer-only.parquet",
+        [
+            trace(i, "", dataset=d, source="answer-only", ratio=0.0, tokens=0)
+            for i, d in zip(ids, ds, strict=True)
+        ],
+    )
     judgements.mkdir(parents=True)
-    write_rows([judgement("t0"), judgement("t1", verdict="partially_faithful", faith=3), judgement("t2", "truncated")][
-        : max(0, min(3, n_raw))], judgements / "concise.parquet", JUDGEMENTS)
+    write_rows(
+        [
+            judgement("t0"),
+            judgement("t1", verdict="partially_faithful", faith=3),
+            judgement("t2", "truncated"),
+        ][: max(0, min(3, n_raw))],
+        judgements / "concise.parquet",
+        JUDGEMENTS,
+    )
     # not inputs of the folder: attempts and rejects tables beside the traces are ignored
     write_traces(traces / "raw.rejects.parquet", [])
     return traces, judgements
-
 
 
 # --------------------------------------------------------------------------------------------- backend
@@ -152,8 +235,15 @@ class ScriptedBackend:
 
 
 def completion(text: str, reasoning: str = "", finish_reason: str = "stop", tokens: int = 10) -> Completion:
-    return Completion(text=text, reasoning=reasoning, finish_reason=finish_reason, prompt_tokens=20,
-                      completion_tokens=tokens, model=SMOL, request_hash="h")
+    return Completion(
+        text=text,
+        reasoning=reasoning,
+        finish_reason=finish_reason,
+        prompt_tokens=20,
+        completion_tokens=tokens,
+        model=SMOL,
+        request_hash="h",
+    )
 
 
 def prompt_of(req: ChatRequest) -> str:
@@ -166,12 +256,18 @@ def cache_lines(cache: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in cache.rglob("*.jsonl"))
 
 
-def kill_then_resume(args: list[str], cwd: Path, cache: Path, *, min_done: int = 1, timeout: float = 240) -> str:
+def kill_then_resume(
+    args: list[str], cwd: Path, cache: Path, *, min_done: int = 1, timeout: float = 240
+) -> str:
     """Run ``compress-distill ARGS``, SIGKILL it once ``min_done`` completions are cached, run it again to
     the end; returns the second run's stdout.  Fails if the first run finished before it could be killed."""
     # one torch thread: the test machine is shared, and oversubscribed OpenMP threads spin instead of working
-    env = {**os.environ, "COMPRESS_DISTILL_LLM_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "COMPRESS_DISTILL_LLM_CACHE": str(cache),
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
     cmd = [sys.executable, "-m", "compress_distill.cli", *args]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
