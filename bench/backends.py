@@ -1,4 +1,5 @@
-"""Engine-layer benchmark, side by side in one run (DESIGN §8): prints a table, writes metrics/bench/backends.json.
+"""Engine-layer benchmark, side by side in one run (docs/architecture.md §8): prints a table, writes
+metrics/bench/backends.json.
 
 (a) pipeline overhead = ``backend.generate`` wall time / the raw engine call on the same requests
     - hf: ``model.generate`` on the same left-padded batch (greedy, and seeded sampling whose per-row

@@ -1,4 +1,4 @@
-"""Answer extraction cascade and verification (DESIGN §6, issue 2 parts 6-7).
+"""Answer extraction cascade and verification (docs/architecture.md §6, issue 2 parts 6-7).
 
 Tables: (response text, expected extracted value or None, expected rule).  They include the failure cases
 reported against lm-eval-harness (first-match regex picking a restated number, a comma swallowing the GSM8K

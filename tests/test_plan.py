@@ -14,6 +14,7 @@ from compress_distill.config import ConfigError, load_params, parse_params
 from compress_distill.plan import (
     CODE_MARKER,
     Run,
+    check_current,
     expand,
     expand_runs,
     find_run,
@@ -200,3 +201,23 @@ def test_paper_profile_switches_verified_compression_on() -> None:
     data["grid"]["sources"].append("compressed-verified")
     plan = expand(parse_params(data))
     assert set(plan["verify"]) == {"qwen397b", "gptoss120b"} and len(plan["runs"]) == 55 + 14
+
+
+def test_a_grid_edited_without_replanning_stops_the_report(tmp_path: Path) -> None:
+    # issue 13: `dvc exp run -S grid.sources=[raw]` was silently ignored (plan.yaml is generated)
+    from typer.testing import CliRunner
+
+    from compress_distill.cli import app
+
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (tmp_path / "plan.yaml").write_text((REPO / "plan.yaml").read_text())
+    check_current(load_params(tmp_path / "params.yaml"), tmp_path / "plan.yaml")  # in sync: no error
+    edited = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    edited["grid"]["sources"] = ["raw"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(edited))
+    result = CliRunner().invoke(app, ["report", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 2
+    assert "compress-distill plan" in result.output and len(result.output.strip().splitlines()) == 1
+    # the report stage is what notices: it depends on the grid section (and traces.source)
+    report = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
+    assert {"grid", "traces"} <= {p for p in report["params"] if isinstance(p, str)}

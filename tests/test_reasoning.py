@@ -1,4 +1,5 @@
-"""split_reasoning / split_completion cases of DESIGN §6, chat-format rules, join/middle-truncate helpers."""
+"""split_reasoning / split_completion cases of docs/architecture.md §6, chat-format rules,
+join/middle-truncate helpers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Answer extraction cascade and verification (DESIGN §6).
+"""Answer extraction cascade and verification (docs/architecture.md §6).
 
 ``extract_answer(text, answer_type, choices)`` reads the **final response only**
 (``reasoning.split_reasoning(text)[1]``): a number restated inside the reasoning never wins, and a trace cut

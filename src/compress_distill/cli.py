@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
+from compress_distill import __version__
 from compress_distill.config import ConfigError, load_params
 from compress_distill.errors import DEBUG_ENV, guard, redact_logs, set_debug
 
@@ -22,7 +24,22 @@ app = typer.Typer(
     help="Compress-Distill: dataset factory and distillation benchmark for compressed reasoning traces.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # plain click help: no "<bool>" metavars on flags, no boxes; -h as well as --help
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _plain(doc: str | None) -> str | None:
+    """First line of a docstring as help text, without the RST literal markup (````x````) meant for Sphinx."""
+    return doc.strip().splitlines()[0].replace("``", "") if doc and doc.strip() else None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"compress-distill {__version__}")
+        raise typer.Exit()
+
 
 # subcommand name -> module under compress_distill.stages (each defines `main`)
 STAGES: dict[str, str] = {
@@ -48,6 +65,9 @@ def _global_options(
     debug: Annotated[
         bool, typer.Option("--debug", envvar=DEBUG_ENV, help="show the traceback of expected errors too")
     ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
 ) -> None:
     set_debug(debug)
     redact_logs()
@@ -55,9 +75,7 @@ def _global_options(
 
 for _name, _module in STAGES.items():
     _mod = importlib.import_module(f"compress_distill.stages.{_module}")
-    app.command(_name, help=(_mod.__doc__ or "").strip().splitlines()[0] if _mod.__doc__ else None)(
-        guard(_mod.main)
-    )
+    app.command(_name, help=_plain(_mod.__doc__))(guard(_mod.main))
 
 
 @app.command("plan")
@@ -75,23 +93,53 @@ def plan_cmd(
     typer.echo(f"wrote {out}: {len(runs)} runs")
 
 
+PROFILES_DIR = Path("configs")
+
+
+def profiles(configs: Path) -> dict[str, Path]:
+    """The shipped profiles: the params files in ``configs``, i.e. YAML with a ``grid`` section (every params
+    file has one, the accelerate configs beside them none).  A broken profile still lists; it fails on use."""
+    found: dict[str, Path] = {}
+    for path in sorted(configs.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            found[path.stem] = path  # cannot tell; listed, and load_params says what is wrong on use
+            continue
+        if isinstance(data, dict) and "grid" in data:
+            found[path.stem] = path
+    return found
+
+
 @app.command("profile")
 @guard
 def profile_cmd(
     name: Annotated[str, typer.Argument(help="profile in configs/: e.g. 'paper'")],
     params: Annotated[Path, typer.Option(help="params file to replace")] = Path("params.yaml"),
+    force: Annotated[
+        bool, typer.Option("--force", help="replace a params file that matches no profile (local edits)")
+    ] = False,
 ) -> None:
     """Switch params.yaml to a shipped profile (configs/NAME.yaml) and regenerate plan.yaml."""
     from compress_distill.plan import write_plan
 
-    src = Path("configs") / f"{name}.yaml"
-    if not src.exists():
-        choices = sorted(p.stem for p in Path("configs").glob("*.yaml"))
-        raise ConfigError(f"no profile {src}; available: {', '.join(choices)}")
+    shipped = profiles(PROFILES_DIR)
+    if name not in shipped:
+        raise ConfigError(f"no profile {PROFILES_DIR / name}.yaml; available: {', '.join(shipped)}")
+    src = shipped[name]
+    if (
+        params.exists()
+        and not force
+        and all(params.read_bytes() != path.read_bytes() for path in shipped.values())
+    ):
+        raise ConfigError(
+            f"{params} differs from every profile in {PROFILES_DIR}/ (local edits would be lost); "
+            f"copy it aside, or pass --force to replace it with {src}"
+        )
     p = load_params(src)
     shutil.copyfile(src, params)
     write_plan(p, params.parent / "plan.yaml")
-    typer.echo(f"params.yaml <- {src}; plan.yaml regenerated")
+    typer.echo(f"{params} <- {src}; plan.yaml regenerated")
 
 
 grid_app = typer.Typer(

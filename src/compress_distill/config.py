@@ -100,7 +100,8 @@ def _check_model_id(model: str, what: str = "model", extra_hint: str = "") -> st
 
 # --------------------------------------------------------------------------------------------- engines
 class BackendConfig(Section):
-    """How to reach one model (DESIGN §6).  The same keys drive a laptop, a GPU node and a cluster."""
+    """How to reach one model (docs/architecture.md §6).  The same keys drive a laptop, a GPU node and a
+    cluster."""
 
     backend: Backend = "hf"
     # hf/vllm: a packaged alias, Hub id or local directory; openai: the name the server serves the model
@@ -295,6 +296,10 @@ class JudgeConfig(Section):
     prompt: str = "prompts/judge.md"
     max_raw_chars: int = Field(40_000, ge=100)
     max_compressed_chars: int = Field(12_000, ge=100)
+    # the rationale's length bound in the decoding grammar (characters; schema.JudgeVerdict allows 2000): a
+    # small judge that loops inside the rationale ("no, no, no, ...") then still closes its JSON within
+    # sampling.max_tokens instead of being cut off unparsed
+    max_rationale_chars: int = Field(2000, ge=1, le=2000)
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
 
 
@@ -424,6 +429,8 @@ class ReportConfig(Section):
     g_co2_per_kwh: float = Field(79.0, ge=0)
     bootstrap_samples: int = Field(1000, ge=10)
     seed: int = 0
+    # the report's first lines: what this run is and what it is not (the demo says "a smoke test")
+    note: str = ""
 
 
 # --------------------------------------------------------------------------------------------- grid
@@ -499,7 +506,7 @@ class TopologyRule(Section):
 
 
 class TopologyConfig(Section):
-    """How many GPUs each train run gets and how its ranks split the work (DESIGN §7; paper Table 11).
+    """How many GPUs each train run gets and how its ranks split the work (docs/architecture.md §7; paper Table 11).
 
     ``train`` rules are tried in order and the first match wins; a run no rule matches is one process on
     ``default_gpus`` GPUs.  The result is written per run into plan.yaml and the stage command, so changing

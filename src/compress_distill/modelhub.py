@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from compress_distill.config import MODEL_ALIASES
+from compress_distill.schema import umask_mode
 
 SMOLLM2 = "smollm2-135m-instruct"
 
@@ -80,7 +81,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
             raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
         if plain.generation_config is not None and quantised.generation_config is not None:
             plain.generation_config = quantised.generation_config
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp = umask_mode(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
             plain.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)

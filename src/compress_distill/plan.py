@@ -4,7 +4,7 @@
 loaded by ``dvc.yaml`` through ``vars``).  ``compress-distill plan`` rewrites it; ``make demo`` runs that
 before ``dvc repro`` and a test keeps the committed file in sync with ``params.yaml``.
 
-The paper's 55-run grid comes from a compact spec plus exclusions (DESIGN §7), never from a hand list.
+The paper's 55-run grid comes from a compact spec plus exclusions (docs/architecture.md §7), never from a hand list.
 Each run's item also carries its topology (``gpus``, ``processes``, ``strategy``) and ``launch``, the command
 that starts it (``train_launch``): ``dvc.yaml``'s train command begins with ``${item.launch}``, and the
 item is a param dep of that run alone, so one run's GPU count re-runs that run only.
@@ -364,6 +364,17 @@ def _replace(path: Path, text: str) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
+
+
+def check_current(params: Params, path: str | Path = "plan.yaml") -> None:
+    """Stop when ``plan.yaml`` is not what ``params`` expand to.  dvc.yaml fans out from plan.yaml, so a grid
+    changed in params alone (``dvc exp run -S grid.sources=[raw]``) would otherwise change no stage at all."""
+    path = Path(path)
+    if path.exists() and path.read_text(encoding="utf-8") != render(expand(params)):
+        raise ConfigError(
+            f"{path} does not match the params (grid, ids or traces.source changed without re-planning); "
+            "run `compress-distill plan`, then `dvc repro` (or `dvc exp run`) again"
+        )
 
 
 def write_plan(params: Params, path: str | Path = "plan.yaml") -> Path:

@@ -1,6 +1,6 @@
 """Split completions into reasoning and final response, and render assistant targets per chat format.
 
-Conventions handled by ``split_reasoning`` (DESIGN §6):
+Conventions handled by ``split_reasoning`` (docs/architecture.md §6):
 - ``<think>R</think>F``                      -> (R, F)
 - prefilled think (template opened the tag)  -> ``R</think>F`` -> (R, F)
 - gpt-oss harmony channels                   -> analysis channel = R, final channel = F
@@ -163,8 +163,8 @@ def join_reasoning(reasoning: str, response: str, think_prefilled: bool = False)
 
     Without reasoning (answer-only) the whole think block is left out, as in the paper (§3.3: "replaces the
     think block with the empty string").  Except after a generation prompt that already opened ``<think>``
-    (``think_prefilled``, DESIGN §7 known traps): the student sees that open tag at inference too, so its
-    target must close it -- the empty block stays, and its opening tag is the prompt's.
+    (``think_prefilled``, docs/architecture.md §7, known traps): the student sees that open tag at inference
+    too, so its target must close it -- the empty block stays, and its opening tag is the prompt's.
     """
     if reasoning.strip():
         return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{response.strip()}"

@@ -1,4 +1,4 @@
-"""The explicit Arrow schema of every table (DESIGN §4) and atomic Parquet I/O.
+"""The explicit Arrow schema of every table (docs/architecture.md §4) and atomic Parquet I/O.
 
 Writes go through ``staging`` (staged outside DVC-tracked folders, renamed into place), so a stage killed
 mid-write leaves either the previous file or the new one, never a torn file that a later stage would read.
@@ -8,6 +8,7 @@ Reads check the schema strictly and name the missing or mistyped column instead 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,17 @@ def validate(table: pa.Table, schema: pa.Schema, source: str = "table") -> pa.Ta
             )
         table = table.set_column(table.column_names.index(field.name), field.name, column)
     return table.select(schema.names)
+
+
+def umask_mode(path: str | Path) -> Path:
+    """Give a temp file or folder the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask):
+    ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700, which the rename would pass on to the outputs, so
+    outputs and reports would be unreadable to the rest of a shared group."""
+    path = Path(path)
+    umask = os.umask(0)
+    os.umask(umask)  # reading the umask needs setting it; restored at once
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    return path
 
 
 def first_per_id(ids: Sequence[str | None], seen: set[str]) -> list[bool]:

@@ -1,4 +1,4 @@
-"""Metric formulas on hand-made prediction tables (DESIGN §6, §7)."""
+"""Metric formulas on hand-made prediction tables (docs/architecture.md §6, §7)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_groups_and_datasets_blocks() -> None:
     assert m["groups"]["Science"] == {"accuracy": 1.0, "n": 1, "stderr": 0.0, "ci95": 0.0}
     assert m["datasets"]["gsm8k"]["accuracy"] == 0.5
     assert set(m["datasets"]) == {"gsm8k", "multiarith", "arc_challenge"}
-    # blocks carry exactly the DESIGN §6 keys
+    # blocks carry exactly the docs/architecture.md §6 keys
     assert set(m["groups"]["Math"]) == {"accuracy", "n", "stderr", "ci95"}
     assert set(m["overall"]) == {
         "accuracy",

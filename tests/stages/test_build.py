@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -251,3 +253,18 @@ def test_stage_chain_from_questions_to_a_loadable_folder(tmp_path: Path) -> None
         [o.name for o in outputs[:5]] + [rejects_path(o).name for o in outputs[:5]] + ["attempts.parquet"]
     )
     assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == ["smol", "smol.rejects.parquet"]
+
+
+def test_outputs_get_the_umask_modes_not_temp_file_modes(tmp_path: Path) -> None:
+    # issue 13: mkstemp/mkdtemp create 0600/0700 and the atomic rename passed those modes on to the outputs
+    traces, judgements = make_traces(tmp_path)
+    out = tmp_path / "hub" / "smol"
+    old = os.umask(0o022)
+    try:
+        build.run(params(), "smol", traces, judgements, out, tmp_path / "m.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644  # metrics: schema.atomic_path
+    for path in out.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path

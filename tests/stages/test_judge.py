@@ -164,7 +164,8 @@ def test_prompt_holds_both_ends_of_middle_truncated_traces(judged) -> None:  # t
     assert "HEAD-OF-RAW" in first and "TAIL-OF-RAW" in first and "C-HEAD" in first and "C-TAIL" in first
     assert "characters omitted" in first and 40_000 + 12_000 < len(first) < 40_000 + 12_000 + 3_000
     assert "Canonical answer: 4" in first
-    assert all(r.json_schema == judge_json_schema() and r.temperature == 0.0 for r in reqs)
+    schema = judge.engine_schema(make_params().judge.max_rationale_chars)  # the grammar bounds the rationale
+    assert all(r.json_schema == schema and r.temperature == 0.0 for r in reqs)
 
 
 def test_rows_statuses_and_table_10_metrics(judged) -> None:  # type: ignore[no-untyped-def]
@@ -226,3 +227,17 @@ def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_
     assert sorted(r["id"] for r in rows) == ["t/0", "t/1"]
     assert all(r["parse_status"] in judge.PARSE_STATUSES for r in rows)
     assert m["rows_in"] == 2 == m["rows_out"] + sum(m["rejects"].values())
+
+
+def test_the_decoding_grammar_closes_a_looping_rationale() -> None:
+    # issue 13: SmolLM2 looped inside the rationale ("no, no, no, ...") until the token cap: 2 of 10 parsed
+    import xgrammar as xgr
+
+    def reply(rationale: str) -> str:
+        v = json.loads(verdict(rationale=rationale))
+        return json.dumps(v, separators=(", ", ": "))  # the hf backend's grammar: no free whitespace
+
+    grammar = xgr.Grammar.from_json_schema(json.dumps(judge.engine_schema(160)), any_whitespace=False)
+    assert xgr.testing._is_grammar_accept_string(grammar, reply("no, " * 40))  # 160 characters
+    assert not xgr.testing._is_grammar_accept_string(grammar, reply("no, " * 40 + "n"))
+    assert judge_json_schema()["properties"]["rationale"]["maxLength"] == 2000  # the stored bound stays

@@ -221,7 +221,8 @@ def _stage_metrics(root: Path, rel: str, data: dict) -> None:
 def test_cost_ledger_counts_engine_stages_and_only_planned_runs(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     write_grid(tmp_path, params, n_questions=20, n_traces=6)
-    # what generate/compress/judge really write: the engine's counters nested under "engine" (DESIGN §5)
+    # what generate/compress/judge really write: the engine's counters nested under "engine"
+    # (docs/architecture.md §5)
     _stage_metrics(
         tmp_path, "generate/smol.json", {"engine": {"llm_gpu_hours": 348.0, "llm_wall_clock_s": 1.0}}
     )
@@ -356,3 +357,48 @@ def test_cap_sensitivity_table_puts_each_extra_cap_under_its_run(tmp_path: Path)
     assert len(rows) == len(expand(params)["runs"]) + 1 and len(raw_rows) == 2
     assert raw_rows[1][4:] == [f"{cap:,d}", "0.500", "0.800", "25/40", "0.375"]
     assert summary["cost"]["ignored_metrics_files"] == 0
+
+
+def test_headline_metrics_are_a_few_numbers_per_run(tmp_path: Path) -> None:
+    # issue 13: summary.json holds ~30 numbers per run, too wide for `dvc metrics show` / `dvc exp show`
+    params, s = build(tmp_path, n_questions=30, n_traces=8)
+    runs = expand(params)["runs"]
+    headline = tmp_path / "metrics/headline"
+    files = {p.stem: json.loads(p.read_text()) for p in headline.glob("*.json")}
+    assert files.keys() == runs.keys()
+    keys = {"accuracy", "acc_per_1k", "retention", "reasoning_tokens", "compression_ratio"}
+    for run, numbers in files.items():
+        assert set(numbers) <= keys and all(isinstance(v, int | float) for v in numbers.values()), numbers
+        assert numbers["accuracy"] == pytest.approx(s["runs"][run]["accuracy"], abs=1e-4)
+    assert files["smol-smol-lora-raw"]["compression_ratio"] == 1.0
+    assert "retention" not in files["smol-smol-lora-raw"]
+    terse = files["smol-smol-lora-compressed-terse"]
+    assert terse["retention"] == pytest.approx(
+        s["runs"]["smol-smol-lora-compressed-terse"]["retention_vs_raw"], abs=1e-4
+    )
+    assert terse["compression_ratio"] == pytest.approx(
+        s["compression"]["smol"]["terse"]["ratio_of_means"], abs=1e-4
+    )
+    # declared in dvc.yaml; a run that left the grid loses its file; the report's own files are no stage's
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert {"metrics/headline": {"cache": False}} in dvc["stages"]["report"]["metrics"]
+    # the same numbers by short label (what varies over the grid): short, unique column names in dvc exp show
+    by_label = json.loads((tmp_path / "metrics/headline.json").read_text())
+    assert by_label["raw"] == files["smol-smol-lora-raw"] and len(by_label) == len(runs)
+    assert {"metrics/headline.json": {"cache": False}} in dvc["stages"]["report"]["metrics"]
+    (headline / "smol-smol-full-raw.json").write_text("{}")
+    _, again = build(tmp_path, n_questions=30, n_traces=8)
+    assert not (headline / "smol-smol-full-raw.json").exists()
+    assert again["cost"]["ignored_metrics_files"] == s["cost"]["ignored_metrics_files"]
+
+
+def test_the_demo_report_says_first_what_it_is_and_is_not(tmp_path: Path) -> None:
+    # issue 13: a newcomer reading the demo report took its numbers for results
+    build(tmp_path, n_questions=30, n_traces=8)
+    page = (tmp_path / "reports/index.html").read_text(encoding="utf-8")
+    top = page[page.index("<h1>") : page.index('<section id="summary">')]
+    assert "smoke test of the whole pipeline" in top and "135M" in top and "CPU" in top
+    assert "not evidence about the paper" in top
+    tables_md = (tmp_path / "reports/tables.md").read_text(encoding="utf-8").splitlines()
+    assert "smoke test" in tables_md[2] and tables_md[2].startswith("> ")
+    assert load_params(REPO / "configs/paper.yaml").report.note == ""  # the paper's report has no such caveat

@@ -85,7 +85,8 @@ PREFILL_QWEN = (
 @pytest.mark.parametrize("template", [PREFILL_VERBATIM, PREFILL_QWEN], ids=["verbatim", "qwen-style"])
 def test_prefilled_think_template_closes_the_block_it_opened(smol_dir: str, template: str) -> None:
     """The generation prompt opens <think> at inference, so an answer-only target cannot drop the block: it
-    closes it and answers (deliberately the one case that keeps an empty block, DESIGN §7 known traps)."""
+    closes it and answers (deliberately the one case that keeps an empty block, docs/architecture.md §7, known
+    traps)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(smol_dir)

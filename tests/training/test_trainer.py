@@ -200,7 +200,7 @@ def test_lora_run_learns_and_writes_outputs(lora_run: dict[str, Path], smol_dir:
     losses = [float(r[1]) for r in read_tsv(live / "plots" / "metrics" / "loss.tsv")[1:]]
     assert len(losses) == 10
     assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
-    # metrics: the DESIGN §6 keys and the row accounting
+    # metrics: the docs/architecture.md §6 keys and the row accounting
     saved = read_metrics(root / "m.json")
     for key in (
         "trainable_tokens",
@@ -309,7 +309,7 @@ def train_cmd(params: Path, data: Path, root: Path) -> list[str]:
         str(params),
         "--run",
         RUN,
-        "--data",
+        "--data-dir",
         str(data),
         "--out-dir",
         str(root / "models" / RUN),
@@ -403,3 +403,22 @@ def test_bf16_lora_run_on_gpu(tmp_path: Path) -> None:
     print(f"GPU bf16 LoRA: {metrics['tokens_per_s']:.0f} tokens/s ({cfg['attn_implementation']})")
     assert metrics["gpus"] == 1 and metrics["gpu_hours"] > 0
     assert np.isfinite(metrics["final_loss"]) and metrics["final_loss"] < metrics["first_loss"]
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 10])
+def test_warmup_never_leaves_a_run_at_learning_rate_zero(total: int) -> None:
+    # issue 13: ceil(0.1 x 1) = 1 warm-up step of 1 -> HF's schedule gave the demo's only step learning rate 0
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from compress_distill.training.trainer import warmup_steps
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = get_cosine_schedule_with_warmup(opt, warmup_steps(0.1, total), total)
+    rates = []
+    for _ in range(total):
+        rates.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert max(rates) > 0, rates
+    assert warmup_steps(0.1, 100) == 10  # the paper-scale rounding is unchanged

@@ -4,7 +4,7 @@ Splits follow the paper's Table 1: trace generation reads ``train_splits``, stud
 ``eval_splits``.  SVAMP and GPQA Diamond have no labeled held-out split and are train only (SVAMP's Hub train
 and test together make the paper's 1,000); the OOD sets are eval only; CommonsenseQA and MedMCQA evaluate on
 validation because their test labels are hidden; the MMLU groups train on ``dev`` (5 per subject) and
-evaluate on ``test``.  Hub layouts and quirks: /work/shared/hub-datasets.md (summarised per loader).
+evaluate on ``test``.  Hub layouts and quirks are summarised per loader.
 
 Branches: ``main`` where the repo's main branch holds data files (parquet/json/csv) that datasets>=4 reads;
 ``refs/convert/parquet`` for repos whose main branch still ships a loading script, or whose main layout is

@@ -66,8 +66,10 @@ def render(
     figures: Sequence[str],
     cost: Table,
     pairs: Sequence[Mapping[str, Any]],
+    note: str = "",
 ) -> str:
     values = {
+        "NOTE": f'<p class="lead">{html.escape(note)}</p>' if note else "",
         "SUBTITLE": html.escape(subtitle),
         "HEADLINE": cards(headline),
         "TABLES": "".join(t.to_html() for t in tables),

@@ -1,4 +1,4 @@
-"""Pure scoring and efficiency formulas (DESIGN §6, §7): no I/O, no models, numpy only.
+"""Pure scoring and efficiency formulas (docs/architecture.md §6, §7): no I/O, no models, numpy only.
 
 Conventions, chosen so that every run produces a well-defined metrics file and ``dvc metrics diff`` never
 sees NaN (``write_metrics`` turns non-finite floats into null, and DVC drops null keys from its tables):
@@ -13,8 +13,9 @@ sees NaN (``write_metrics`` turns non-finite floats into null, and DVC drops nul
 - ``truncation_rate`` = share of records with ``finish_reason == "length"`` (1.0 for an all-truncated run).
 - ``median_reasoning_chars`` / ``median_reasoning_tokens`` over all records (a run that emits no think block
   has median 0).
-- ``acc_per_1k_tokens = accuracy / mean_completion_tokens * 1000`` (DESIGN §7; reproduces the paper's
-  Table 9 from Tables 3 and 9: 0.862 at 1,827 tokens gives 0.4717).  ``None`` when no tokens were emitted.
+- ``acc_per_1k_tokens = accuracy / mean_completion_tokens * 1000`` (docs/architecture.md §7; reproduces the
+  paper's Table 9 from Tables 3 and 9: 0.862 at 1,827 tokens gives 0.4717).  ``None`` when no tokens were
+  emitted.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def eval_metrics(
     groups: Iterable[str] | None = None,
     datasets: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """``{"overall", "groups", "datasets"}`` (DESIGN §6) from predictions given as columns.
+    """``{"overall", "groups", "datasets"}`` (docs/architecture.md §6) from predictions given as columns.
 
     ``groups`` / ``datasets`` name blocks that must appear even when they have no records (an empty group
     gets ``n = 0`` and null accuracy); blocks for every value present in the rows are always added.

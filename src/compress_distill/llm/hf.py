@@ -1,4 +1,5 @@
-"""``hf`` backend: transformers ``generate`` on CPU or one GPU -- the embedded default (DESIGN §5).
+"""``hf`` backend: transformers ``generate`` on CPU or one GPU -- the embedded default
+(docs/architecture.md §5).
 
 How a call runs:
 - requests are grouped by (JSON schema, effective max_tokens); each group is sorted by prompt length
@@ -18,7 +19,7 @@ identical output for the same (request, weights, dtype, device); batch compositi
 float rounding of differently shaped matmuls, which flips a draw (or a greedy argmax) only on a near-tie.
 Requests without a seed get a fresh random one.
 
-Measured CPU speed of SmolLM2-135M fp32 (DESIGN §5): 28 / 107 / 236 tok/s at batch 1 / 8 / 32.
+Measured CPU speed of SmolLM2-135M fp32 (docs/architecture.md §5): 28 / 107 / 236 tok/s at batch 1 / 8 / 32.
 """
 
 from __future__ import annotations

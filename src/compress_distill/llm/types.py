@@ -1,4 +1,4 @@
-"""The engine contract (DESIGN §6): requests in, completions out, in request order."""
+"""The engine contract (docs/architecture.md §6): requests in, completions out, in request order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``vllm`` backend: offline ``vllm.LLM`` on one GPU node -- the single-node throughput path (DESIGN §5).
+"""``vllm`` backend: offline ``vllm.LLM`` on one GPU node -- the single-node throughput path
+(docs/architecture.md §5).
 
 Kept thin on purpose: everything that decides *what* vLLM is asked lives in pure functions returning plain
 dicts (``engine_kwargs``, ``sampling_kwargs``, ``chat_kwargs``, ``lora_spec``, ``gpu_slices``,

@@ -146,8 +146,8 @@ def score(
         if final.strip():
             g = grade(final, q["answer"], q["answer_type"], list(q.get("choices") or []) or None)
             extracted, correct = g.extracted, bool(g.correct)
-        # DESIGN §4: a record cut at the cap with no final response is never correct (guaranteed above:
-        # an empty final response is not graded at all)
+        # docs/architecture.md §4: a record cut at the cap with no final response is never correct
+        # (guaranteed above: an empty final response is not graded at all)
         rows.append(
             {
                 "question_id": q["id"],
@@ -191,7 +191,8 @@ def usage(backend: Any, elapsed_s: float, cfg: BackendConfig, hours_before: floa
 
     GPU-hours are the growth of the engine's own total during this call (a reused engine has history); a
     backend without stats is timed here with the ``gpus`` of its config.  The engine's other counters stay
-    out of the metrics file so that ``dvc metrics diff`` lists the numbers of DESIGN §6, not bookkeeping.
+    out of the metrics file so that ``dvc metrics diff`` lists the numbers of docs/architecture.md §6, not
+    bookkeeping.
     """
     after = engine_gpu_hours(backend)
     hours = after - (hours_before or 0.0) if after is not None else cfg.gpus * elapsed_s / 3600.0

@@ -1,9 +1,9 @@
 """generate@T: rejection-sample teacher traces; keep every attempt and the first verified trace per question.
 
-Paper §3.1 / DESIGN §7: each round submits every pending question in ONE ``backend.generate`` call (one
-attempt per question per round, so vLLM sees the whole round as one batch), grades the final response with
-the extraction cascade (``answers.grade``), and removes the questions answered correctly before the next
-round; at most ``generate.rounds`` rounds.
+Paper §3.1 / docs/architecture.md §7: each round submits every pending question in ONE ``backend.generate``
+call (one attempt per question per round, so vLLM sees the whole round as one batch), grades the final
+response with the extraction cascade (``answers.grade``), and removes the questions answered correctly before
+the next round; at most ``generate.rounds`` rounds.
 
 Outcome of one attempt, in the order they are checked:
 

@@ -97,6 +97,13 @@ def _json_values(text: str) -> tuple[list[Any], bool]:
     return values, unclosed
 
 
+def engine_schema(max_rationale_chars: int) -> dict[str, Any]:
+    """The verdict's JSON schema for constrained decoding, its rationale capped at ``max_rationale_chars``."""
+    schema = judge_json_schema()
+    schema["properties"]["rationale"]["maxLength"] = max_rationale_chars
+    return schema
+
+
 def parse_verdict(text: str, finish_reason: str) -> tuple[str, JudgeVerdict | None, str]:
     """(parse_status, verdict or None, error detail): the LAST schema-valid object of the reply is the verdict
     (a judge that revises itself ends with its final answer); it is ``inconsistent`` when it contradicts its
@@ -156,7 +163,7 @@ def run(
     pick(params.compressors, compressor, "compressor")
     jc = params.judge
     template, phash = load_prompt(jc.prompt), prompt_hash(jc.prompt)
-    schema = judge_json_schema()
+    schema = engine_schema(jc.max_rationale_chars)
     ledger = Ledger("judge")
 
     comp = read_table(compressed, TRACES, columns=["id", "dataset", "reasoning"])

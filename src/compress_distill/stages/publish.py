@@ -181,8 +181,10 @@ def run(
 
 def main(
     teacher: Annotated[str, typer.Option(help="teacher id whose folder is published")],
-    folder: Annotated[Path, typer.Option(help="built dataset folder (data/hub/T)")],
-    receipt: Annotated[Path, typer.Option(help="receipt JSON: commit id and URLs (no token)")],
+    folder: Annotated[Path, typer.Option("--hub-dir", help="built dataset folder (data/hub/T)")],
+    receipt: Annotated[
+        Path, typer.Option("--metrics", help="metrics JSON, the receipt: commit id and URLs (no token)")
+    ],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Publish the built dataset folder to the Hugging Face Hub under publish.tag (opt-in)."""

@@ -44,10 +44,10 @@ from compress_distill.evaluation.metrics import (
 from compress_distill.evaluation.tables import GridOrder, RunResult, Table
 from compress_distill.metrics import RowCounter, read_metrics
 from compress_distill.names import compressor_of
-from compress_distill.plan import expand, expand_runs, run_id
+from compress_distill.plan import check_current, expand, expand_runs, run_id
 from compress_distill.rejects import Ledger
 from compress_distill.schema import PREDICTIONS, read_table
-from compress_distill.staging import Staging
+from compress_distill.staging import Staging, metrics_json
 
 # per-run numbers copied from metrics/eval/RUN.json (overall block) into the summary
 OVERALL_KEYS = (
@@ -316,6 +316,41 @@ def summarise(
     }
 
 
+def headline_metrics(
+    runs: list[RunResult], compression: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, dict[str, float]]:
+    """``metrics/headline/RUN.json``: five numbers per evaluated run, so ``dvc metrics show metrics/headline``
+    is one screen row per run (the summary has ~30 numbers per run).  ``compression_ratio``: chars of the
+    run's source over raw chars (ratio of means; raw is 1); absent, like any number a run lacks, rather than
+    null, which DVC would print as a column of "None"."""
+    out: dict[str, dict[str, float]] = {}
+    for r in runs:
+        if not r.eval:
+            continue
+        ratio: float | None = 1.0 if r.source == "raw" else None
+        if r.source.startswith(aggregate.COMPRESSED_PREFIX):
+            comp = compression.get(r.teacher, {}).get(r.source.removeprefix(aggregate.COMPRESSED_PREFIX), {})
+            ratio = comp.get("ratio_of_means")
+        row = {
+            "accuracy": r.get("accuracy"),
+            "acc_per_1k": r.get("acc_per_1k_tokens"),  # accuracy per 1,000 completion tokens
+            "retention": r.vs_raw.get("retention"),  # accuracy / the same teacher's raw run's
+            "reasoning_tokens": r.get("median_reasoning_tokens"),  # median per answer
+            "compression_ratio": ratio,
+        }
+        out[r.run] = {k: round(float(v), 4) for k, v in row.items() if v is not None}
+    return out
+
+
+def short_labels(runs: list[RunResult]) -> dict[str, str]:
+    """Run id -> the parts of it that vary over the grid (the demo: its source, e.g. ``compressed-terse``).
+    ``metrics/headline.json`` is keyed by these: ``dvc exp show`` prints a key shared by several metrics
+    files with the file's path in front, which makes per-run files unreadable there."""
+    fields = ("teacher", "student", "method", "source")
+    varying = [f for f in fields if len({getattr(r, f) for r in runs}) > 1] or ["source"]
+    return {r.run: "-".join(getattr(r, f) for f in fields if f in varying) for r in runs}
+
+
 def _headline(
     runs: list[RunResult], ledger: dict[str, Any], pairs: int, ranges: dict[str, dict[str, Any]]
 ) -> list[tuple[str, str]]:
@@ -358,6 +393,7 @@ def run(
     plots_dir: Path,
     summary_path: Path,
     train_plots_dir: Path = Path("plots/train"),
+    headline_dir: Path | None = None,
 ) -> dict[str, Any]:
     cfg = params.report
     g = params.grid
@@ -375,7 +411,10 @@ def run(
     staging = Staging()
     reports, plots = staging.folder(out_dir), staging.folder(plots_dir)
     compare_with_raw(runs, predictions_dir, cfg)
-    ledger = cost_ledger(params, metrics_dir, cfg, skip={summary_path.resolve()})
+    headline_dir = headline_dir or summary_path.parent / "headline"
+    by_label = headline_dir.with_suffix(".json")  # the same numbers keyed by short run label
+    own = {summary_path.resolve(), by_label.resolve(), *(p.resolve() for p in headline_dir.glob("*.json"))}
+    ledger = cost_ledger(params, metrics_dir, cfg, skip=own)
 
     hub = traces.discover(hub_dir, g.teachers)
     raw_traces, comp_traces = aggregate.hub_frames(hub)
@@ -462,7 +501,9 @@ def run(
         _write_text(reports / f"{t.key}.csv", t.to_csv())
     _write_text(
         reports / "tables.md",
-        "# Compress-Distill tables\n\n" + "\n".join(t.to_markdown() for t in [*all_tables, cost]),
+        "# Compress-Distill tables\n\n"
+        + (f"> {cfg.note}\n\n" if cfg.note else "")
+        + "\n".join(t.to_markdown() for t in [*all_tables, cost]),
     )
 
     # ---- HTML
@@ -497,13 +538,20 @@ def run(
         figures=figures,
         cost=cost,
         pairs=pairs,
+        note=cfg.note,
     )
     _write_text(reports / "index.html", page)
 
     summary = summarise(runs, ledger, judge, compression, counter, ranges)
+    headline = headline_metrics(runs, summary["compression"])
+    staged_headline = staging.folder(headline_dir)  # replaced whole: a run no longer in the grid drops out
+    for name, numbers in headline.items():
+        (staged_headline / f"{name}.json").write_text(metrics_json(numbers), encoding="utf-8")
+    labels = short_labels(runs)
+    staging.metrics(by_label, {labels[name]: numbers for name, numbers in headline.items()})
     counter.write_rejects(staging, out_dir)  # reports.rejects.parquet: planned runs without eval metrics
     staging.metrics(summary_path, summary)
-    staging.commit()  # both folders, the rejects, then the summary
+    staging.commit()  # the folders, the rejects, then the summary
     return summary
 
 
@@ -534,10 +582,15 @@ def main(
     train_plots_dir: Annotated[Path, typer.Option(help="dvclive folders of the train stages")] = Path(
         "plots/train"
     ),
+    headline_dir: Annotated[
+        Path, typer.Option(help="one small metrics JSON per run (accuracy, acc/1k, retention, ...)")
+    ] = Path("metrics/headline"),
 ) -> None:
     """Build the report: summary metrics, paper tables, DVC plot data and reports/index.html."""
+    p = load_params(params)
+    check_current(p, params.parent / "plan.yaml")  # report depends on grid and traces: it notices an edit
     s = run(
-        load_params(params),
+        p,
         metrics_dir,
         predictions_dir,
         hub_dir,
@@ -545,6 +598,7 @@ def main(
         plots_dir,
         summary,
         train_plots_dir,
+        headline_dir,
     )
     typer.echo(
         f"report: {s['rows_out']}/{s['rows_in']} runs with metrics; {out_dir / 'index.html'}, {summary}"

@@ -180,7 +180,9 @@ def main(
     run_id: Annotated[
         str, typer.Option("--run", help="run id from plan.yaml (teacher-student-method-source)")
     ],
-    data: Annotated[Path, typer.Option(help="source config folder: data/hub/<teacher>/<source>")],
+    data: Annotated[
+        Path, typer.Option("--data-dir", help="source config folder: data/hub/<teacher>/<source>")
+    ],
     out_dir: Annotated[Path, typer.Option(help="model output folder: models/<run>")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON: metrics/train/<run>.json")],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),

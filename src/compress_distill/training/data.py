@@ -21,9 +21,9 @@ produces the completion tokens, so the training boundary never splits a token di
 
 Loss mask: every completion token up to and including the end-of-turn token (the last special token the
 template emits for the assistant turn, e.g. ``<|im_end|>``) is trained, and nothing else.  The EOT must be
-trained or students never learn to stop (DESIGN §7, known traps); text after it (a trailing newline) is
-dropped from the row because it carries no loss and nothing follows it.  Since the trained span is contiguous,
-a row is stored as ``(token ids, n_prompt)``: positions ``>= n_prompt`` are targets.
+trained or students never learn to stop (docs/architecture.md §7, known traps); text after it (a trailing
+newline) is dropped from the row because it carries no loss and nothing follows it.  Since the trained span
+is contiguous, a row is stored as ``(token ids, n_prompt)``: positions ``>= n_prompt`` are targets.
 
 Overlong policy (``train.overlong``, rows longer than ``train.seq_len`` tokens):
 - ``drop`` (the paper's default): the row is rejected, counted as ``overlong``;

@@ -7,7 +7,7 @@ every sample and no 2-D attention mask is passed, so
   explicitly (``cu_seq_lens_q/k``, ``max_length_q/k``) so no layer has to recompute them;
 - with SDPA/eager, transformers builds a block-diagonal causal mask from ``position_ids`` -- but only when no
   KV cache exists, so every forward must pass ``use_cache=False`` (with the default cache, packed rows
-  silently attend to each other: DESIGN §7, known traps);
+  silently attend to each other: docs/architecture.md §7, known traps);
 - linear-attention layers (Qwen3.5's Gated DeltaNet) only see boundaries through ``cu_seq_lens_q`` /
   ``seq_idx``, and their pure-torch fallback kernels ignore them.  ``check_packing`` runs a packed forward
   against per-row forwards on the real model before training and refuses packing when they differ.

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from compress_distill.config import ConfigError, Method, StudentConfig, TrainConfig
+from compress_distill.schema import umask_mode
 from compress_distill.training.data import Encoded
 from compress_distill.training.packing import (
     check_packing,
@@ -169,6 +170,13 @@ def build_schedule(enc: Encoded, cfg: TrainConfig, world_size: int, reference_to
         unit_targets=unit_targets,
         unit_tokens=unit_tokens,
     )
+
+
+def warmup_steps(warmup_ratio: float, total_steps: int) -> int:
+    """Linear warm-up length in optimizer steps: ``ceil(ratio x steps)``, capped at ``total_steps - 1``.
+    HF's warm-up starts at learning rate 0, so a warm-up that rounds up to every step (ceil(0.1 x 1) = 1 of
+    1) would leave the whole run at learning rate 0, the model untouched; the cap keeps the last rate > 0."""
+    return max(0, min(math.ceil(warmup_ratio * total_steps), total_steps - 1))
 
 
 class TrainingDiverged(ConfigError):
@@ -465,7 +473,7 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any, val: Encoded | None = Non
         with accelerator.autocast():
             check_packing(model, probe, boundaries, device=accelerator.device, tol=tol)
     raw_opt = getattr(optimizer, "optimizer", optimizer)
-    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    warmup = warmup_steps(cfg.warmup_ratio, total_steps)
     scheduler = get_cosine_schedule_with_warmup(raw_opt, warmup, total_steps)
     # not accelerator.prepare(scheduler): its wrapper steps once per process, which would distort the schedule
     accelerator.register_for_checkpointing(scheduler)
@@ -654,7 +662,7 @@ def _save_outputs(
     unwrapped = accelerator.unwrap_model(model)
     out = job.out_dir
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = umask_mode(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         # the base as params name it (Hub id or packaged alias), not the local path from_pretrained read
         # (job.model_path, a cache folder on this machine), in adapter_config.json and in PEFT's README.md
