@@ -32,14 +32,27 @@ def test_demo_profile_is_params_yaml() -> None:
 def test_paper_profile_settings() -> None:
     p = load_params(REPO / "configs/paper.yaml")
     q = p.teachers["qwen397b"]
-    assert (q.backend, q.tensor_parallel_size, q.max_model_len, q.gpu_memory_utilization) == ("vllm", 8, 16384, 0.92)
+    assert (q.backend, q.tensor_parallel_size, q.max_model_len, q.gpu_memory_utilization) == (
+        "vllm",
+        8,
+        16384,
+        0.92,
+    )
     assert q.reasoning_parser == "qwen3"
-    assert p.compressors["llama70b"].tensor_parallel_size == 4 and p.compressors["llama70b"].data_parallel_size == 2
+    assert (
+        p.compressors["llama70b"].tensor_parallel_size == 4
+        and p.compressors["llama70b"].data_parallel_size == 2
+    )
     assert p.compressors["ministral14b"].data_parallel_size == 8
     assert p.compress.sampling.temperature == 0.3
     assert p.truncate["qwen397b"].compressor == "ministral14b"
     assert (p.judge.max_raw_chars, p.judge.max_compressed_chars) == (40_000, 12_000)
-    assert (p.train.seq_len, p.train.micro_batch_size, p.train.grad_accum, p.train.warmup_ratio) == (16384, 1, 8, 0.1)
+    assert (p.train.seq_len, p.train.micro_batch_size, p.train.grad_accum, p.train.warmup_ratio) == (
+        16384,
+        1,
+        8,
+        0.1,
+    )
     assert p.train.lora.r == 64 and p.train.lora.dropout == 0.05
     assert p.evaluate.max_new_tokens == 8192
     assert (p.report.watts_per_gpu_hour, p.report.g_co2_per_kwh) == (805.0, 79.0)
@@ -181,10 +194,13 @@ def test_publish_enabled_needs_repo(demo: dict) -> None:
 def test_api_key_env_rejects_a_pasted_key() -> None:
     key = "sk-" + "live-abcdef0123456789"  # assembled at run time: secret scanners
     with pytest.raises(ConfigError) as exc:
-        backend_config({"backend": "openai", "model": "m/x", "base_urls": ["http://127.0.0.1:1/v1"],
-                        "api_key_env": key})
+        backend_config(
+            {"backend": "openai", "model": "m/x", "base_urls": ["http://127.0.0.1:1/v1"], "api_key_env": key}
+        )
     assert "NAME of an environment variable" in str(exc.value)
-    assert "abcdef0123456789" not in str(exc.value)  # the message never repeats the key (tests/test_secrets.py)
+    assert "abcdef0123456789" not in str(
+        exc.value
+    )  # the message never repeats the key (tests/test_secrets.py)
 
 
 def test_openai_needs_endpoints() -> None:

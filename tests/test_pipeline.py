@@ -25,11 +25,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def _sh(args: list[str], cwd: Path, timeout: float = 900, stdout_only: bool = False) -> str:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    proc = subprocess.run(args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    proc = subprocess.run(
+        args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
@@ -48,7 +58,9 @@ def _shrink(params: dict) -> dict:
 @pytest.fixture(scope="module")
 def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("demo") / "repo"
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in tracked:
         if rel.startswith(("tests/", "bench/")) or not (REPO / rel).exists():
             continue
@@ -74,8 +86,15 @@ def test_repro_builds_every_output(demo_repo: Path) -> None:
         assert {"overall", "groups", "datasets"} <= set(metrics)
         assert metrics["rows_in"] == metrics["rows_out"] + sum(metrics["rejects"].values())
         assert (demo_repo / "models" / run).is_dir()
-    for family in ("prepare.json", "generate/smol.json", "compress/smol-terse.json", "judge/smol-concise.json",
-                   "truncate/smol.json", "answer_only/smol.json", "build/smol.json"):
+    for family in (
+        "prepare.json",
+        "generate/smol.json",
+        "compress/smol-terse.json",
+        "judge/smol-concise.json",
+        "truncate/smol.json",
+        "answer_only/smol.json",
+        "build/smol.json",
+    ):
         m = json.loads((demo_repo / "metrics" / family).read_text())
         assert m["rows_in"] == m["rows_out"] + sum(m["rejects"].values()), family
     hub = demo_repo / "data" / "hub" / "smol"

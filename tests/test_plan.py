@@ -53,8 +53,11 @@ def test_demo_plan_stages() -> None:
     assert len(plan["runs"]) == 6
     # verify reads every compressor's traces and judgements: listed per instance, deps by index in dvc.yaml
     assert plan["verify"]["smol"]["inputs"] == [
-        "data/traces/smol/compressed-concise.parquet", "data/judgements/smol/concise.parquet",
-        "data/traces/smol/compressed-terse.parquet", "data/judgements/smol/terse.parquet"]
+        "data/traces/smol/compressed-concise.parquet",
+        "data/judgements/smol/concise.parquet",
+        "data/traces/smol/compressed-terse.parquet",
+        "data/judgements/smol/terse.parquet",
+    ]
     assert plan["runs"]["smol-smol-lora-compressed-verified"]["source"] == "compressed-verified"
 
 
@@ -156,8 +159,17 @@ def test_import_closure_follows_every_kind_of_import(tmp_path: Path) -> None:
     assert got == sorted(
         base + p
         for p in [
-            "__init__.py", "stages/__init__.py", "stages/s.py", "stages/sibling.py", "plain.py", "lazy.py",
-            "sub/__init__.py", "sub/registry.py", "sub/deep.py", "sub/helper.py", "sub/template.html",
+            "__init__.py",
+            "stages/__init__.py",
+            "stages/s.py",
+            "stages/sibling.py",
+            "plain.py",
+            "lazy.py",
+            "sub/__init__.py",
+            "sub/registry.py",
+            "sub/deep.py",
+            "sub/helper.py",
+            "sub/template.html",
         ]
     )
 
@@ -173,21 +185,30 @@ def test_each_compressor_depends_on_the_prompts_it_can_read() -> None:
     # dvc.yaml indexes one count per family, so the shorter list repeats its last file
     assert plan["compress"]["smol-terse"]["prompts"] == ["prompts/compress/terse.md"] * 3
     assert plan["compress"]["smol-domain"]["prompts"] == [
-        "prompts/compress/generic.md", "prompts/compress/math.md", "prompts/compress/med.md"
+        "prompts/compress/generic.md",
+        "prompts/compress/math.md",
+        "prompts/compress/med.md",
     ]
     # compress.prompt_sets: concise is the generic arm of the generic-vs-domain axis
     assert plan["compress"]["smol-concise"]["prompts"] == ["prompts/compress/generic.md"] * 3
     assert plan["generate"]["smol"]["prompts"] == ["prompts/teacher.md"]
     assert plan["judge"]["smol-terse"]["prompts"] == ["prompts/judge.md"]
     assert set(plan["build"]["smol"]["prompts"]) == {
-        "prompts/teacher.md", "prompts/judge.md", "prompts/compress/generic.md", "prompts/compress/terse.md",
-        "prompts/compress/math.md", "prompts/compress/med.md", "prompts/verify.md",
+        "prompts/teacher.md",
+        "prompts/judge.md",
+        "prompts/compress/generic.md",
+        "prompts/compress/terse.md",
+        "prompts/compress/math.md",
+        "prompts/compress/med.md",
+        "prompts/verify.md",
     }
     text = render_dvc_yaml((REPO / "dvc.yaml").read_text(), plan, REPO / "src")
     start = text.index("imports of stages/compress.py")
     compress = text[start : text.index("params:", start)]
     assert [line.strip() for line in compress.splitlines() if "item.prompts" in line] == [
-        "- ${item.prompts[0]}", "- ${item.prompts[1]}", "- ${item.prompts[2]}"
+        "- ${item.prompts[0]}",
+        "- ${item.prompts[1]}",
+        "- ${item.prompts[2]}",
     ]
 
 

@@ -124,7 +124,9 @@ def test_gpqa_diamond_shuffles_the_correct_text_with_a_fixed_seed(load) -> None:
     assert "sodium chloride [title] in water" in second["choices"]  # GPQA text is never WikiHow-cleaned
     # brackets are chemistry: [Co(NH3)6]3+ must not become '3+' (the HellaSwag cleaner's effect)
     assert third["choices"][ord(third["answer"]) - 65] == "[Co(NH3)6]3+"
-    assert sorted(third["choices"]) == sorted(["[Co(NH3)6]3+", "[Co(NH3)6]2+", "[CoCl6]3-", "Co3+ with [NH3] = 6 M"])
+    assert sorted(third["choices"]) == sorted(
+        ["[Co(NH3)6]3+", "[Co(NH3)6]2+", "[CoCl6]3-", "Co3+ with [NH3] = 6 M"]
+    )
     assert "[Co(NH3)6]Cl3" in third["question"]
     # the empty CSV cell (NaN) is a reject, not an option 'nan'
     assert res.rejects == {"empty_field": 1} and res.rejected[0]["id"] == "gpqa_diamond/train/3"
@@ -169,7 +171,10 @@ def test_hellaswag_preprocessing(load) -> None:  # type: ignore[no-untyped-def]
     assert row["choices"][1] == "throws the plate. out the window."
     assert row["answer"] == "A"
     # WikiHow markup ([header], [title], [step]) is removed as lm-eval's HellaSwag preprocess does
-    assert "Home and Garden: How to dry wet shoes. Remove the insoles. Take them out gently." in wikihow["question"]
+    assert (
+        "Home and Garden: How to dry wet shoes. Remove the insoles. Take them out gently."
+        in wikihow["question"]
+    )
     assert "[" not in wikihow["question"]
     assert wikihow["choices"][2] == "Stuff the shoes with newspaper. Replace it every few hours."
     assert wikihow["answer"] == "C"
@@ -240,8 +245,16 @@ def test_medexpqa_one_based_and_null_fifth_option(load) -> None:  # type: ignore
     assert rows["medexpqa/test/0"]["answer"] == "E"
     # the NaN options make datasets type option "5" as Json: decoded, "ECG" is not the quoted '"ECG"'
     assert rows["medexpqa/test/0"]["choices"] == ["CT scan", "ultrasound", "PET", "x-ray", "ECG"]
-    assert rows["medexpqa/test/1"]["choices"] == ["calcium gluconate", "[insulin] and glucose", "salbutamol", "furosemide"]
-    assert "[K+] = 6.8 mmol/L" in rows["medexpqa/test/1"]["question"] and rows["medexpqa/test/1"]["answer"] == "A"
+    assert rows["medexpqa/test/1"]["choices"] == [
+        "calcium gluconate",
+        "[insulin] and glucose",
+        "salbutamol",
+        "furosemide",
+    ]
+    assert (
+        "[K+] = 6.8 mmol/L" in rows["medexpqa/test/1"]["question"]
+        and rows["medexpqa/test/1"]["answer"] == "A"
+    )
     assert splits(res) == {"train": 2, "eval": 2} and not res.rejects
 
 
@@ -302,15 +315,27 @@ BRACKET_RECORDS = {
     "gsm8k": (math_word.gsm8k, {"question": f"q {BRACKETED}?", "answer": "x\n#### 3"}),
     "multiarith": (math_word.multiarith, {"question": f"q {BRACKETED}?", "final_ans": "3"}),
     "svamp": (math_word.svamp, {"Body": f"b {BRACKETED}.", "Question": "q?", "Answer": 3.0}),
-    "aqua_rat": (math_word.aqua_rat, {"question": f"q {BRACKETED}?", "options": [f"A){BRACKETED}", "B)2"], "correct": "A"}),
+    "aqua_rat": (
+        math_word.aqua_rat,
+        {"question": f"q {BRACKETED}?", "options": [f"A){BRACKETED}", "B)2"], "correct": "A"},
+    ),
     "keyed_choices": (
         multiple_choice.keyed_choices,
-        {"question": f"q {BRACKETED}?", "choices": {"text": [BRACKETED, "y"], "label": ["A", "B"]}, "answerKey": "A"},
+        {
+            "question": f"q {BRACKETED}?",
+            "choices": {"text": [BRACKETED, "y"], "label": ["A", "B"]},
+            "answerKey": "A",
+        },
     ),
     "gpqa": (
         multiple_choice.gpqa,
-        {"Question": f"q {BRACKETED}?", "Correct Answer": BRACKETED, "Incorrect Answer 1": "w1",
-         "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3"},
+        {
+            "Question": f"q {BRACKETED}?",
+            "Correct Answer": BRACKETED,
+            "Incorrect Answer 1": "w1",
+            "Incorrect Answer 2": "w2",
+            "Incorrect Answer 3": "w3",
+        },
     ),
     "truthfulqa": (
         multiple_choice.truthfulqa_mc1,
@@ -318,7 +343,11 @@ BRACKET_RECORDS = {
     ),
     "medqa": (
         medical.medqa,
-        {"question": f"q {BRACKETED}?", "options": {"A": BRACKETED, "B": "y", "C": "z", "D": "w"}, "answer_idx": "A"},
+        {
+            "question": f"q {BRACKETED}?",
+            "options": {"A": BRACKETED, "B": "y", "C": "z", "D": "w"},
+            "answer_idx": "A",
+        },
     ),
     "medmcqa": (
         medical.medmcqa,
@@ -326,7 +355,11 @@ BRACKET_RECORDS = {
     ),
     "medexpqa": (
         medical.medexpqa,
-        {"full_question": f"q {BRACKETED}?", "options": {"1": BRACKETED, "2": "b", "5": None}, "correct_option": 1},
+        {
+            "full_question": f"q {BRACKETED}?",
+            "options": {"1": BRACKETED, "2": "b", "5": None},
+            "correct_option": 1,
+        },
     ),
     "mmlu": (mmlu.mmlu, {"question": f"q {BRACKETED}?", "choices": [BRACKETED, "b", "c", "d"], "answer": 0}),
     "winogrande": (
@@ -352,13 +385,22 @@ def test_missing_values_are_rejects_never_text(missing: object) -> None:
     nan_option = {"question": "q", "opa": "a", "opb": missing, "opc": "c", "opd": "d", "cop": 0}
     assert reject_reason(medical.medmcqa, nan_option) == "empty_choice"
     assert reject_reason(math_word.gsm8k, {"question": missing, "answer": "#### 3"}) == "empty_field"
-    assert reject_reason(mmlu.mmlu, {"question": "q", "choices": list("abcd"), "answer": missing}) == "unlabeled"
+    assert (
+        reject_reason(mmlu.mmlu, {"question": "q", "choices": list("abcd"), "answer": missing}) == "unlabeled"
+    )
     assert reject_reason(medical.medmcqa, {**nan_option, "opb": "b", "cop": missing}) == "unlabeled"
-    gpqa = {"Question": "q", "Correct Answer": "r", "Incorrect Answer 1": "a", "Incorrect Answer 2": missing,
-            "Incorrect Answer 3": "c"}
+    gpqa = {
+        "Question": "q",
+        "Correct Answer": "r",
+        "Incorrect Answer 1": "a",
+        "Incorrect Answer 2": missing,
+        "Incorrect Answer 3": "c",
+    }
     assert reject_reason(multiple_choice.gpqa, gpqa) == "empty_field"
     # MedExpQA drops a missing 5th option (4-option exams) instead of rendering it
-    conv = medical.medexpqa({"full_question": "q", "options": {"1": "a", "2": "b", "5": missing}, "correct_option": 2}, "x")
+    conv = medical.medexpqa(
+        {"full_question": "q", "options": {"1": "a", "2": "b", "5": missing}, "correct_option": 2}, "x"
+    )
     assert conv.choices == ["a", "b"] and conv.answer == "B"
 
 

@@ -41,7 +41,9 @@ def hub(heads: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     api = create_autospec(HfApi, instance=True)
 
     def info(repo_id: str, *, revision: str | None = None, **_: object) -> SimpleNamespace:
-        return SimpleNamespace(sha=(heads or {}).get(revision or "", SHA_A if revision in (None, "main") else SHA_B))
+        return SimpleNamespace(
+            sha=(heads or {}).get(revision or "", SHA_A if revision in (None, "main") else SHA_B)
+        )
 
     api.dataset_info.side_effect = info
     return api
@@ -102,7 +104,9 @@ def test_params_override_wins_over_the_registry_pin() -> None:
 
 
 def test_unknown_override_names_the_params_key_and_the_valid_repos() -> None:
-    with pytest.raises(ConfigError, match=r"prepare\.revisions: unknown source\(s\) \['openai/gsm9k'\].*openai/gsm8k"):
+    with pytest.raises(
+        ConfigError, match=r"prepare\.revisions: unknown source\(s\) \['openai/gsm9k'\].*openai/gsm8k"
+    ):
         sources.resolve(["gsm8k"], {"openai/gsm9k": SHA_A}, None, hub)
 
 
@@ -132,11 +136,15 @@ def test_no_network_is_one_line_that_points_at_the_mirror() -> None:
 
 
 def test_offline_mode_reads_a_sha_pin_from_the_cache_but_not_a_branch() -> None:
-    assert huggingface_hub.constants.HF_HUB_OFFLINE  # tests/conftest.py: the real client raises OfflineModeIsEnabled
+    assert (
+        huggingface_hub.constants.HF_HUB_OFFLINE
+    )  # tests/conftest.py: the real client raises OfflineModeIsEnabled
     api = HfApi()
     got = sources.resolve(["gsm8k"], {}, None, lambda: api)
     assert got["openai/gsm8k"].sha == PINS["openai/gsm8k"].sha
-    with pytest.raises(sources.SourceError, match="cannot reach the Hugging Face Hub to read ChilleD/MultiArith"):
+    with pytest.raises(
+        sources.SourceError, match="cannot reach the Hugging Face Hub to read ChilleD/MultiArith"
+    ):
         sources.resolve(["multiarith"], {}, None, lambda: api)  # unpinned: no commit to read offline
 
 
@@ -179,7 +187,9 @@ def test_missing_mirror_folder_is_refused_before_any_load(hub_mirror: Path, tmp_
     mirror_of(hub_mirror, tmp_path, "openai/gsm8k", [SHA_A])
     with pytest.raises(sources.SourceError) as err:
         sources.resolve(["gsm8k", "medexpqa"], {"openai/gsm8k": SHA_A}, tmp_path, hub)
-    assert "HiTZ/MedExpQA does not exist" in one_line(err) and "hf download --repo-type dataset" in str(err.value)
+    assert "HiTZ/MedExpQA does not exist" in one_line(err) and "hf download --repo-type dataset" in str(
+        err.value
+    )
 
 
 def test_mirror_commands_download_each_repo_once_at_its_pin(tmp_path: Path) -> None:

@@ -117,7 +117,9 @@ def loopback_cluster(root: Path) -> Iterator[dict[str, str]]:
         yield {"SLURM_CONF": str(conf)}
     finally:
         if started:  # cancel what the tests left queued or running, then wait for the steps to end
-            subprocess.run(["scancel", "--full", "--partition", PARTITION], env=env, capture_output=True, check=False)
+            subprocess.run(
+                ["scancel", "--full", "--partition", PARTITION], env=env, capture_output=True, check=False
+            )
             _wait("the cancelled jobs", lambda: not _queue(env), root / "log" / "slurmctld.log", timeout=60)
         for pid_file in reversed(started):  # only the daemons this fixture started, by their pid
             if pid_file.exists():

@@ -34,7 +34,9 @@ def make_params(**overrides: Any) -> Params:
     data["generate"]["prompt"] = str(REPO / data["generate"]["prompt"])
     data["compress"]["prompt"] = str(REPO / data["compress"]["prompt"])
     data["compress"]["prompts"] = {k: str(REPO / v) for k, v in data["compress"]["prompts"].items()}
-    data["compress"]["domain_prompts"] = {k: str(REPO / v) for k, v in data["compress"]["domain_prompts"].items()}
+    data["compress"]["domain_prompts"] = {
+        k: str(REPO / v) for k, v in data["compress"]["domain_prompts"].items()
+    }
     data["judge"]["prompt"] = str(REPO / data["judge"]["prompt"])
     for dotted, value in overrides.items():
         node = data

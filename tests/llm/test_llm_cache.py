@@ -238,8 +238,9 @@ def test_comment_edit_replays_and_behaviour_edit_regenerates(
     assert generate() == ("HELLO", 1)
     # comments and docstrings only: served from the cache, the engine gets no request
     engine_file.write_text(
-        _ENGINE_SOURCE.replace('"""A toy engine', '# why: a comment\n"""A toy engine, reworded')
-        .replace("        RUNS.append", "        # counted per call\n        RUNS.append")
+        _ENGINE_SOURCE.replace('"""A toy engine', '# why: a comment\n"""A toy engine, reworded').replace(
+            "        RUNS.append", "        # counted per call\n        RUNS.append"
+        )
     )
     assert generate() == ("HELLO", 0)
     assert module.RUNS == [1]
@@ -292,7 +293,11 @@ def test_hf_backend_edits_real_model(smol_dir: str, tmp_path: Path) -> None:
     def generate() -> dict[str, object]:
         out = subprocess.run(
             [sys.executable, "-c", _HF_GENERATE, smol_dir, str(tmp_path / "cache")],
-            env=env, capture_output=True, text=True, timeout=600, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
         ).stdout
         return json.loads(out.strip().splitlines()[-1])
 

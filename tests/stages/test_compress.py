@@ -58,8 +58,16 @@ def run(tmp_path: Path, compressor: str = "concise", **overrides):  # type: igno
     raw = write_traces(tmp_path / "raw.parquet", rows(), invalid_utf8={8: "reasoning"})
     backend = ScriptedBackend(compressor_reply)
     p = make_params(**overrides)
-    m = compress.run(p, "smol", compressor, raw, tmp_path / f"c-{compressor}.parquet", tmp_path / "m.json",
-                     backend=backend, chunk_rows=4)
+    m = compress.run(
+        p,
+        "smol",
+        compressor,
+        raw,
+        tmp_path / f"c-{compressor}.parquet",
+        tmp_path / "m.json",
+        backend=backend,
+        chunk_rows=4,
+    )
     return backend, m, read_rows(tmp_path / f"c-{compressor}.parquet", TRACES)
 
 
@@ -85,8 +93,15 @@ def test_every_reject_is_counted_with_a_reason(tmp_path: Path) -> None:
     _, m, _ = run(tmp_path)
     assert m == read_metrics(tmp_path / "m.json")
     assert m["rows_in"] == 10 and m["rows_out"] == 3
-    assert m["rejects"] == {"longer_than_raw": 1, "empty_output": 1, "truncated_output": 1, "empty_reasoning": 1,
-                            "too_long": 1, "non_utf8": 1, "bad_gold_answer": 1}
+    assert m["rejects"] == {
+        "longer_than_raw": 1,
+        "empty_output": 1,
+        "truncated_output": 1,
+        "empty_reasoning": 1,
+        "too_long": 1,
+        "non_utf8": 1,
+        "bad_gold_answer": 1,
+    }
     rejects = {r["id"]: r for r in read_rows(tmp_path / "c-concise.rejects.parquet", REJECTS)}
     assert rejects["t/huge"]["reason"] == "too_long" and len(rejects["t/huge"]["detail"]) < 3_000
     assert set(rejects) == {"t/longer", "t/empty", "t/cut", "t/blank", "t/huge", "t/bytes", "t/gold"}
@@ -133,11 +148,28 @@ def test_prompt_precedence_compressor_then_domain_then_generic(tmp_path: Path) -
 @pytest.mark.slow
 def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_path: Path) -> None:
     reasoning = "We need 2 + 2. Two plus two is four because counting two more after two gives four. " * 3
-    write_traces(tmp_path / "raw.parquet", [trace(f"t/{i}", reasoning, question=f"What is 2 + {i}?") for i in range(2)])
-    write_params(tmp_path / "params.yaml", make_params(**{"compressors.concise.batch_size": 1,
-                                                          "compress.sampling.max_tokens": 12}))
-    args = ["compress", "--params", "params.yaml", "--teacher", "smol", "--compressor", "concise",
-            "--raw", "raw.parquet", "--out", "c.parquet", "--metrics", "m.json"]
+    write_traces(
+        tmp_path / "raw.parquet", [trace(f"t/{i}", reasoning, question=f"What is 2 + {i}?") for i in range(2)]
+    )
+    write_params(
+        tmp_path / "params.yaml",
+        make_params(**{"compressors.concise.batch_size": 1, "compress.sampling.max_tokens": 12}),
+    )
+    args = [
+        "compress",
+        "--params",
+        "params.yaml",
+        "--teacher",
+        "smol",
+        "--compressor",
+        "concise",
+        "--raw",
+        "raw.parquet",
+        "--out",
+        "c.parquet",
+        "--metrics",
+        "m.json",
+    ]
     kill_then_resume(args, tmp_path, tmp_path / "cache")
     m = read_metrics(tmp_path / "m.json")
     assert m["engine"]["llm_cached"] >= 1 and m["engine"]["llm_cached"] + m["engine"]["llm_generated"] == 2
@@ -151,8 +183,9 @@ def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_
 # the generic-vs-domain axis as a grid sets it up (configs/paper.yaml): the shipped domain prompts, a second
 # compressor with concise's engine, and concise pinned to the generic prompt
 DOMAIN_AXIS = {
-    "compress.domain_prompts": {d: str(REPO / f"prompts/compress/{d}.md")
-                                for d in ("math", "science", "medicine", "commonsense")},
+    "compress.domain_prompts": {
+        d: str(REPO / f"prompts/compress/{d}.md") for d in ("math", "science", "medicine", "commonsense")
+    },
     "compressors.domain": {"backend": "hf", "model": SMOL, "device": "cpu"},
     "compress.prompt_sets": {"concise": "generic", "domain": "domain"},
 }

@@ -272,9 +272,24 @@ def test_evaluate_lora_adapter_dir_matches_its_base(
 def test_a_cap_outside_extra_caps_is_a_config_error(tmp_path: Path) -> None:
     from compress_distill.cli import app
 
-    result = CliRunner().invoke(app, ["evaluate-cap", "--params", str(REPO / "params.yaml"), "--run", RUN,
-                                      "--cap", "999", "--model-dir", str(tmp_path), "--out", str(tmp_path / "p"),
-                                      "--metrics", str(tmp_path / "m.json")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate-cap",
+            "--params",
+            str(REPO / "params.yaml"),
+            "--run",
+            RUN,
+            "--cap",
+            "999",
+            "--model-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "p"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert result.exit_code == 2 and "evaluate.extra_caps" in result.output
 
 

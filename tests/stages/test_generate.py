@@ -35,7 +35,11 @@ def teacher_reply(req):  # type: ignore[no-untyped-def]
     if "EASY" in p:
         return completion("The answer is 4.", "2 plus 2 makes 4.", tokens=12)
     if "LATE" in p:  # wrong in round 1 (seed 0), right in round 2 (seed 1)
-        return completion("The answer is 6.", "3 and 3 is 6.") if req.seed == 1 else completion("The answer is 5.", "hmm")
+        return (
+            completion("The answer is 6.", "3 and 3 is 6.")
+            if req.seed == 1
+            else completion("The answer is 5.", "hmm")
+        )
     if "HARD" in p:
         return completion("The answer is 54.", "7 times 8 is 54?")
     if "CUT" in p:  # hit the token cap inside the reasoning: no final response
@@ -83,8 +87,14 @@ def test_outputs_and_counted_rejects(generated) -> None:  # type: ignore[no-unty
     assert m == read_metrics(out / "m.json")
     assert m["rows_in"] == 5 and m["rows_out"] == 2
     assert m["rejects"] == {"no_reasoning": 1, "not_solved": 1, "truncated": 1}
-    assert m["attempt_outcomes"] == {"accepted": 2, "wrong": 3, "no_answer": 0, "truncated": 2,
-                                     "no_reasoning": 2, "non_utf8": 0}
+    assert m["attempt_outcomes"] == {
+        "accepted": 2,
+        "wrong": 3,
+        "no_answer": 0,
+        "truncated": 2,
+        "no_reasoning": 2,
+        "non_utf8": 0,
+    }
     assert m["datasets"]["demo"]["accepted"] == 2 and m["datasets"]["other"]["accepted"] == 0
     assert m["datasets"]["demo"]["acceptance_rate"] == pytest.approx(2 / 3)
     assert m["overall"]["mean_reasoning_chars"] == pytest.approx((17 + 13) / 2)
@@ -100,18 +110,34 @@ def test_bad_questions_are_rejected_before_any_call(tmp_path: Path) -> None:
         question("q/3", "EASY: unknown type", "4", answer_type="essay"),
     ]
     backend = ScriptedBackend(teacher_reply)
-    m = generate.run(make_params(**{"generate.rounds": 1}), "smol", write_questions(tmp_path / "q.parquet", rows),
-                     tmp_path / "out", tmp_path / "m.json", backend=backend)
+    m = generate.run(
+        make_params(**{"generate.rounds": 1}),
+        "smol",
+        write_questions(tmp_path / "q.parquet", rows),
+        tmp_path / "out",
+        tmp_path / "m.json",
+        backend=backend,
+    )
     assert [len(c) for c in backend.calls] == [1]
-    assert m["rejects"] == {"duplicate_id": 1, "empty_question": 1, "bad_gold_answer": 1, "bad_answer_type": 1}
+    assert m["rejects"] == {
+        "duplicate_id": 1,
+        "empty_question": 1,
+        "bad_gold_answer": 1,
+        "bad_answer_type": 1,
+    }
     assert m["rows_out"] == 1
 
 
 def test_non_utf8_completion_is_stored_safely_and_rejected(tmp_path: Path) -> None:
     backend = ScriptedBackend(lambda r: completion("The answer is 4.", "broken \udcff bytes"))
-    m = generate.run(make_params(**{"generate.rounds": 1}), "smol",
-                     write_questions(tmp_path / "q.parquet", QUESTIONS[:1]), tmp_path / "out", tmp_path / "m.json",
-                     backend=backend)
+    m = generate.run(
+        make_params(**{"generate.rounds": 1}),
+        "smol",
+        write_questions(tmp_path / "q.parquet", QUESTIONS[:1]),
+        tmp_path / "out",
+        tmp_path / "m.json",
+        backend=backend,
+    )
     assert m["rejects"] == {"non_utf8": 1}
     (attempt,) = read_rows(tmp_path / "out" / "attempts.parquet", ATTEMPTS)
     assert "\udcff" not in attempt["reasoning"] and attempt["reasoning"].startswith("broken")
@@ -125,14 +151,22 @@ def test_untagged_last_line_splits_instruct_completions(tmp_path: Path) -> None:
         "HARD": "7 * 8 = 56, the answer is 56.\nHope this helps!",  # the answer is not in the last line
     }
     backend = ScriptedBackend(lambda r: completion(next(v for k, v in replies.items() if k in prompt_of(r))))
-    m = generate.run(make_params(**{"generate.rounds": 1, "generate.untagged": "last_line"}), "smol",
-                     write_questions(tmp_path / "q.parquet", QUESTIONS[:3]), tmp_path / "out", tmp_path / "m.json",
-                     backend=backend)
+    m = generate.run(
+        make_params(**{"generate.rounds": 1, "generate.untagged": "last_line"}),
+        "smol",
+        write_questions(tmp_path / "q.parquet", QUESTIONS[:3]),
+        tmp_path / "out",
+        tmp_path / "m.json",
+        backend=backend,
+    )
     (raw,) = read_rows(tmp_path / "out" / "raw.parquet", TRACES)
     assert (raw["reasoning"], raw["response"]) == ("2 plus 2 is 4.\nSo we add them.", "The answer is 4.")
     assert m["rejects"] == {"no_reasoning": 1, "not_solved": 1}
     attempts = {a["question_id"]: a for a in read_rows(tmp_path / "out" / "attempts.parquet", ATTEMPTS)}
-    assert attempts["demo/train/2"]["response"] == "Hope this helps!" and attempts["demo/train/2"]["extracted"] is None
+    assert (
+        attempts["demo/train/2"]["response"] == "Hope this helps!"
+        and attempts["demo/train/2"]["extracted"] is None
+    )
     assert generate.split_last_line("only line") == ("", "only line")
 
 
@@ -140,8 +174,14 @@ def test_unknown_teacher_names_the_defined_ones(tmp_path: Path) -> None:
     from compress_distill.config import ConfigError
 
     with pytest.raises(ConfigError, match="defined: smol"):
-        generate.run(make_params(), "qwen", tmp_path / "q.parquet", tmp_path, tmp_path / "m.json",
-                     backend=ScriptedBackend(teacher_reply))
+        generate.run(
+            make_params(),
+            "qwen",
+            tmp_path / "q.parquet",
+            tmp_path,
+            tmp_path / "m.json",
+            backend=ScriptedBackend(teacher_reply),
+        )
 
 
 # --------------------------------------------------------------------------------------------- real engine
@@ -155,8 +195,19 @@ def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_
     rows = [question(f"demo/train/{i}", f"What is {i} + {i}?", str(2 * i)) for i in range(2)]
     write_questions(tmp_path / "q.parquet", rows)
     write_params(tmp_path / "params.yaml", make_params(**SMALL))
-    args = ["generate", "--params", "params.yaml", "--teacher", "smol", "--questions", "q.parquet",
-            "--out-dir", "out", "--metrics", "m.json"]
+    args = [
+        "generate",
+        "--params",
+        "params.yaml",
+        "--teacher",
+        "smol",
+        "--questions",
+        "q.parquet",
+        "--out-dir",
+        "out",
+        "--metrics",
+        "m.json",
+    ]
     kill_then_resume(args, tmp_path, tmp_path / "cache")
     m = read_metrics(tmp_path / "m.json")
     assert m["engine"]["llm_cached"] >= 1 and m["engine"]["llm_generated"] <= 1

@@ -25,8 +25,15 @@ from tests.helpers.traces import (
 
 
 def verdict(**kw) -> str:  # type: ignore[no-untyped-def]
-    v = {"faithfulness": 5, "coverage": 4, "clarity": 5, "verdict": "faithful", "answer_alignment": True,
-         "failure_modes": [], "rationale": "Keeps every step."} | kw
+    v = {
+        "faithfulness": 5,
+        "coverage": 4,
+        "clarity": 5,
+        "verdict": "faithful",
+        "answer_alignment": True,
+        "failure_modes": [],
+        "rationale": "Keeps every step.",
+    } | kw
     return json.dumps(v)
 
 
@@ -95,7 +102,7 @@ def test_last_valid_json_object_of_a_reply_wins() -> None:
         f"{draft}{final}",
         f"```json\n{draft}\n```\n```json\n{final}\n```",
         f"{draft} then {final} and a stray {{not json}} brace",
-        f"{final} ignore this {{\"faithfulness\": 9}}",  # a later object that is invalid is skipped
+        f'{final} ignore this {{"faithfulness": 9}}',  # a later object that is invalid is skipped
     ):
         status, v, _ = judge.parse_verdict(reply, "stop")
         assert status == "ok" and v is not None and v.rationale == "final", reply
@@ -126,8 +133,14 @@ def judge_reply(req):  # type: ignore[no-untyped-def]
     if "ID-cut" in p:
         return completion(verdict()[:30], finish_reason="length")
     if "ID-unfaithful" in p:
-        return completion(verdict(faithfulness=2, verdict="unfaithful", answer_alignment=False,
-                                  failure_modes=["omitted_key_step", "answer_mismatch"]))
+        return completion(
+            verdict(
+                faithfulness=2,
+                verdict="unfaithful",
+                answer_alignment=False,
+                failure_modes=["omitted_key_step", "answer_mismatch"],
+            )
+        )
     return completion(verdict())
 
 
@@ -142,17 +155,29 @@ def judged(tmp_path: Path):  # type: ignore[no-untyped-def]
         trace("e", "raw e", question="ID-bytes"),
     ]
     raw = write_traces(tmp_path / "raw.parquet", raw_rows, invalid_utf8={4: "reasoning"})
-    comp = write_traces(tmp_path / "c.parquet", [
-        trace("a", "C-HEAD " + "short " * 5_000 + " C-TAIL", source="compressed-concise"),  # 30k > 12k
-        trace("b", "comp b", source="compressed-concise", dataset="medqa"),
-        trace("c", "comp c", source="compressed-concise"),
-        trace("d", "comp d", source="compressed-concise"),
-        trace("e", "comp e", source="compressed-concise"),
-        trace("z", "orphan", source="compressed-concise"),  # no raw trace
-    ])
+    comp = write_traces(
+        tmp_path / "c.parquet",
+        [
+            trace("a", "C-HEAD " + "short " * 5_000 + " C-TAIL", source="compressed-concise"),  # 30k > 12k
+            trace("b", "comp b", source="compressed-concise", dataset="medqa"),
+            trace("c", "comp c", source="compressed-concise"),
+            trace("d", "comp d", source="compressed-concise"),
+            trace("e", "comp e", source="compressed-concise"),
+            trace("z", "orphan", source="compressed-concise"),  # no raw trace
+        ],
+    )
     backend = ScriptedBackend(judge_reply)
-    m = judge.run(make_params(), "smol", "concise", raw, comp, tmp_path / "j.parquet", tmp_path / "m.json",
-                  backend=backend, chunk_rows=2)
+    m = judge.run(
+        make_params(),
+        "smol",
+        "concise",
+        raw,
+        comp,
+        tmp_path / "j.parquet",
+        tmp_path / "m.json",
+        backend=backend,
+        chunk_rows=2,
+    )
     return tmp_path, backend, m
 
 
@@ -172,14 +197,32 @@ def test_rows_statuses_and_table_10_metrics(judged) -> None:  # type: ignore[no-
     tmp_path, _, m = judged
     rows = {r["id"]: r for r in read_rows(tmp_path / "j.parquet", JUDGEMENTS)}
     assert {k: v["parse_status"] for k, v in rows.items()} == {
-        "a": "ok", "b": "ok", "c": "invalid_json", "d": "truncated"}
-    assert rows["a"]["faithfulness"] == 5 and rows["a"]["judge_model"] == SMOL and rows["a"]["compressor"] == "concise"
+        "a": "ok",
+        "b": "ok",
+        "c": "invalid_json",
+        "d": "truncated",
+    }
+    assert (
+        rows["a"]["faithfulness"] == 5
+        and rows["a"]["judge_model"] == SMOL
+        and rows["a"]["compressor"] == "concise"
+    )
     assert rows["b"]["failure_modes"] == ["omitted_key_step", "answer_mismatch"]
-    assert rows["c"]["faithfulness"] is None and rows["c"]["verdict"] is None and rows["c"]["failure_modes"] is None
+    assert (
+        rows["c"]["faithfulness"] is None
+        and rows["c"]["verdict"] is None
+        and rows["c"]["failure_modes"] is None
+    )
     assert m == read_metrics(tmp_path / "m.json")
     assert (m["rows_in"], m["rows_out"], m["rows_written"]) == (6, 2, 4)
     assert m["rejects"] == {"invalid_json": 1, "truncated": 1, "non_utf8": 1, "missing_raw": 1}
-    assert m["parse_status"] == {"ok": 2, "truncated": 1, "invalid_json": 1, "schema_error": 0, "inconsistent": 0}
+    assert m["parse_status"] == {
+        "ok": 2,
+        "truncated": 1,
+        "invalid_json": 1,
+        "schema_error": 0,
+        "inconsistent": 0,
+    }
     assert m["overall"]["n"] == 2 and m["overall"]["mean_faithfulness"] == 3.5
     assert m["overall"]["pct_faithful"] == 50.0 and m["overall"]["pct_aligned"] == 50.0
     assert m["datasets"]["medqa"]["failure_modes"]["answer_mismatch"] == 1
@@ -198,8 +241,16 @@ def test_inconsistent_verdict_is_a_counted_reject_with_null_scores(tmp_path: Pat
     raw = write_traces(tmp_path / "raw.parquet", raws)
     comps = [trace(i, f"comp {i}", source="compressed-concise") for i in "ab"]
     comp = write_traces(tmp_path / "c.parquet", comps)
-    m = judge.run(make_params(), "smol", "concise", raw, comp, tmp_path / "j.parquet", tmp_path / "m.json",
-                  backend=ScriptedBackend(reply))
+    m = judge.run(
+        make_params(),
+        "smol",
+        "concise",
+        raw,
+        comp,
+        tmp_path / "j.parquet",
+        tmp_path / "m.json",
+        backend=ScriptedBackend(reply),
+    )
     rows = {r["id"]: r for r in read_rows(tmp_path / "j.parquet", JUDGEMENTS)}
     assert rows["b"]["parse_status"] == "inconsistent"
     assert rows["b"]["faithfulness"] is None and rows["b"]["verdict"] is None
@@ -216,10 +267,30 @@ def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_
     """Real SmolLM2 under the xgrammar JSON-schema processor; 24 tokens cannot finish the object, so the
     rows come back as counted ``truncated`` verdicts -- but each is generated once across the kill."""
     write_traces(tmp_path / "raw.parquet", [trace(f"t/{i}", f"2 + {i} = {2 + i}") for i in range(2)])
-    write_traces(tmp_path / "c.parquet", [trace(f"t/{i}", f"{2 + i}", source="compressed-concise") for i in range(2)])
-    write_params(tmp_path / "params.yaml", make_params(**{"judge.engine.batch_size": 1, "judge.sampling.max_tokens": 24}))
-    args = ["judge", "--params", "params.yaml", "--teacher", "smol", "--compressor", "concise", "--raw", "raw.parquet",
-            "--compressed", "c.parquet", "--out", "j.parquet", "--metrics", "m.json"]
+    write_traces(
+        tmp_path / "c.parquet", [trace(f"t/{i}", f"{2 + i}", source="compressed-concise") for i in range(2)]
+    )
+    write_params(
+        tmp_path / "params.yaml",
+        make_params(**{"judge.engine.batch_size": 1, "judge.sampling.max_tokens": 24}),
+    )
+    args = [
+        "judge",
+        "--params",
+        "params.yaml",
+        "--teacher",
+        "smol",
+        "--compressor",
+        "concise",
+        "--raw",
+        "raw.parquet",
+        "--compressed",
+        "c.parquet",
+        "--out",
+        "j.parquet",
+        "--metrics",
+        "m.json",
+    ]
     kill_then_resume(args, tmp_path, tmp_path / "cache")
     m = read_metrics(tmp_path / "m.json")
     assert m["engine"]["llm_cached"] >= 1 and m["engine"]["llm_cached"] + m["engine"]["llm_generated"] == 2

@@ -64,7 +64,10 @@ def test_all_ids_from_the_mirror(all_ids: tuple[Path, dict]) -> None:
     assert len({r["id"] for r in train + eval_rows}) == len(train) + len(eval_rows)
     # every Hub repo's commit is recorded; the fixture mirror does not record one, and says so
     assert len(m["sources"]) == 16
-    assert m["sources"]["cais/mmlu"]["datasets"] == "mmlu_stem,mmlu_medical,mmlu_humanities,mmlu_social_sciences,mmlu_other"
+    assert (
+        m["sources"]["cais/mmlu"]["datasets"]
+        == "mmlu_stem,mmlu_medical,mmlu_humanities,mmlu_social_sciences,mmlu_other"
+    )
     assert {s["read_from"] for s in m["sources"].values()} == {"mirror"}
     assert {s["sha"] for s in m["sources"].values()} == {"unrecorded"}
 
@@ -163,11 +166,19 @@ def _paper_like(tmp_path: Path, datasets: list[str]) -> list[str]:
     cfg = yaml.safe_load((REPO / "params.yaml").read_text())
     cfg["prepare"].update({"datasets": datasets, "hub_mirror": None})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
-    return ["--params", str(tmp_path / "params.yaml"), "--out-dir", str(tmp_path / "q"), "--metrics",
-            str(tmp_path / "m.json")]
+    return [
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--out-dir",
+        str(tmp_path / "q"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+    ]
 
 
-def test_gated_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gated_refusal_is_one_line_exit_2_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from compress_distill.benchmarks import registry, sources
 
     api = create_autospec(HfApi, instance=True)

@@ -345,13 +345,26 @@ def test_cap_sensitivity_table_puts_each_extra_cap_under_its_run(tmp_path: Path)
     run = "smol-smol-lora-raw"
     (cap,) = params.evaluate.extra_caps
     at_cap = json.loads((tmp_path / f"metrics/eval/{run}.json").read_text())
-    at_cap["overall"] |= {"accuracy": 0.5, "accuracy_stopped": 0.8, "n_stopped": 25, "n": 40, "truncation_rate": 0.375}
+    at_cap["overall"] |= {
+        "accuracy": 0.5,
+        "accuracy_stopped": 0.8,
+        "n_stopped": 25,
+        "n": 40,
+        "truncation_rate": 0.375,
+    }
     at_cap["max_new_tokens"] = cap
     (tmp_path / "metrics/eval/caps").mkdir(parents=True)
     (tmp_path / f"metrics/eval/caps/{cap_variant(run, cap)}.json").write_text(json.dumps(at_cap))
-    summary = report.run(params, tmp_path / "metrics", tmp_path / "data/predictions", tmp_path / "data/hub",
-                         tmp_path / "reports", tmp_path / "plots/report", tmp_path / "metrics/summary.json",
-                         tmp_path / "plots/train")
+    summary = report.run(
+        params,
+        tmp_path / "metrics",
+        tmp_path / "data/predictions",
+        tmp_path / "data/hub",
+        tmp_path / "reports",
+        tmp_path / "plots/report",
+        tmp_path / "metrics/summary.json",
+        tmp_path / "plots/train",
+    )
     rows = rows_of(tmp_path / "reports/table_cap_sensitivity.md")
     raw_rows = [r for r in rows if r[2] == "Raw"]
     assert len(rows) == len(expand(params)["runs"]) + 1 and len(raw_rows) == 2

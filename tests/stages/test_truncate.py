@@ -13,9 +13,40 @@ from compress_distill.schema import REJECTS, TRACES, read_rows
 from compress_distill.stages import truncate
 from tests.helpers.traces import SMOL, make_params, trace, write_traces
 
-WORDS = ["the", "answer", "is", "42", "1234567", "x^2", "=", "+", "(B)", "**Step", "1:**", "\n", "\n\n", "  ",
-         "don't", "we'll", "naïve", "café", "√2", "≤", "日本語", "🙂", "---", "...", "internationalization",
-         "_var_name", "snake_case", "\t", "3.14159", "e.g.,", "'quoted'", "https://example.org/a?b=c"]
+WORDS = [
+    "the",
+    "answer",
+    "is",
+    "42",
+    "1234567",
+    "x^2",
+    "=",
+    "+",
+    "(B)",
+    "**Step",
+    "1:**",
+    "\n",
+    "\n\n",
+    "  ",
+    "don't",
+    "we'll",
+    "naïve",
+    "café",
+    "√2",
+    "≤",
+    "日本語",
+    "🙂",
+    "---",
+    "...",
+    "internationalization",
+    "_var_name",
+    "snake_case",
+    "\t",
+    "3.14159",
+    "e.g.,",
+    "'quoted'",
+    "https://example.org/a?b=c",
+]
 
 
 def random_text(rng: random.Random, n_words: int) -> str:
@@ -56,21 +87,30 @@ def test_safe_prefix_end_stops_after_a_letter_or_digit_before_whitespace() -> No
 def test_stage_cuts_to_the_compressed_token_length(tmp_path: Path) -> None:
     tok = fast_tokenizer(SMOL)
     long = "Let me think step by step about this problem. First, 17 times 3 is 51. " * 20
-    raw = write_traces(tmp_path / "raw.parquet", [
-        trace("a", long, response="The answer is 51.", answer="51"),
-        trace("b", "Short reasoning.", response="The answer is 4."),
-        trace("c", long),  # no compressed counterpart
-        trace("d", long),  # not valid UTF-8
-        trace("e", long, dataset="medqa"),
-    ], invalid_utf8={3: "reasoning"})
-    comp = write_traces(tmp_path / "c.parquet", [
-        trace("a", "17*3=51.", tokens=25, source="compressed-terse", prompt_hash="aaa+bbb"),
-        trace("b", "short", tokens=50, source="compressed-terse"),
-        trace("d", "x", tokens=5, source="compressed-terse"),
-        trace("e", "y", tokens=None, source="compressed-terse"),  # count missing: recomputed here
-    ])
+    raw = write_traces(
+        tmp_path / "raw.parquet",
+        [
+            trace("a", long, response="The answer is 51.", answer="51"),
+            trace("b", "Short reasoning.", response="The answer is 4."),
+            trace("c", long),  # no compressed counterpart
+            trace("d", long),  # not valid UTF-8
+            trace("e", long, dataset="medqa"),
+        ],
+        invalid_utf8={3: "reasoning"},
+    )
+    comp = write_traces(
+        tmp_path / "c.parquet",
+        [
+            trace("a", "17*3=51.", tokens=25, source="compressed-terse", prompt_hash="aaa+bbb"),
+            trace("b", "short", tokens=50, source="compressed-terse"),
+            trace("d", "x", tokens=5, source="compressed-terse"),
+            trace("e", "y", tokens=None, source="compressed-terse"),  # count missing: recomputed here
+        ],
+    )
     # the params demo: truncate.smol.compressor = terse (SmolLM2's tokenizer)
-    m = truncate.run(make_params(), "smol", raw, comp, tmp_path / "t.parquet", tmp_path / "m.json", batch_rows=2)
+    m = truncate.run(
+        make_params(), "smol", raw, comp, tmp_path / "t.parquet", tmp_path / "m.json", batch_rows=2
+    )
     out = {r["id"]: r for r in read_rows(tmp_path / "t.parquet", TRACES)}
     assert list(out) == ["a", "b", "e"]
     a = out["a"]
@@ -79,11 +119,15 @@ def test_stage_cuts_to_the_compressed_token_length(tmp_path: Path) -> None:
     assert a["response"] == "The answer is 51." and a["source"] == "truncated"
     assert a["compression_ratio"] == pytest.approx(len(a["reasoning"]) / len(long))
     assert a["prompt_hash"] == "aaa+bbb" and a["compressor_model"] == SMOL and a["answer_preserved"] is None
-    assert out["b"]["reasoning"] == "Short reasoning." and out["b"]["reasoning_tokens"] < 50  # shorter than budget
+    assert (
+        out["b"]["reasoning"] == "Short reasoning." and out["b"]["reasoning_tokens"] < 50
+    )  # shorter than budget
     assert out["e"]["reasoning_tokens"] == 1  # "y" is one token
     assert m == read_metrics(tmp_path / "m.json")
     assert m["rows_in"] == 5 and m["rows_out"] == 3
     assert m["rejects"] == {"no_compressed_counterpart": 1, "non_utf8": 1}
     assert {r["id"]: r["reason"] for r in read_rows(tmp_path / "t.rejects.parquet", REJECTS)} == {
-        "c": "no_compressed_counterpart", "d": "non_utf8"}
+        "c": "no_compressed_counterpart",
+        "d": "non_utf8",
+    }
     assert m["datasets"]["medqa"]["n"] == 1 and m["overall"]["pct_uncut"] == pytest.approx(100 / 3)

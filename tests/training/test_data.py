@@ -167,8 +167,19 @@ def test_source_folder_shards_are_read_together(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("n", "fraction", "expected"),
-    [(0, 0.05, 0), (1, 0.05, 0), (2, 0.05, 1), (8, 0.05, 1), (19, 0.05, 1), (100, 0.05, 5), (1000, 0.05, 50),
-     (100, 0.0, 0), (2, 0.5, 1), (3, 0.5, 2), (10, 0.25, 2)],
+    [
+        (0, 0.05, 0),
+        (1, 0.05, 0),
+        (2, 0.05, 1),
+        (8, 0.05, 1),
+        (19, 0.05, 1),
+        (100, 0.05, 5),
+        (1000, 0.05, 50),
+        (100, 0.0, 0),
+        (2, 0.5, 1),
+        (3, 0.5, 2),
+        (10, 0.25, 2),
+    ],
 )
 def test_validation_size(n: int, fraction: float, expected: int) -> None:
     assert validation_size(n, fraction) == expected

@@ -168,7 +168,9 @@ class HFBackend(CachedBackend):
 
         tok = AutoTokenizer.from_pretrained(self.resolved.tokenizer, padding_side="left")
         # Any: transformers' return types are unions (a PeftModel wraps it below) that mypy cannot follow
-        model: Any = AutoModelForCausalLM.from_pretrained(self.resolved.weights, dtype=getattr(torch, self.dtype))
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            self.resolved.weights, dtype=getattr(torch, self.dtype)
+        )
         if self.resolved.adapter:
             from peft import PeftModel
 

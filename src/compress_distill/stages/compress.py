@@ -128,7 +128,9 @@ def run(
             for i, row in enumerate(meta):
                 question, reasoning, answer = questions[i], reasonings[i], answers[i]
                 if question is None or reasoning is None or answer is None or responses[i] is None:
-                    ledger.reject("non_utf8", id=row["id"], detail="a text column of this row is not valid UTF-8")
+                    ledger.reject(
+                        "non_utf8", id=row["id"], detail="a text column of this row is not valid UTF-8"
+                    )
                     continue
                 bad = _input_reject(reasoning)
                 if bad is None and (problem := gold_error(answer, row["answer_type"])) is not None:

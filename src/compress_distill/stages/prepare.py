@@ -199,7 +199,9 @@ def main(
     ] = False,
     mirror_commands: Annotated[
         Path | None,
-        typer.Option(help="print the `hf download` commands that fill a mirror folder at the pins, then exit"),
+        typer.Option(
+            help="print the `hf download` commands that fill a mirror folder at the pins, then exit"
+        ),
     ] = None,
 ) -> None:
     """Load the benchmark questions (Hub or mirror) into data/questions/{train,eval}.parquet."""

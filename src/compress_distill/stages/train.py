@@ -107,7 +107,9 @@ def run(
     first = first_per_id(source.column("id").to_pylist(), set())
     repeats = first.count(False)  # a pulled revision may repeat an id: its first row is trained on, once
     enc, val = split_validation(
-        encode_rows(tokenizer, source.filter(pa.array(first)) if repeats else source, cfg.seq_len, cfg.overlong),
+        encode_rows(
+            tokenizer, source.filter(pa.array(first)) if repeats else source, cfg.seq_len, cfg.overlong
+        ),
         cfg.val_fraction,
         cfg.seed,
     )
