@@ -23,7 +23,7 @@ import yaml
 from compress_distill.attribution import BENCHMARKS, PAPER_BIBTEX, model_license
 from compress_distill.benchmarks.registry import SPECS
 from compress_distill.config import BackendConfig, Params
-from compress_distill.names import compressor_of
+from compress_distill.names import VERIFIED, compressed_source, compressor_of
 from compress_distill.prompts import prompt_hash
 from compress_distill.provenance import git_commit
 
@@ -244,14 +244,24 @@ def _stats_table(stats: ConfigStats, judged: bool) -> str:
     return "\n".join(lines)
 
 
+def _compressor(config: str) -> str | None:
+    """The params compressor behind config ``compressed-<C>``; None for any other config, ``compressed-verified``
+    included (the verify stage's pick among all compressors, described on its own)."""
+    cid = compressor_of(config)
+    return None if cid == VERIFIED else cid
+
+
 def models_used(params: Params, teacher: str, built: Mapping[str, ConfigStats]) -> dict[str, str]:
-    """Model id -> its role(s) in this folder: the teacher, the compressors of the built configs, the judge."""
+    """Model id -> its role(s) in this folder: the teacher, the compressors of the built configs, the judge,
+    the verifier of ``compressed-verified``."""
     roles: dict[str, list[str]] = {params.teachers[teacher].model: [f"teacher `{teacher}`"]}
     for c in built:
-        if (cid := compressor_of(c)) is not None:
+        if (cid := _compressor(c)) is not None:
             roles.setdefault(params.compressors[cid].model, []).append(f"compressor `{cid}`")
     if any(s.judged_rows is not None for s in built.values()):
         roles.setdefault(params.judge.engine.model, []).append("judge")
+    if compressed_source(VERIFIED) in built and params.verify is not None:
+        roles.setdefault(params.verify.engine.model, []).append("verifier")
     return {m: ", ".join(r) for m, r in roles.items()}
 
 
@@ -536,7 +546,7 @@ def render_card(
     for c, s in built.items():
         what = (
             DESCRIPTIONS[c]
-            if (comp := compressor_of(c)) is None
+            if (comp := _compressor(c)) is None
             else (
                 f"raw reasoning rewritten by compressor `{comp}` "
                 f"(`{params.compressors[comp].model}`), teacher's final response re-attached"
