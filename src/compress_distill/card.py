@@ -52,7 +52,9 @@ DESCRIPTIONS = {
     "raw": "verified-correct teacher traces (rejection sampling; first correct attempt per question)",
     "truncated": "raw reasoning cut to the token length of the most aggressive compressor's trace",
     "answer-only": "think block removed, final response kept (answer-only ablation)",
-    "compressed-verified": "per trace the shortest compression the judge calls faithful and from which a "
+    compressed_source(
+        VERIFIED
+    ): "per trace the shortest compression the judge calls faithful and from which a "
     "verifier model alone reaches the canonical answer; else the raw trace (`verify.fallback`)",
     "eval-questions": "the evaluation split's questions and canonical answers (what students are scored on); "
     "no traces",

@@ -461,7 +461,7 @@ class TopologyRule(Section):
 
     teacher: str | None = None
     student: str | None = None
-    method: Literal["lora", "full"] | None = None
+    method: Method | None = None
     source: str | None = None
     # GPUs of one run, all on one node (one rank per GPU); 0: no GPU (CPU ranks)
     gpus: int = Field(ge=0)

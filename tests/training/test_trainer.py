@@ -154,7 +154,7 @@ def test_diverging_run_exits_non_zero_and_leaves_previous_outputs(tmp_path: Path
     metrics.write_text('{"final_loss": 0.5}')
     cmd = [
         *(sys.executable, "-m", "compress_distill.cli", "train", "--params", str(params), "--run", RUN),
-        *("--data", str(data), "--out-dir", str(out), "--metrics", str(metrics)),
+        *("--data-dir", str(data), "--out-dir", str(out), "--metrics", str(metrics)),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=600)

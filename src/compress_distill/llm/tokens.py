@@ -215,6 +215,14 @@ def preflight_tokenizer(cfg: BackendConfig, key: str) -> Any:
     directory), which would otherwise fail in ``count_tokens`` after every request had been paid for.
     ``key`` is the params path of the engine (``compressors.concise``), named in the fix-it.
     """
+    where = Path(cfg.tokenizer_id)
+    if (where.is_absolute() or cfg.tokenizer_id.startswith(".")) and not where.exists():
+        # a path, not a Hub id: say which key holds it rather than what the tokenizer loader made of it
+        key_path = f"{key}.tokenizer" if cfg.tokenizer else f"{key}.model"
+        raise ConfigError(
+            f"{key_path}: the model directory {cfg.tokenizer_id} does not exist; fix the path, or produce the "
+            "model first (dvc repro)"
+        )
     try:
         return fast_tokenizer(cfg.tokenizer_id)
     except (OSError, ValueError, RuntimeError) as err:  # what from_pretrained raises for a missing tokenizer

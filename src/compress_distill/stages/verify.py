@@ -318,7 +318,7 @@ def main(
     teacher: Annotated[str, typer.Option(help="teacher id")],
     traces_dir: Annotated[Path, typer.Option(help="data/traces/T (raw and compressed-<C> traces)")],
     judgements_dir: Annotated[Path, typer.Option(help="data/judgements/T (one table per compressor)")],
-    out: Annotated[Path, typer.Option(help="compressed-verified traces to write")],
+    out: Annotated[Path, typer.Option(help="the verified-compression traces (compressed-verified) to write")],
     metrics: Annotated[Path, typer.Option(help="metrics JSON")],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
