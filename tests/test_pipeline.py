@@ -51,7 +51,9 @@ def _shrink(params: dict) -> dict:
     params["compress"]["sampling"]["max_tokens"] = 96
     params["judge"]["sampling"]["max_tokens"] = 96
     params["train"]["seq_len"] = 256
+    params["train"]["max_steps"] = 3  # six students: what is tested is the wiring, not how well they learn
     params["evaluate"]["max_new_tokens"] = 32
+    params["evaluate"]["extra_caps"] = [48]  # the cap-sensitivity variant, kept small
     return params
 
 
