@@ -110,6 +110,17 @@ def _stale(repo: Path) -> set[str]:
     return set(json.loads(_sh(["dvc", "status", "--json"], repo)))
 
 
+def _stale_after_appending(repo: Path, rel: str, text: str) -> set[str]:
+    """The stages `dvc status` calls stale once ``text`` is appended to file ``rel``; the file is restored."""
+    path = repo / rel
+    original = path.read_text()
+    path.write_text(original + text)
+    try:
+        return _stale(repo)
+    finally:
+        path.write_text(original)
+
+
 def _all_stages(repo: Path) -> set[str]:
     from dvc.repo import Repo
 
@@ -123,13 +134,9 @@ def _families(stages: set[str]) -> set[str]:
 
 @pytest.mark.parametrize("module", sorted(IMPORTERS))
 def test_module_edit_makes_exactly_its_importers_stale(committed_repo: Path, module: str) -> None:
-    path = committed_repo / PKG / module
-    original = path.read_text()
-    path.write_text(original + "\n\ndef _added_by_a_test() -> int:\n    return 1\n")
-    try:
-        stale = _stale(committed_repo)
-    finally:
-        path.write_text(original)
+    stale = _stale_after_appending(
+        committed_repo, f"{PKG}/{module}", "\n\ndef _added_by_a_test() -> int:\n    return 1\n"
+    )
     # every instance of those families (the fan-out shares the code), and nothing else
     assert stale == {s for s in _all_stages(committed_repo) if s.split("@")[0] in IMPORTERS[module]}
     assert _families(stale) == IMPORTERS[module]
@@ -141,36 +148,18 @@ def test_every_compressor_output_is_a_verify_dep(committed_repo: Path) -> None:
         ("data/traces/smol/compressed-concise.parquet", {"judge@smol-concise"}),
         ("data/judgements/smol/terse.parquet", set()),
     ):
-        path = committed_repo / rel
-        original = path.read_text()
-        path.write_text(original + "changed\n")
-        try:
-            stale = _stale(committed_repo)
-        finally:
-            path.write_text(original)
+        stale = _stale_after_appending(committed_repo, rel, "changed\n")
         assert "verify@smol" in stale and also <= stale, (rel, stale)
 
 
 def test_prompt_edit_makes_only_its_compressor_stale(committed_repo: Path) -> None:
-    prompt = committed_repo / "prompts" / "compress" / "terse.md"
-    original = prompt.read_text()
-    prompt.write_text(original + "\nBe brief.\n")
-    try:
-        stale = _stale(committed_repo)
-    finally:
-        prompt.write_text(original)
+    stale = _stale_after_appending(committed_repo, "prompts/compress/terse.md", "\nBe brief.\n")
     # build@smol too: its dataset card records every prompt file's hash
     assert stale == {"compress@smol-terse", "build@smol"}
 
 
 def test_generic_prompt_edit_spares_compressors_with_their_own(committed_repo: Path) -> None:
-    prompt = committed_repo / "prompts" / "compress" / "generic.md"
-    original = prompt.read_text()
-    prompt.write_text(original + "\nBe brief.\n")
-    try:
-        stale = _stale(committed_repo)
-    finally:
-        prompt.write_text(original)
+    stale = _stale_after_appending(committed_repo, "prompts/compress/generic.md", "\nBe brief.\n")
     assert stale == {"compress@smol-concise", "build@smol"}
 
 

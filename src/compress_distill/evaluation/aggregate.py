@@ -217,11 +217,7 @@ def runs_frame(runs: Iterable[RunResult]) -> pl.DataFrame:
         train = r.train or {}
         rows.append(
             {
-                "run": r.run,
-                "teacher": r.teacher,
-                "student": r.student,
-                "method": r.method,
-                "source": r.source,
+                **r.coordinates(),
                 "accuracy": _number(r.get("accuracy")),
                 "median_reasoning_tokens": _number(r.get("median_reasoning_tokens")),
                 "trainable_tokens": _number(train.get("trainable_tokens")),

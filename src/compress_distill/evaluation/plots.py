@@ -47,11 +47,7 @@ def accuracy_vs_tokens_rows(runs: Iterable[RunResult]) -> list[dict[str, Any]]:
             continue
         rows.append(
             {
-                "run": r.run,
-                "teacher": r.teacher,
-                "student": r.student,
-                "method": r.method,
-                "source": r.source,
+                **r.coordinates(),
                 "median_reasoning_tokens": tokens,
                 "accuracy": round(acc, 6),
             }
@@ -70,11 +66,7 @@ def accuracy_vs_flops_rows(runs: Iterable[RunResult]) -> list[dict[str, Any]]:
             continue
         rows.append(
             {
-                "run": r.run,
-                "teacher": r.teacher,
-                "student": r.student,
-                "method": r.method,
-                "source": r.source,
+                **r.coordinates(),
                 "train_flops": train,
                 "inference_flops": infer,
                 "total_flops": train + infer,

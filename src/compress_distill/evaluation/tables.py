@@ -43,6 +43,16 @@ class RunResult:
     def get(self, key: str) -> Any:
         return self.overall.get(key)
 
+    def coordinates(self) -> dict[str, str]:
+        """The run and its place in the grid: the leading columns of every per-run row (plots, frames)."""
+        return {
+            "run": self.run,
+            "teacher": self.teacher,
+            "student": self.student,
+            "method": self.method,
+            "source": self.source,
+        }
+
 
 @dataclass
 class Table:
