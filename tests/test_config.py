@@ -135,6 +135,18 @@ def test_val_fraction_defaults_to_the_papers_five_percent(demo: dict) -> None:
     assert load_params(REPO / "configs/paper.yaml").train.val_fraction == 0.05
 
 
+def test_answer_only_think_defaults_to_the_papers_strip_and_refuses_other_values(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["train"].pop("answer_only_think", None)
+    assert parse_params(d).train.answer_only_think == "strip"
+    assert load_params(REPO / "configs/paper.yaml").train.answer_only_think == "strip"
+    d["train"]["answer_only_think"] = "keep_empty"
+    assert parse_params(d).train.answer_only_think == "keep_empty"
+    d["train"]["answer_only_think"] = "keep"
+    with pytest.raises(ConfigError, match="train.answer_only_think"):
+        parse_params(d)
+
+
 def test_empty_dataset_list_names_choices(demo: dict) -> None:
     d = copy.deepcopy(demo)
     d["prepare"]["datasets"] = []

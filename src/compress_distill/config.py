@@ -403,6 +403,10 @@ class TrainConfig(Section):
     # id with `seed`; 0 disables.  Any fraction > 0 holds out at least 1 row of a source with >= 2 rows and
     # always leaves at least 1 row to train on.
     val_fraction: float = Field(0.05, ge=0.0, le=0.5)
+    # answer-only targets (rows without reasoning): "strip" drops the whole think block (paper §3.3); "keep_empty"
+    # trains "<think>\n\n</think>\n\n" before the response (beyond the paper).  A template whose generation
+    # prompt pre-fills <think> (Qwen3.5) always closes the block it opened.
+    answer_only_think: Literal["strip", "keep_empty"] = "strip"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     full: FullConfig = Field(default_factory=FullConfig)
