@@ -37,7 +37,8 @@ class FaultProxy:
 
     Requests are identified by the content of their last message.  ``attempts`` counts every request that
     reached the proxy (pass one Counter to several proxies to count across them), ``forwarded`` those passed
-    to the real server, ``auth`` the Authorization headers seen, ``seen`` the requests this proxy received.
+    to the real server, ``auth`` the Authorization headers seen, ``bodies`` the request bodies, ``seen`` the
+    requests this proxy received.
     """
 
     upstream: str  # http://127.0.0.1:PORT (no /v1)
@@ -46,6 +47,7 @@ class FaultProxy:
     attempts: Counter[str] = field(default_factory=Counter)
     forwarded: Counter[str] = field(default_factory=Counter)
     auth: list[str] = field(default_factory=list)
+    bodies: list[dict] = field(default_factory=list)  # every request body received, parsed
     seen: int = 0
     port: int = 0
 
@@ -99,7 +101,8 @@ class FaultProxy:
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
                 rid = ""
                 if body:
-                    rid = json.loads(body)["messages"][-1]["content"]
+                    self.bodies.append(json.loads(body))
+                    rid = self.bodies[-1]["messages"][-1]["content"]
                     self.attempts[rid] += 1
                     self.seen += 1
                     self.auth.append(headers.get("authorization", ""))
