@@ -5,6 +5,7 @@ pre-emption of one, and cancels every job when the stage ends or fails."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -155,11 +156,14 @@ def test_a_preempted_replica_loses_no_finished_work_and_a_failed_stage_cancels_t
         assert again.stats.cached == len(requests) and again._servers is None  # nothing submitted
 
 
+# A stage holding one replica of a stand-in server, its lease renewed every 0.5 s and stale after 4 s.
 _STAGE = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from compress_distill.llm import ChatRequest, make_backend
+    from compress_distill.llm import make_backend
+    from compress_distill.llm import launch
+    launch.LEASE_S, launch.LEASE_TOUCH_S = 4.0, 0.5
     backend = make_backend(
         {"backend": "openai", "model": "m", "launch": [sys.argv[1]], "launch_slurm": {"replicas": 1},
          "launch_timeout_s": 120},
@@ -172,7 +176,12 @@ _STAGE = textwrap.dedent(
 )
 
 
-def test_a_sigterm_to_the_stage_cancels_its_replicas(slurm: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "within_s"), [(signal.SIGTERM, 1.0), (signal.SIGKILL, 20.0)])
+def test_a_killed_stage_leaves_no_replica_running(
+    slurm: dict[str, str], tmp_path: Path, sig: signal.Signals, within_s: float
+) -> None:
+    """SIGTERM (scancel of a grid job, a killed `dvc repro`): the stage cancels its replicas on the way out.
+    SIGKILL (the OOM killer): nothing runs in the stage any more; the replicas stop once its lease is stale."""
     stage = subprocess.Popen(
         [sys.executable, "-c", _STAGE, _static_server(tmp_path / "www"), str(tmp_path / "cache")],
         stdout=subprocess.PIPE,
@@ -181,9 +190,9 @@ def test_a_sigterm_to_the_stage_cancels_its_replicas(slurm: dict[str, str], tmp_
     try:
         jobs = stage.stdout.readline().strip().split(",")  # type: ignore[union-attr]
         assert jobs != [""] and set(jobs) <= set(queue())
-        stage.terminate()  # what scancel of a grid job, or a killed `dvc repro`, sends
-        assert stage.wait(60) == 143
-        assert _gone(jobs, within_s=1)
+        stage.send_signal(sig)
+        assert stage.wait(60) == (143 if sig == signal.SIGTERM else -9)
+        assert _gone(jobs, within_s=within_s)
     finally:
         if stage.poll() is None:
             stage.kill()

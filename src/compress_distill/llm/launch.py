@@ -282,6 +282,7 @@ def replica_script(
     slurm: Slurm,
     sbatch_args: list[str],
     timeout_s: float,
+    lease_s: float = LEASE_S,
 ) -> str:
     """The sbatch script of one server replica: ``serve_replica`` on the node the job gets (pure, tested)."""
     directives = [
@@ -296,7 +297,7 @@ def replica_script(
     serve = [
         sys.executable, "-m", "compress_distill.llm.launch",
         "--command", command, "--name", name, "--folder", str(folder), "--lease", str(lease),
-        "--timeout-s", f"{timeout_s:g}",
+        "--timeout-s", f"{timeout_s:g}", "--lease-s", f"{lease_s:g}",
     ]  # fmt: skip
     return "\n".join(
         [
@@ -315,7 +316,9 @@ def address_file(folder: Path, name: str, job_id: str) -> Path:
     return folder / f"{name}.{job_id}.url"
 
 
-def serve_replica(command: str, name: str, folder: Path, lease: Path, timeout_s: float) -> int:
+def serve_replica(
+    command: str, name: str, folder: Path, lease: Path, timeout_s: float, lease_s: float = LEASE_S
+) -> int:
     """Inside a replica's job: start ``command`` on a free port of this node, wait until it is healthy,
     publish its URL (``address_file``), then serve until the job is cancelled (SIGTERM), the server exits or
     the stage's lease goes stale.  The server is stopped on the way out; returns the exit code of the job."""
@@ -342,7 +345,7 @@ def serve_replica(command: str, name: str, folder: Path, lease: Path, timeout_s:
             now_seen = _mtime(lease)
             if now_seen != seen:
                 renewed, seen = time.monotonic(), now_seen
-            if now_seen is None or time.monotonic() - renewed > LEASE_S:
+            if now_seen is None or time.monotonic() - renewed > lease_s:
                 print(f"the stage's lease {lease} is gone or stale; stopping", flush=True)
                 return 0
     finally:
@@ -359,8 +362,9 @@ def _mtime(path: Path) -> float | None:
 class _Lease:
     """A file the stage touches every ``LEASE_TOUCH_S`` while it holds replicas (see ``serve_replica``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, touch_s: float) -> None:
         self.path = path
+        self.touch_s = touch_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="replica-lease", daemon=True)
 
@@ -370,7 +374,7 @@ class _Lease:
         self._thread.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(LEASE_TOUCH_S):
+        while not self._stop.wait(self.touch_s):
             with contextlib.suppress(FileNotFoundError):  # released meanwhile
                 os.utime(self.path)
 
@@ -404,7 +408,8 @@ class SlurmServerPool:
         self.names = [f"{name}-{stamp}-{i}" for i in range(cfg.replicas)]
         self.job_ids: dict[str, str] = {}  # replica name -> job id
         self.urls: dict[str, str] = {}  # replica name -> base URL, once healthy
-        self._lease = _Lease(self.folder / f"{name}-{stamp}.lease")
+        self.lease_s = LEASE_S  # tests shorten it (with the lease's touch_s)
+        self._lease = _Lease(self.folder / f"{name}-{stamp}.lease", LEASE_TOUCH_S)
         self._previous_sigterm: Any = None
         self._started = False
 
@@ -442,7 +447,7 @@ class SlurmServerPool:
                     replica_script(
                         self.command, name=replica, folder=self.folder, lease=self._lease.path,
                         gpus=self.gpus, slurm=self.slurm, sbatch_args=self.cfg.sbatch_args,
-                        timeout_s=self.timeout_s,
+                        timeout_s=self.timeout_s, lease_s=self.lease_s,
                     ),
                     encoding="utf-8",
                 )  # fmt: skip
@@ -553,9 +558,10 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--lease", type=Path, required=True)
     parser.add_argument("--timeout-s", type=float, required=True)
+    parser.add_argument("--lease-s", type=float, default=LEASE_S)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    return serve_replica(args.command, args.name, args.folder, args.lease, args.timeout_s)
+    return serve_replica(args.command, args.name, args.folder, args.lease, args.timeout_s, args.lease_s)
 
 
 if __name__ == "__main__":
