@@ -149,6 +149,7 @@ def test_a_preempted_replica_loses_no_finished_work_and_a_failed_stage_cancels_t
         assert len(out) == len(requests) and len({c.request_hash for c in out}) == len(requests)
         # each request was answered once: nothing generated twice, the killed replica's work kept
         assert sum(backend.answered.values()) == len(requests) and backend.answered[killed["url"]] >= 1
+        assert backend.attempts > len(requests)  # a request met the dead replica and moved to the live one
         raise RuntimeError("stage failed")  # the stage fails after the batch: the other replica is cancelled
     assert _gone(jobs, within_s=1)
     with _engine(llama_command(n_threads=1, host="{host}"), cache) as again:  # a re-run: all from the cache
