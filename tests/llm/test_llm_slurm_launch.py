@@ -197,3 +197,26 @@ def test_a_killed_stage_leaves_no_replica_running(
     finally:
         if stage.poll() is None:
             stage.kill()
+
+
+def test_replicas_the_cluster_cannot_place_in_time(slurm: dict[str, str], tmp_path: Path) -> None:
+    """Three 1-GPU replicas on a 2-GPU node: the third stays PENDING.  With min_replicas 2 the stage goes on
+    with two and cancels the third; without, it fails naming the pending job, and none is left behind."""
+    from compress_distill.config import SlurmLaunchConfig
+    from compress_distill.llm.launch import SlurmServerPool
+
+    def pool(**cfg: Any) -> SlurmServerPool:
+        return SlurmServerPool(
+            _static_server(tmp_path / "www"), SlurmLaunchConfig(replicas=3, **cfg), gpus=1, timeout_s=8,
+            log_dir=tmp_path / "servers", name="m",
+        )  # fmt: skip
+
+    with pool(min_replicas=2) as enough:
+        assert len(enough.base_urls) == 2
+        jobs = list(enough.job_ids.values())
+        assert _gone([j for r, j in enough.job_ids.items() if r not in enough.urls])  # the pending one
+    assert _gone(jobs, within_s=1)
+    strict = pool()
+    with pytest.raises(TimeoutError, match=r"1 of 3 SLURM replica\(s\) not healthy after 8 s .* is PENDING"):
+        strict.start()
+    assert _gone(list(strict.job_ids.values()), within_s=1)
