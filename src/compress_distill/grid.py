@@ -363,7 +363,7 @@ def job_state(job: Job, state: Path) -> str:
         if rc == CANCELLED:
             return "CANCELLED (a job it depends on failed)"
         return DONE if rc == "0" else f"FAILED (exit {rc})"
-    if job.job_id and (known := job_states([job.job_id]).get(job.job_id)):
+    if job.job_id and (known := (job_states([job.job_id]) or {}).get(job.job_id)):
         return known
     return "UNKNOWN (not in the queue, no exit record)"
 

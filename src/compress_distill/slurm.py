@@ -82,16 +82,21 @@ def sbatch(script: Path, after: list[str] | None = None) -> str:
     return run([*args, str(script)]).strip().split(";")[0]
 
 
-def job_states(job_ids: list[str]) -> dict[str, str]:
-    """squeue's state of each job it still knows (finished ones for ``MinJobAge``); absent: forgotten."""
-    if not job_ids or shutil.which("squeue") is None:
+def job_states(job_ids: list[str]) -> dict[str, str] | None:
+    """squeue's state of each job it still knows (finished ones for ``MinJobAge``; absent: forgotten), or
+    None when squeue could not answer (not installed, slurmctld busy): the caller asks again later."""
+    if not job_ids:
         return {}
+    if shutil.which("squeue") is None:
+        return None
     out = subprocess.run(
         ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i %T"],
         capture_output=True,
         text=True,
         check=False,
-    )  # rc 1 when every id is forgotten: nothing to report, not an error
+    )
+    if out.returncode != 0:  # squeue fails this way only when it knows none of the ids
+        return {} if "Invalid job id" in out.stderr else None
     return dict(line.split()[:2] for line in out.stdout.splitlines() if len(line.split()) >= 2)
 
 

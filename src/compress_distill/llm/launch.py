@@ -182,8 +182,13 @@ class ServerPool:
         for command in commands:
             render_command(command, 0)  # fail fast on a missing {port}
         self.timeout_s = timeout_s
-        self.servers = [_Server(c, log_dir / f"{name}-{i}.log", host) for i, c in enumerate(commands)]
+        self.servers = [_Server(c, self.log_path(log_dir, name, i), host) for i, c in enumerate(commands)]
         self._started = False
+
+    @staticmethod
+    def log_path(log_dir: Path, name: str, i: int) -> Path:
+        """The log of server ``i`` of the pool ``name``."""
+        return log_dir / f"{name}-{i}.log"
 
     @property
     def base_urls(self) -> list[str]:
@@ -287,7 +292,7 @@ def replica_script(
     """The sbatch script of one server replica: ``serve_replica`` on the node the job gets (pure, tested)."""
     directives = [
         f"--job-name={name}",
-        f"--output={folder}/{name}.%j.log",
+        f"--output={folder}/{_in_job(name, '%j')}.log",  # the log _log() reads
         "--nodes=1",
         "--ntasks=1",
         *([f"--gres=gpu:{gpus}"] if gpus else []),
@@ -311,9 +316,14 @@ def replica_script(
     )
 
 
+def _in_job(name: str, job_id: str) -> str:
+    """The stem of every file replica ``name`` writes as job ``job_id`` (a requeued job writes anew)."""
+    return f"{name}.{job_id}"
+
+
 def address_file(folder: Path, name: str, job_id: str) -> Path:
-    """Where the replica ``name`` of job ``job_id`` writes its base URL once healthy (one naming rule)."""
-    return folder / f"{name}.{job_id}.url"
+    """Where the replica ``name`` of job ``job_id`` writes its base URL once healthy."""
+    return folder / f"{_in_job(name, job_id)}.url"
 
 
 def serve_replica(
@@ -325,7 +335,7 @@ def serve_replica(
     job_id = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # scancel, pre-emption: unwind through the finally
     pool = ServerPool(
-        [command], timeout_s=timeout_s, log_dir=folder, name=f"{name}.{job_id}", host=socket.gethostname()
+        [command], timeout_s=timeout_s, log_dir=folder, name=_in_job(name, job_id), host=socket.gethostname()
     )
     try:
         pool.start()
@@ -460,11 +470,11 @@ class SlurmServerPool:
         return self.base_urls
 
     def _log(self, replica: str) -> Path:
-        return self.folder / f"{replica}.{self.job_ids[replica]}.log"
+        return self.folder / f"{_in_job(replica, self.job_ids[replica])}.log"  # sbatch --output, %j filled
 
     def _note(self, replica: str, state: str) -> str:
         job = self.job_ids[replica]
-        server_log = self.folder / f"{replica}.{job}-0.log"
+        server_log = ServerPool.log_path(self.folder, _in_job(replica, job), 0)
         return (
             f"replica job {job} ({replica}) is {state}; last lines of {self._log(replica)}:\n"
             f"{_tail(self._log(replica), 10)}\nand of the server's log {server_log}:\n{_tail(server_log, 10)}"
@@ -474,7 +484,8 @@ class SlurmServerPool:
         deadline = time.monotonic() + self.timeout_s
         waiting = list(self.names)
         while waiting:
-            states = job_states([self.job_ids[r] for r in waiting])
+            known = job_states([self.job_ids[r] for r in waiting])
+            states = known if known is not None else {}
             for replica in list(waiting):
                 url_file = address_file(self.folder, replica, self.job_ids[replica])
                 if url_file.exists():
@@ -484,7 +495,7 @@ class SlurmServerPool:
                         waiting.remove(replica)
                         continue
                 state = states.get(self.job_ids[replica], "gone from the queue")
-                if state not in ACTIVE:
+                if known is not None and state not in ACTIVE:  # None: squeue did not answer this time
                     raise RuntimeError(
                         f"a server replica ended before it became healthy: {self._note(replica, state)}"
                     )
@@ -508,12 +519,14 @@ class SlurmServerPool:
             time.sleep(1.0)
 
     def dead(self) -> list[str]:
-        """One note (job, state, log tails) per replica whose job no longer runs."""
-        states = job_states(list(self.job_ids.values()))
+        """One note (job, state, log tails) per serving replica whose job no longer runs."""
+        states = job_states([self.job_ids[r] for r in self.urls])
+        if states is None:
+            return ["(squeue did not answer: the states of the replica jobs are unknown)"]
         return [
-            self._note(r, states.get(j, "gone from the queue"))
-            for r, j in self.job_ids.items()
-            if states.get(j) != "RUNNING"
+            self._note(r, states.get(self.job_ids[r], "gone from the queue"))
+            for r in self.urls
+            if states.get(self.job_ids[r]) != "RUNNING"
         ]
 
     def stop(self) -> None:
@@ -527,10 +540,14 @@ class SlurmServerPool:
             self._previous_sigterm = None
         self._lease.release()
         ids = list(self.job_ids.values())
-        scancel(ids)
+        try:
+            scancel(ids)
+        except SlurmError as err:  # stop() runs in finally blocks: the wait below reports what stayed
+            log.warning("%s", err)
         deadline = time.monotonic() + CANCEL_WAIT_S
         while time.monotonic() < deadline:
-            if not any(s in ACTIVE for s in job_states(ids).values()):
+            states = job_states(ids)
+            if states is not None and not any(s in ACTIVE for s in states.values()):
                 return
             time.sleep(0.5)
         log.warning("replica jobs %s still in the queue %.0f s after scancel", ", ".join(ids), CANCEL_WAIT_S)
