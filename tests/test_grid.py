@@ -349,7 +349,8 @@ def test_status_reports_a_failed_job_with_its_log_tail(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_failed_slurm_job_cancels_its_dependents(tmp_path: Path, slurm: dict[str, str]) -> None:
-    from compress_distill.grid import Job, job_state, sbatch
+    from compress_distill.grid import Job, job_state
+    from compress_distill.slurm import sbatch
 
     scripts = {}
     for name, body in {"bad": "exit 3", "after": "true"}.items():

@@ -49,8 +49,6 @@ from compress_distill.slurm import (
     sbatch,
 )
 
-__all__ = ["Slurm", "sbatch"]  # re-exported: the CLI and the tests take them from here
-
 STATE_DIR = Path(".dvc/tmp/grid")  # git-ignored by DVC's own .dvc/.gitignore
 MANIFEST = "grid.json"
 LOG_TAIL_LINES = 20

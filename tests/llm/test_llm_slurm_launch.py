@@ -22,7 +22,7 @@ from compress_distill.llm import ChatRequest, make_backend
 from compress_distill.llm.openai_backend import OpenAIBackend
 from tests.helpers.slurm_cluster import queue
 
-pytestmark = [pytest.mark.slow, pytest.mark.server]
+pytestmark = pytest.mark.slow  # a SLURM cluster; the tests with llama.cpp are marked `server` too
 
 MODEL = "smollm2-135m-instruct"
 
@@ -98,6 +98,7 @@ def test_bad_input_fails_in_one_line_before_anything_is_submitted(
     assert not list((tmp_path / "cache").rglob("*.sbatch"))  # not even a script written
 
 
+@pytest.mark.server
 def test_replicas_serve_one_batch_and_are_cancelled_when_the_stage_ends(
     slurm: dict[str, str], llama_command: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -116,6 +117,7 @@ def test_replicas_serve_one_batch_and_are_cancelled_when_the_stage_ends(
     assert backend.stats.gpus == 2  # the GPU-hour ledger counts every replica's GPU
 
 
+@pytest.mark.server
 def test_a_preempted_replica_loses_no_finished_work_and_a_failed_stage_cancels_the_rest(
     slurm: dict[str, str], llama_command: Callable[..., str], tmp_path: Path
 ) -> None:
