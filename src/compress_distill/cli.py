@@ -188,13 +188,13 @@ def grid_submit(
     from compress_distill.grid import (
         STATE_DIR,
         GridError,
-        Slurm,
         run_local,
         status_lines,
         submit,
         visible_gpus,
     )
     from compress_distill.plan import expand
+    from compress_distill.slurm import Slurm
 
     if executor not in ("slurm", "local"):
         raise GridError(f"unknown executor {executor!r}: use --executor slurm or --executor local")

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 import pytest
 
 
-def llama_server_command(n_threads: int = 2, n_ctx: int = 1024) -> str:
-    """``launch`` entry serving the packaged SmolLM2 GGUF with llama-cpp-python's OpenAI server."""
+def llama_server_command(n_threads: int = 2, n_ctx: int = 1024, host: str = "127.0.0.1") -> str:
+    """``launch`` entry serving the packaged SmolLM2 GGUF with llama-cpp-python's OpenAI server (``host``:
+    ``{host}`` for the address ``launch`` gives it, e.g. a SLURM node's hostname)."""
     pytest.importorskip(
         "llama_cpp.server", reason="llama-cpp-python[server] is in the test extra: make setup-test"
     )
     from compress_distill.modelhub import smollm2_gguf
 
     return (
-        f"{{python}} -m llama_cpp.server --model {smollm2_gguf()} --host 127.0.0.1 --port {{port}} "
+        f"{{python}} -m llama_cpp.server --model {smollm2_gguf()} --host {host} --port {{port}} "
         f"--n_ctx {n_ctx} --n_threads {n_threads} --n_threads_batch {n_threads} --verbose False"
     )
 
