@@ -50,6 +50,7 @@ STAGES: dict[str, str] = {
     "answer-only": "answer_only",
     "judge": "judge",
     "verify": "verify",
+    "ift": "ift",
     "build": "build",
     "publish": "publish",
     "pull": "pull",

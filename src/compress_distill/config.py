@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from compress_distill.errors import UserError, looks_like_credential, redact
-from compress_distill.names import PLAIN_SOURCES, VERIFIED, compressed_source
+from compress_distill.names import IFT, PLAIN_SOURCES, VERIFIED, compressed_source
 
 # Dataset ids of the question registry (compress_distill.benchmarks.registry must define exactly these;
 # a test keeps the two in sync).  Kept here because config may import nothing else of the package.
@@ -358,6 +358,23 @@ class VerifyConfig(Section):
     max_reasoning_chars: int = Field(12_000, ge=100)
 
 
+class IftConfig(Section):
+    """Source ``ift`` (beyond the paper; arXiv 2509.22193): the same teacher answering the same questions
+    without reasoning, for instruction tuning a (larger) student at equal compute.  Rejection-sampled like
+    ``generate`` (``generate.rounds`` rounds, graded by the same answer cascade) on the questions of the
+    teacher's ``raw`` traces; the rows carry no reasoning."""
+
+    # the teacher's prompt without the think instruction
+    prompt: str = "prompts/ift.md"
+    # teacher id -> chat-template kwargs merged over teachers.<T>.chat_template_kwargs that switch its
+    # reasoning off: {enable_thinking: false} (Qwen3.5), {reasoning_effort: low} (gpt-oss, which always reasons:
+    # its lowest effort; the reasoning is dropped and only the final answer kept)
+    chat_template_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # an answer without reasoning is short: a small cap (tokens) keeps a teacher that reasons anyway from
+    # running long, and such a completion ends "truncated", counted apart
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=512))
+
+
 class BuildConfig(Section):
     license: str = "apache-2.0"
     shard_rows: int = Field(50_000, ge=1)
@@ -434,10 +451,16 @@ class TrainConfig(Section):
     packing: bool = True
     # rows longer than seq_len: drop them (counted) or truncate them (counted)
     overlong: Literal["drop", "truncate"] = "drop"
-    budget: Literal["epochs", "compute_matched"] = "epochs"
+    # epochs: `epochs` passes over the run's own source; compute_matched: `epochs` x reference tokens
+    # (budget_tokens, else the teacher's raw source); flops: every run trains to flops_budget training FLOPs
+    # (~6 x the student's parameters x trained tokens, flops.py), whatever its source and student
+    budget: Literal["epochs", "compute_matched", "flops"] = "epochs"
     # compute_matched reference: trainable tokens per epoch every source is trained on; None = the same
     # teacher's raw source tokenised for this student (data/hub/<teacher>/raw)
     budget_tokens: int | None = Field(None, ge=1)
+    # budget flops: training FLOPs of every run (e.g. 1e18; the train metrics' train_flops of a reference
+    # run trained by epochs tell what one epoch of a source costs)
+    flops_budget: float | None = Field(None, gt=0)
     save_every_steps: int = Field(50, ge=1)
     seed: int = 0
     # share of the source's rows held out for the validation loss (paper §4: 5%), picked by hashing each row
@@ -451,6 +474,15 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     full: FullConfig = Field(default_factory=FullConfig)
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainConfig:
+        if self.budget == "flops" and self.flops_budget is None:
+            raise ValueError(
+                "train.budget is flops but train.flops_budget is not set; give the training FLOPs of every run "
+                "(e.g. 1e18), or use budget: epochs"
+            )
+        return self
 
 
 class EvaluateConfig(Section):
@@ -492,9 +524,19 @@ class GridConfig(Section):
     teachers: list[str]
     students: list[str]
     methods: list[Method]
-    # "raw", "compressed-<C>", "truncated", "answer-only"
+    # "raw", "compressed-<C>", "truncated", "answer-only", "compressed-verified", "ift"
     sources: list[str]
     exclude: list[GridExclusion] = Field(default_factory=list)
+    # beyond the paper: every run trained once per seed (overriding train.seed); None: one run with
+    # train.seed.  Run names gain "-s<seed>" only when more than one seed is listed.
+    seeds: list[int] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or any(s < 0 for s in v)):
+            raise ValueError("grid.seeds must be a non-empty list of distinct seeds >= 0, e.g. [0, 1, 2]")
+        return v
 
 
 # --------------------------------------------------------------------------------------------- topology
@@ -598,6 +640,8 @@ class Params(Section):
     judge: JudgeConfig
     # None: no verify stage and no `compressed-verified` source
     verify: VerifyConfig | None = None
+    # None: no ift stage and no `ift` source
+    ift: IftConfig | None = None
     build: BuildConfig = Field(default_factory=BuildConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     traces: TracesConfig = Field(default_factory=TracesConfig)
@@ -673,6 +717,13 @@ class Params(Section):
             raise ValueError(
                 f"grid.sources lists {compressed_source(VERIFIED)!r} but params have no `verify` section; add "
                 "verify.engine (a backend like judge.engine) or drop the source"
+            )
+        if self.ift is not None:
+            known("ift.chat_template_kwargs", list(self.ift.chat_template_kwargs), self.teachers)
+        elif IFT in self.grid.sources:
+            raise ValueError(
+                f"grid.sources lists {IFT!r} but params have no `ift` section; add ift: {{}} (prompt "
+                "prompts/ift.md) or drop the source"
             )
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
         repo_id = self.publish.repo_id

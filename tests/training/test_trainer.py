@@ -70,6 +70,28 @@ def test_compute_matched_budget_scales_to_the_reference_tokens() -> None:
     assert build_schedule(short, cfg, 1, 3 * per_epoch).steps > matched.steps
 
 
+def test_flops_budget_trains_every_source_and_student_to_the_same_flops() -> None:
+    from compress_distill.flops import tokens_for_flops, train_flops
+
+    cfg = TrainConfig(seq_len=128, grad_accum=1, budget="flops", flops_budget=5e13)
+    reached = {}
+    for name, n_params, lengths in (
+        ("raw, small", 135_000_000, [40, 60, 80, 100] * 10),
+        ("answer-only, small", 135_000_000, [10, 12, 14] * 10),  # short rows: several epochs
+        ("ift, 3x larger", 405_000_000, [10, 12, 14] * 10),  # a larger student: fewer tokens
+    ):
+        enc = fake_encoded(lengths)
+        sched = build_schedule(enc, cfg, 1, None, tokens_for_flops(n_params, 5e13))
+        tokens = sum(sched.unit_tokens[u] for u in sched.order)
+        reached[name] = train_flops(n_params, tokens)
+        # at the budget, at most one packed bin above it
+        assert 5e13 <= reached[name] < 5e13 + train_flops(n_params, max(sched.unit_tokens)), name
+    assert reached["answer-only, small"] == pytest.approx(reached["raw, small"], rel=0.01)
+    assert reached["ift, 3x larger"] == pytest.approx(reached["raw, small"], rel=0.01)
+    with pytest.raises(ValueError, match="train.flops_budget is not set"):
+        TrainConfig(budget="flops")
+
+
 def test_micro_batches_split_evenly_over_ranks() -> None:
     enc = fake_encoded([50] * 7)
     cfg = TrainConfig(seq_len=64, micro_batch_size=1, grad_accum=2, packing=False)

@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import typer
 
 from compress_distill.answers import gold_error
-from compress_distill.config import Params, load_params, pick
+from compress_distill.config import BackendConfig, Params, SamplingConfig, load_params, pick
 from compress_distill.llm.stage_engine import engine, engine_stats, request
 from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
 from compress_distill.names import ANSWER_TYPES
@@ -86,20 +89,28 @@ def round_seed(base: int | None, round_no: int) -> int:
 
 
 def attempt_outcome(
-    reasoning: str, response: str, finish_reason: str, correct: bool, extracted: str | None
+    reasoning: str,
+    response: str,
+    finish_reason: str,
+    correct: bool,
+    extracted: str | None,
+    needs_reasoning: bool = True,
 ) -> str:
     if not (is_utf8(reasoning) and is_utf8(response)):
         return "non_utf8"
     if finish_reason == "length":
         return "truncated"
     if correct:
-        return "accepted" if reasoning.strip() else "no_reasoning"
+        return "accepted" if reasoning.strip() or not needs_reasoning else "no_reasoning"
     return "no_answer" if extracted is None else "wrong"
 
 
-def _questions(path: Path, ledger: Ledger) -> list[dict[str, Any]]:
-    """Valid question rows; bad ones are rejected here with a reason (before any model call)."""
+def _questions(path: Path, ledger: Ledger, only: set[str] | None = None) -> list[dict[str, Any]]:
+    """Valid question rows (with an id in ``only``, if given); bad ones are rejected here with a reason
+    (before any model call)."""
     table = read_table(path, QUESTIONS)
+    if only is not None:
+        table = table.filter(pc.is_in(table.column("id"), pa.array(sorted(only), pa.string())))
     texts = text_column(table, "question")
     answers = text_column(table, "answer")
     rows = table.drop_columns(["question", "answer"]).to_pylist()
@@ -123,6 +134,23 @@ def _questions(path: Path, ledger: Ledger) -> list[dict[str, Any]]:
     return valid
 
 
+@dataclass(frozen=True)
+class Mode:
+    """What one rejection-sampling stage asks and keeps: ``generate`` (reasoning traces, source ``raw``) or
+    ``ift`` (answers without reasoning, source ``ift``: stages/ift.py)."""
+
+    stage: str  # ledger and log name
+    source: str  # the rows' `source` and the output file stem: <out_dir>/<source>.parquet
+    attempts: str  # file name of every attempt, in out_dir
+    prompt: str
+    sampling: SamplingConfig
+    engine: BackendConfig
+    # reasoning traces need reasoning (else `no_reasoning`); ift drops whatever reasoning the engine returns
+    # (gpt-oss reasons even at its lowest effort) and trains on the final response alone
+    needs_reasoning: bool
+    untagged: str  # generate.untagged: how a completion without a think block splits (reasoning mode only)
+
+
 def run(
     params: Params,
     teacher: str,
@@ -134,15 +162,37 @@ def run(
     cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write ``out_dir/attempts.parquet``, ``out_dir/raw.parquet`` (+ ``raw.rejects.parquet``) and metrics."""
+    tcfg = pick(params.teachers, teacher, "teacher")
+    gen = params.generate
+    mode = Mode("generate", "raw", "attempts.parquet", gen.prompt, gen.sampling, tcfg, True, gen.untagged)
+    return sample(params, teacher, mode, questions, out_dir, metrics, backend=backend, cache_dir=cache_dir)
+
+
+def sample(
+    params: Params,
+    teacher: str,
+    mode: Mode,
+    questions: str | Path,
+    out_dir: str | Path,
+    metrics: str | Path,
+    *,
+    only: set[str] | None = None,
+    backend: Any = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Rejection-sample ``mode``'s rows of ``teacher`` for the questions (those with an id in ``only``, if
+    given: the others are no input of this stage) in ``generate.rounds`` rounds; write every attempt,
+    the accepted rows, their rejects and the metrics."""
     from compress_distill.answers import grade
 
-    tcfg = pick(params.teachers, teacher, "teacher")
+    tcfg = mode.engine
     preflight_tokenizer(tcfg, f"teachers.{teacher}")  # fails here, not after every request is paid
     gen = params.generate
-    template, phash = load_prompt(gen.prompt), prompt_hash(gen.prompt)
+    template, phash = load_prompt(mode.prompt), prompt_hash(mode.prompt)
     out_dir = Path(out_dir)
-    ledger = Ledger("generate")
-    pool = _questions(Path(questions), ledger)
+    out = out_dir / f"{mode.source}.parquet"
+    ledger = Ledger(mode.stage)
+    pool = _questions(Path(questions), ledger, only)
     asked_per_dataset = Counter(q["dataset"] for q in pool)
 
     outcomes: Counter[str] = Counter()  # attempt level
@@ -154,15 +204,15 @@ def run(
     staging = Staging()
     with (
         engine(tcfg, backend, cache_dir) as be,
-        parquet_sink(staging.file(out_dir / "attempts.parquet"), ATTEMPTS) as attempts_out,
-        parquet_sink(staging.file(out_dir / "raw.parquet"), TRACES, out_dir / "raw.parquet") as raw_out,
+        parquet_sink(staging.file(out_dir / mode.attempts), ATTEMPTS) as attempts_out,
+        parquet_sink(staging.file(out), TRACES, out) as raw_out,
     ):
         pending = pool
         for round_no in range(1, gen.rounds + 1):
             if not pending:
                 break
             rounds_run = round_no
-            seed = round_seed(gen.sampling.seed, round_no)
+            seed = round_seed(mode.sampling.seed, round_no)
             requests = [
                 request(
                     render(
@@ -172,12 +222,12 @@ def run(
                         domain=q["domain"],
                         answer_type=q["answer_type"],
                     ),
-                    gen.sampling,
+                    mode.sampling,
                     seed=seed,
                 )
                 for q in pending
             ]
-            log.info("generate@%s round %d: %d pending questions", teacher, round_no, len(requests))
+            log.info("%s@%s round %d: %d pending questions", mode.stage, teacher, round_no, len(requests))
             completions = be.generate(requests)  # the whole round in one call (paper §3.1)
             if len(completions) != len(requests):
                 raise RuntimeError(
@@ -191,7 +241,9 @@ def run(
             still_pending: list[dict[str, Any]] = []
             for q, c in zip(pending, completions, strict=True):
                 reasoning, response = c.reasoning or "", c.text or ""
-                if not reasoning and gen.untagged == "last_line":
+                if not mode.needs_reasoning:
+                    reasoning = ""
+                elif not reasoning and mode.untagged == "last_line":
                     reasoning, response = split_last_line(response)
                 g = (
                     grade(response, q["answer"], q["answer_type"], q["choices"] or None)
@@ -201,7 +253,12 @@ def run(
                 correct = bool(g and g.correct) and c.finish_reason != "length"
                 extracted = g.extracted if g else None
                 outcome = attempt_outcome(
-                    reasoning, response, c.finish_reason, bool(g and g.correct), extracted
+                    reasoning,
+                    response,
+                    c.finish_reason,
+                    bool(g and g.correct),
+                    extracted,
+                    mode.needs_reasoning,
                 )
                 outcomes[outcome] += 1
                 attempt_rows.append(
@@ -252,10 +309,11 @@ def run(
                         answer_type=q["answer_type"],
                         reasoning=reasoning,
                         response=response,
-                        source="raw",
+                        source=mode.source,
                         reasoning_chars=len(reasoning),
                         reasoning_tokens=n_tok,
-                        compression_ratio=1.0,
+                        # vs raw: 1 for raw itself, 0 for rows without reasoning (as answer-only)
+                        compression_ratio=1.0 if mode.needs_reasoning else 0.0,
                         teacher_model=tcfg.model,
                         compressor_model="",
                         prompt_hash=phash,
@@ -268,7 +326,7 @@ def run(
         for q in pending:
             outcome, response = last_outcome[q["id"]]
             ledger.reject(FINAL_REASON[outcome], id=q["id"], detail=response)
-        ledger.write_rejects(staging, out_dir / "raw.parquet")
+        ledger.write_rejects(staging, out)
         llm = engine_stats(be)
 
     per_dataset, overall = split_overall(stats.table())
