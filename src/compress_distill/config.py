@@ -99,6 +99,29 @@ def _check_model_id(model: str, what: str = "model", extra_hint: str = "") -> st
 
 
 # --------------------------------------------------------------------------------------------- engines
+class SlurmLaunchConfig(Section):
+    """``launch_slurm``: the engine's one ``launch`` command runs as ``replicas`` SLURM jobs, one server each
+    on the ``gpus`` of the engine (``--gres=gpu:N``), reached at the node's hostname (``llm/launch.py``)."""
+
+    replicas: int = Field(1, ge=1)
+    # go on with the replicas healthy after launch_timeout_s when at least this many are (the others are
+    # cancelled); None: all of them, else the stage fails
+    min_replicas: int | None = Field(None, ge=1)
+    partition: str | None = None  # None: the cluster's default partition
+    account: str | None = None
+    time: str | None = None  # SLURM time limit of each replica, e.g. "48:00:00"
+    # more sbatch options, e.g. ["--exclusive", "--constraint=h100"] (one replica per node)
+    sbatch_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _min_within_replicas(self) -> SlurmLaunchConfig:
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} exceeds replicas {self.replicas}; lower it or drop it (all)"
+            )
+        return self
+
+
 class BackendConfig(Section):
     """How to reach one model (docs/architecture.md §6).  The same keys drive a laptop, a GPU node and a
     cluster."""
@@ -131,11 +154,14 @@ class BackendConfig(Section):
     max_concurrency: int = Field(8, ge=1)
     max_retries: int = Field(5, ge=0)
     timeout_s: float = Field(600.0, gt=0)
-    # managed local servers: each entry is one server command; "{port}" is filled in per replica
+    # managed servers: each entry is one server command; "{port}" is filled in per replica ("{host}" too)
     launch: list[str] = Field(default_factory=list)
     launch_timeout_s: float = Field(900.0, gt=0)
-    # GPUs this engine occupies: what its stage's job is given (SLURM --gres, the local executor's slice) and
-    # what the GPU-hour ledger counts (0 on CPU)
+    # run the launch command as SLURM jobs instead of local processes (None: local)
+    launch_slurm: SlurmLaunchConfig | None = None
+    # GPUs this engine occupies (0 on CPU): what its stage's grid job is given (SLURM --gres, the local
+    # executor's slice; hf and vllm must use every one) and what the GPU-hour ledger counts; with launch_slurm
+    # the GPUs of each replica's job (the stage's own job then needs none)
     gpus: int = Field(0, ge=0)
 
     @field_validator("model")
@@ -215,7 +241,22 @@ class BackendConfig(Section):
                 "backend 'openai' needs base_urls (a list of http://host:port/v1 endpoints) or a launch: "
                 "command list that starts local servers"
             )
+        if self.launch_slurm is not None and (self.backend != "openai" or len(self.launch) != 1):
+            raise ValueError(
+                "launch_slurm runs `replicas` SLURM jobs of one server command: it needs backend 'openai' and "
+                f"exactly one launch command (got backend {self.backend!r}, {len(self.launch)} command(s))"
+            )
         return self
+
+    @property
+    def held_gpus(self) -> int:
+        """GPUs the engine holds while it runs: every replica's when its servers are SLURM jobs."""
+        return self.gpus * (self.launch_slurm.replicas if self.launch_slurm else 1)
+
+    @property
+    def job_gpus(self) -> int:
+        """GPUs the stage's own process needs: none when its servers are SLURM jobs of their own."""
+        return 0 if self.launch_slurm else self.gpus
 
 
 class StudentEngineConfig(BackendConfig):
@@ -440,6 +481,10 @@ class TrainConfig(Section):
     # id with `seed`; 0 disables.  Any fraction > 0 holds out at least 1 row of a source with >= 2 rows and
     # always leaves at least 1 row to train on.
     val_fraction: float = Field(0.05, ge=0.0, le=0.5)
+    # answer-only targets (rows without reasoning): "strip" drops the whole think block (paper §3.3); "keep_empty"
+    # trains "<think>\n\n</think>\n\n" before the response (beyond the paper).  A template whose generation
+    # prompt pre-fills <think> (Qwen3.5) always closes the block it opened.
+    answer_only_think: Literal["strip", "keep_empty"] = "strip"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     full: FullConfig = Field(default_factory=FullConfig)

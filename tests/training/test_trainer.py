@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from compress_distill.config import TrainConfig
+from compress_distill.llm.tokens import trained_eot_id
 from compress_distill.training.data import Encoded
 from compress_distill.training.trainer import build_schedule
 from tests.helpers.training import trace_rows, write_params, write_source
@@ -281,7 +282,10 @@ def test_full_finetune_unpacked_writes_full_weights(
     assert metrics["model_params"] == metrics["trainable_params"]
     assert metrics["train_flops"] == 6.0 * metrics["model_params"] * metrics["trained_tokens"]
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
-    assert json.loads((out / "training_config.json").read_text())["method"] == "full"
+    saved_cfg = json.loads((out / "training_config.json").read_text())
+    assert saved_cfg["method"] == "full"
+    # the trained end-of-turn token is recorded with a checkpoint as with an adapter: every backend's stop
+    assert saved_cfg["eot_token"] == "<|im_end|>" and trained_eot_id(out) == saved_cfg["eot_token_id"] >= 0
     for saved_json in [*out.glob("*.json"), *out.glob("*.md")]:  # no file names the cache path
         assert smol_dir not in saved_json.read_text(), saved_json.name
     tuned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

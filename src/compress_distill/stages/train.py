@@ -108,7 +108,11 @@ def run(
     repeats = first.count(False)  # a pulled revision may repeat an id: its first row is trained on, once
     enc, val = split_validation(
         encode_rows(
-            tokenizer, source.filter(pa.array(first)) if repeats else source, cfg.seq_len, cfg.overlong
+            tokenizer,
+            source.filter(pa.array(first)) if repeats else source,
+            cfg.seq_len,
+            cfg.overlong,
+            answer_only_think=cfg.answer_only_think,
         ),
         cfg.val_fraction,
         cfg.seed,
