@@ -309,13 +309,16 @@ class HFBackend(CachedBackend):
         return model.to(device).eval()
 
     def _unload(self) -> None:
+        devices = [device for device, _ in self._replicas]
         self.hf_model = None
         self._replicas = []
         self._grammar_compiler = None
         if self.device == "cuda":
             import torch
 
-            torch.cuda.empty_cache()
+            for device in devices:  # each replica's device keeps its own cache
+                with torch.cuda.device(device if device != "cuda" else None):
+                    torch.cuda.empty_cache()
 
     # ---------------------------------------------------------------------------------------- generation
     def prompt_ids(self, req: ChatRequest) -> list[int]:
