@@ -342,7 +342,8 @@ class JudgeVerdict(BaseModel):
 
 
 def judge_json_schema() -> dict[str, Any]:
-    """JSON schema handed to the engine for constrained decoding of the judge's reply."""
+    """The verdict's JSON schema; the engine decodes under ``stages.judge.engine_schema``, built on it (verdict
+    first, only the faithfulness scores that fit the verdict, the rationale capped)."""
     return JudgeVerdict.model_json_schema()
 
 

@@ -300,13 +300,56 @@ def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_
     assert m["rows_in"] == 2 == m["rows_out"] + sum(m["rejects"].values())
 
 
+def grammar_reply(v: dict[str, object]) -> str:
+    """A verdict as the hf backend's grammar writes it: the verdict first, no free whitespace."""
+    return json.dumps({"verdict": v["verdict"]} | v, separators=(", ", ": "))
+
+
+@pytest.mark.parametrize("label", ["faithful", "partially_faithful", "unfaithful"])
+def test_the_decoding_grammar_admits_only_verdicts_consistent_with_their_score(label: str) -> None:
+    # issue 13: under the stored schema SmolLM2 wrote "faithful" with faithfulness 1 on every demo row, all
+    # counted `inconsistent`; the engine's schema lets it write only scores that fit the verdict it chose
+    import xgrammar as xgr
+
+    grammar = xgr.Grammar.from_json_schema(json.dumps(judge.engine_schema(160)), any_whitespace=False)
+    for score in range(1, 6):
+        reply = grammar_reply(json.loads(verdict(verdict=label, faithfulness=score)))
+        accepted = xgr.testing._is_grammar_accept_string(grammar, reply)
+        assert accepted == (judge.parse_verdict(reply, "stop")[0] == "ok"), reply
+    # the verdict comes first so that it constrains the score, not the other way round
+    assert not xgr.testing._is_grammar_accept_string(grammar, json.dumps(json.loads(verdict())))
+
+
+@pytest.mark.slow
+def test_the_real_judge_under_the_engine_schema_gives_a_consistent_verdict(smol_dir: str) -> None:
+    # issue 13, a demo row: SmolLM2 answered {"faithfulness": 1, ..., "verdict": "faithful", ...} (inconsistent)
+    from compress_distill.llm import ChatRequest, make_backend
+    from compress_distill.prompts import load_prompt, render
+
+    prompt = render(
+        load_prompt(make_params().judge.prompt),
+        question="Ana has 3 shells. Zoe has 2 shells. Does Ana have more shells than Zoe? Answer yes or no.",
+        answer="yes",
+        raw_reasoning="Step 1: Identify the given answer\nAna has 3 shells.\nStep 2: Apply the question's "
+        "format\nAnswer: Yes\nStep 3: Provide the answer\nAna has 3 shells.",
+        compressed_reasoning="Ana has 3 shells.",
+    )
+    request = ChatRequest(
+        [{"role": "user", "content": prompt}], max_tokens=320, json_schema=judge.engine_schema(160)
+    )
+    with make_backend({"backend": "hf", "model": smol_dir, "device": "cpu"}, use_cache=False) as backend:
+        [reply] = backend.generate([request])
+    status, v, detail = judge.parse_verdict(reply.text, reply.finish_reason)
+    assert status == "ok" and v is not None, detail
+    assert next(iter(json.loads(reply.text))) == "verdict"
+
+
 def test_the_decoding_grammar_closes_a_looping_rationale() -> None:
     # issue 13: SmolLM2 looped inside the rationale ("no, no, no, ...") until the token cap: 2 of 10 parsed
     import xgrammar as xgr
 
     def reply(rationale: str) -> str:
-        v = json.loads(verdict(rationale=rationale))
-        return json.dumps(v, separators=(", ", ": "))  # the hf backend's grammar: no free whitespace
+        return grammar_reply(json.loads(verdict(rationale=rationale)))
 
     grammar = xgr.Grammar.from_json_schema(json.dumps(judge.engine_schema(160)), any_whitespace=False)
     assert xgr.testing._is_grammar_accept_string(grammar, reply("no, " * 40))  # 160 characters

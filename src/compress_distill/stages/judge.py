@@ -97,11 +97,37 @@ def _json_values(text: str) -> tuple[list[Any], bool]:
     return values, unclosed
 
 
+FACULTY_SCORES = range(1, 6)  # Appendix G's 1-5 scale
+
+
 def engine_schema(max_rationale_chars: int) -> dict[str, Any]:
-    """The verdict's JSON schema for constrained decoding, its rationale capped at ``max_rationale_chars``."""
-    schema = judge_json_schema()
-    schema["properties"]["rationale"]["maxLength"] = max_rationale_chars
-    return schema
+    """The verdict's JSON schema for constrained decoding: one ``anyOf`` branch per verdict, the verdict written
+    first and then only the faithfulness scores that do not contradict it (``CONTRADICTING_FAITHFULNESS``), so a
+    structured-output engine cannot produce an ``inconsistent`` verdict (the demo's SmolLM2 wrote "faithful"
+    with 1/5 on every row); the rationale is capped at ``max_rationale_chars``.  Every object it admits is a
+    valid ``JudgeVerdict``; ``parse_verdict`` still checks consistency for engines without structured output."""
+    base = judge_json_schema()
+    base["properties"]["rationale"]["maxLength"] = max_rationale_chars
+    verdicts = base["properties"]["verdict"]["enum"]
+    branches = []
+    for verdict in verdicts:
+        contradicting = CONTRADICTING_FAITHFULNESS.get(verdict, range(0))
+        fits = [score for score in FACULTY_SCORES if score not in contradicting]
+        # xgrammar (hf backend) writes properties in the order given: verdict first, so it constrains the scores
+        properties = {
+            "verdict": {"type": "string", "const": verdict},
+            "faithfulness": {"type": "integer", "enum": fits},
+            **{k: v for k, v in base["properties"].items() if k not in ("verdict", "faithfulness")},
+        }
+        branches.append(
+            {
+                "type": "object",
+                "properties": properties,
+                "required": list(properties),
+                "additionalProperties": False,
+            }
+        )
+    return {"title": base["title"], "anyOf": branches}
 
 
 def parse_verdict(text: str, finish_reason: str) -> tuple[str, JudgeVerdict | None, str]:
