@@ -13,7 +13,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.helpers.dvc_repo import copy_repo, sh
+from tests.helpers.dvc_repo import Background, copy_repo, sh
 from tests.helpers.training import trace_rows, write_source
 
 RUN = "smol-smol-lora-raw"
@@ -51,10 +51,18 @@ def test_two_gloo_ranks_under_dvc_repro_match_one_process(tmp_path: Path) -> Non
     ddp = copy_repo(
         tmp_path / "ddp", tiny_train(1, {"train": [{"method": "lora", "gpus": 0, "processes": 2}]})
     )
-    out = {}
+    started = {}
     for repo in (single, ddp):
         write_source(repo / "data" / "hub", "smol", "raw", rows)
-        out[repo] = sh(["dvc", "repro", "--single-item", STAGE], repo, extra_env={"OMP_NUM_THREADS": "1"})
+        # independent repos, one thread per process: the two runs share the cores instead of queueing
+        args = ["dvc", "repro", "--single-item", STAGE]
+        log = repo.with_suffix(".log")
+        started[repo] = Background(args, repo, log, extra_env={"OMP_NUM_THREADS": "1"})
+    try:
+        out = {repo: run.wait(timeout=900) for repo, run in started.items()}
+    finally:
+        for run in started.values():
+            run.stop()
     lock = {r: yaml.safe_load((r / "dvc.lock").read_text())["stages"][STAGE]["cmd"] for r in (single, ddp)}
     assert lock[single].startswith("compress-distill train ")
     # --multi_gpu makes accelerate start torchrun workers; with train.device cpu they form a gloo (MULTI_CPU)
