@@ -28,8 +28,15 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, **GIT_ENV, "PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})}
 
 
-def sh(args: list[str], cwd: Path, timeout: float = 900, extra_env: dict[str, str] | None = None) -> str:
-    """Run ``args`` in ``cwd``; stdout + stderr, an AssertionError with both on failure."""
+def sh(
+    args: list[str],
+    cwd: Path,
+    timeout: float = 900,
+    extra_env: dict[str, str] | None = None,
+    stdout_only: bool = False,
+) -> str:
+    """Run ``args`` in ``cwd``; stdout + stderr (stdout alone with ``stdout_only``: JSON to parse), an
+    AssertionError with both on failure."""
     proc = subprocess.run(
         args, cwd=cwd, env=env(extra_env), capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -37,7 +44,7 @@ def sh(args: list[str], cwd: Path, timeout: float = 900, extra_env: dict[str, st
         raise AssertionError(
             f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
-    return proc.stdout + proc.stderr
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
 class Background:
