@@ -1,5 +1,5 @@
 """Paper scale: the per-run topology (Table 11's GPU column) and the DVC graph as SLURM jobs on a real
-one-node cluster on loopback (``tests/slurm_cluster.py``)."""
+one-node cluster on loopback (``tests/helpers/slurm_cluster.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from compress_distill.config import ConfigError, load_params, parse_params
 from compress_distill.grid import graph_jobs, stage_gpus
 from compress_distill.plan import expand
 from compress_distill.slurm import node_gpus
-from tests.helpers.dvc_repo import copy_repo, env, sh
+from tests.helpers.dvc_repo import Background, copy_repo, env, sh
+from tests.helpers.slurm_cluster import queue
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,13 +182,45 @@ def tiny_demo(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+@dataclass
+class Runs:
+    """The tiny demo's runs that take minutes, started together by the ``runs`` fixture: a plain sequential
+    `dvc repro` (the reference both executors must match) and the local executor's `grid submit`."""
+
+    sequential: Path
+    local: Path
+    repro: Background
+    submit: Background
+    _reference: dict[str, Any] = field(default_factory=dict)
+
+    def reference(self) -> dict[str, Any]:
+        if not self._reference:
+            self.repro.wait(timeout=1500)
+            self._reference.update(outcome(self.sequential / "metrics"))
+        return self._reference
+
+
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """What a plain sequential `dvc repro` of the tiny demo computes: the reference both executors must match
-    (run once for the module: each full run of the pipeline costs minutes on 2 cores)."""
-    repo = copy_repo(tmp_path_factory.mktemp("sequential") / "repo", tiny_demo)
-    sh(["dvc", "repro"], repo, timeout=1500)
-    return outcome(repo / "metrics")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    """The sequential reference run and the local executor's run, started in the background as the first of
+    the two executor tests begins: with the SLURM test's jobs, three independent pipeline runs share the cores
+    instead of queueing (each costs minutes, mostly single-threaded start-up)."""
+    root = tmp_path_factory.mktemp("runs")
+    sequential = copy_repo(root / "sequential", tiny_demo)
+    local = copy_repo(root / "local", tiny_demo)
+    started = Runs(
+        sequential,
+        local,
+        Background(["dvc", "repro"], sequential, root / "sequential.log"),
+        Background(
+            ["compress-distill", "grid", "submit", "--executor", "local", "--jobs", "2"],
+            local,
+            root / "local.log",
+        ),
+    )
+    yield started
+    started.repro.stop()
+    started.submit.stop()
 
 
 def grid(
@@ -195,12 +230,6 @@ def grid(
         ["compress-distill", "grid", *args],
         cwd=repo, env=env(extra_env), capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
-
-
-def queue() -> list[str]:
-    return subprocess.run(
-        ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True
-    ).stdout.split()
 
 
 @pytest.mark.slow
@@ -239,6 +268,18 @@ def test_bad_input_fails_in_one_line_before_anything_is_submitted(
     assert queue() == before
 
 
+def wait_for_exit_records(repo: Path, jobs: int, timeout: float) -> None:
+    """Until every job wrote its exit record, or one failed: read from the files, since each `grid status`
+    costs a CPU-second of imports that the jobs on these 2 cores need more."""
+    records = repo / ".dvc/tmp/grid/status"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes = [p.read_text().strip() for p in records.glob("*.rc")]
+        if len(codes) == jobs or any(c not in ("", "0") for c in codes):  # "": a record being written
+            return
+        time.sleep(2)
+
+
 def outcome(metrics_dir: Path) -> dict[str, Any]:
     """What a run computed (row accounting, losses, accuracy), without timings."""
     keep = (
@@ -260,19 +301,15 @@ def outcome(metrics_dir: Path) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_grid_on_slurm_then_dvc_repro_restores_without_running(
-    tmp_path: Path, slurm: dict[str, str], sequential: dict[str, Any]
+    tmp_path: Path, slurm: dict[str, str], runs: Runs
 ) -> None:
     repo = copy_repo(tmp_path / "grid", tiny_demo)
     done = grid(repo, "submit", "--executor", "slurm")
     assert done.returncode == 0, done.stderr
     # prepare, generate, compress, judge, truncate, answer_only, build, train, evaluate, report
     assert "submitted 10 jobs" in done.stdout, done.stdout
-    deadline = time.monotonic() + 1500
-    while True:
-        status = grid(repo, "status")
-        if status.returncode == 0 or "FAILED" in status.stdout or time.monotonic() > deadline:
-            break
-        time.sleep(5)
+    wait_for_exit_records(repo, 10, timeout=1500)
+    status = grid(repo, "status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.count("COMPLETED") == 10
     # a second submission of the same commit submits nothing new
@@ -290,7 +327,7 @@ def test_grid_on_slurm_then_dvc_repro_restores_without_running(
     assert not list((repo / ".dvc/tmp/grid/worktrees").iterdir())  # every job removed its worktree
     assert json.loads((repo / "metrics/train/smol-smol-lora-raw.json").read_text())["rows_out"] > 0
     # the same numbers as a sequential run
-    assert outcome(repo / "metrics") == sequential
+    assert outcome(repo / "metrics") == runs.reference()
 
 
 # ------------------------------------------------------------------------------------------ packing
@@ -324,19 +361,18 @@ def test_packer_shares_a_node_between_two_four_gpu_runs_and_cancels_after_a_fail
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_local_executor_runs_the_graph_in_parallel_processes_then_dvc_repro_runs_nothing(
-    tmp_path: Path, sequential: dict[str, Any]
+    runs: Runs,
 ) -> None:
-    repo = copy_repo(tmp_path / "local", tiny_demo)
-    done = grid(repo, "submit", "--executor", "local", "--jobs", "2", timeout=1500)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("COMPLETED") == 10, done.stdout
+    repo = runs.local  # `grid submit --executor local --jobs 2`, started by the fixture
+    done = runs.submit.wait(timeout=1500)
+    assert done.count("COMPLETED") == 10, done
     # compress and answer_only both wait only for generate: with 2 slots they overlap
     logs = repo / ".dvc/tmp/grid/logs"
     assert {p.name.split(".")[0] for p in logs.iterdir()} >= {"compress@smol-terse", "answer_only@smol"}
     repro = sh(["dvc", "repro"], repo)
     assert "Running stage" not in repro and repro.count("is cached - skipping run") == 10, repro
     assert not list((repo / ".dvc/tmp/grid/worktrees").iterdir())
-    assert outcome(repo / "metrics") == sequential  # parallel processes, the same numbers
+    assert outcome(repo / "metrics") == runs.reference()  # parallel processes, the same numbers
 
 
 def test_every_stage_keeps_dvcs_run_cache() -> None:

@@ -8,39 +8,15 @@ stages that read it, and `dvc metrics diff` / `dvc params diff` show what change
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.helpers.dvc_repo import copy_repo, sh
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-
-
-def _sh(args: list[str], cwd: Path, timeout: float = 900, stdout_only: bool = False) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    proc = subprocess.run(
-        args, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
 def _shrink(params: dict) -> dict:
@@ -61,23 +37,8 @@ def _shrink(params: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("demo") / "repo"
-    tracked = subprocess.run(
-        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in tracked:
-        if rel.startswith(("tests/", "bench/")) or not (REPO / rel).exists():
-            continue
-        dest = repo / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, dest)
-    params_path = repo / "params.yaml"
-    params_path.write_text(yaml.safe_dump(_shrink(yaml.safe_load(params_path.read_text())), sort_keys=False))
-    _sh(["git", "init", "-q"], repo)
-    _sh(["compress-distill", "plan"], repo)
-    _sh(["git", "add", "-A"], repo)
-    _sh(["git", "commit", "-qm", "demo"], repo)
-    _sh(["dvc", "repro"], repo, timeout=1500)
+    repo = copy_repo(tmp_path_factory.mktemp("demo") / "repo", _shrink)
+    sh(["dvc", "repro"], repo, timeout=1500)
     return repo
 
 
@@ -112,7 +73,7 @@ def test_repro_builds_every_output(demo_repo: Path) -> None:
 
 def test_second_repro_is_a_no_op(demo_repo: Path) -> None:
     start = time.perf_counter()
-    out = _sh(["dvc", "repro"], demo_repo)
+    out = sh(["dvc", "repro"], demo_repo)
     elapsed = time.perf_counter() - start
     assert "Running stage" not in out
     assert elapsed < 60, f"no-op repro took {elapsed:.1f} s"
@@ -123,7 +84,7 @@ def test_prompt_edit_reruns_only_dependent_stages(demo_repo: Path) -> None:
     original = prompt.read_text()
     prompt.write_text(original + "\nBe brief.\n")
     try:
-        out = _sh(["dvc", "status", "--json"], demo_repo, stdout_only=True)
+        out = sh(["dvc", "status", "--json"], demo_repo, stdout_only=True)
         changed = set(json.loads(out))
         assert "compress@smol-terse" in changed and "compress@smol-concise" not in changed  # its own prompt
         assert not {s for s in changed if s.startswith(("generate", "prepare", "train", "evaluate"))}
@@ -132,28 +93,34 @@ def test_prompt_edit_reruns_only_dependent_stages(demo_repo: Path) -> None:
 
 
 def test_compare_commits(demo_repo: Path) -> None:
-    _sh(["git", "add", "-A"], demo_repo)
-    _sh(["git", "commit", "-qm", "demo results"], demo_repo)
+    sh(["git", "add", "-A"], demo_repo)
+    sh(["git", "commit", "-qm", "demo results"], demo_repo)
     params_path = demo_repo / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["evaluate"]["max_new_tokens"] = 8
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _sh(["dvc", "repro"], demo_repo)
-    # only evaluation and the report read evaluate.*; nothing upstream re-runs
-    assert "Running stage 'evaluate@" in out
-    assert "Running stage 'train@" not in out and "Running stage 'generate@" not in out
+    # only evaluation (and the report, downstream) reads evaluate.*: every run's evaluation is stale, nothing
+    # upstream is
+    runs = yaml.safe_load((demo_repo / "plan.yaml").read_text())["plan"]["runs"]
+    stale = set(json.loads(sh(["dvc", "status", "--json"], demo_repo, stdout_only=True)))
+    assert {f"evaluate@{run}" for run in runs} <= stale, stale
+    assert all(s.startswith(("evaluate", "report")) for s in stale), stale
+    # one evaluation re-run is enough for a metrics diff between the commits (each costs a model load): the
+    # raw run's, whose student reasons past 8 tokens (an answer-only student may not)
+    raw = next(run for run, item in runs.items() if item["source"] == "raw")
+    out = sh(["dvc", "repro", f"evaluate@{raw}"], demo_repo)
+    assert out.count("Running stage") == 1 and f"Running stage 'evaluate@{raw}'" in out, out
 
-    params_diff = json.loads(_sh(["dvc", "params", "diff", "--json"], demo_repo, stdout_only=True))
+    params_diff = json.loads(sh(["dvc", "params", "diff", "--json"], demo_repo, stdout_only=True))
     change = params_diff["params.yaml"]["evaluate.max_new_tokens"]
     assert (change["old"], change["new"]) == (32, 8)
 
-    metrics_diff = json.loads(_sh(["dvc", "metrics", "diff", "--json"], demo_repo, stdout_only=True))
+    metrics_diff = json.loads(sh(["dvc", "metrics", "diff", "--json"], demo_repo, stdout_only=True))
     eval_files = [f for f in metrics_diff if f.startswith("metrics/eval/")]
-    assert eval_files, metrics_diff
-    changed_keys = {k for f in eval_files for k in metrics_diff[f]}
-    assert "overall.mean_completion_tokens" in changed_keys
+    assert eval_files == [f"metrics/eval/{raw}.json"], metrics_diff
+    assert "overall.mean_completion_tokens" in metrics_diff[eval_files[0]]
+    table = sh(["dvc", "metrics", "diff"], demo_repo)
     # every stage's metrics file is in git (a too-broad ignore rule once hid metrics/build/)
-    assert "failed to load" not in _sh(["dvc", "metrics", "diff"], demo_repo)
+    assert "failed to load" not in table
     # the human-readable table lists the same keys
-    table = _sh(["dvc", "metrics", "diff"], demo_repo)
     assert "overall.mean_completion_tokens" in table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -27,8 +28,15 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, **GIT_ENV, "PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})}
 
 
-def sh(args: list[str], cwd: Path, timeout: float = 900, extra_env: dict[str, str] | None = None) -> str:
-    """Run ``args`` in ``cwd``; stdout + stderr, an AssertionError with both on failure."""
+def sh(
+    args: list[str],
+    cwd: Path,
+    timeout: float = 900,
+    extra_env: dict[str, str] | None = None,
+    stdout_only: bool = False,
+) -> str:
+    """Run ``args`` in ``cwd``; stdout + stderr (stdout alone with ``stdout_only``: JSON to parse), an
+    AssertionError with both on failure."""
     proc = subprocess.run(
         args, cwd=cwd, env=env(extra_env), capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -36,7 +44,51 @@ def sh(args: list[str], cwd: Path, timeout: float = 900, extra_env: dict[str, st
         raise AssertionError(
             f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
-    return proc.stdout + proc.stderr
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
+
+
+class Background:
+    """A command started in ``cwd`` and left running, its stdout + stderr in ``log``: independent pipeline runs
+    of one test module then share the cores instead of queueing (most of a stage is single-threaded start-up:
+    imports, model load, DVC's checks).  ``wait`` returns the output, an AssertionError with it on failure or
+    timeout; ``stop`` ends the command's whole process group (its stages too) if it still runs."""
+
+    def __init__(
+        self, args: list[str], cwd: Path, log: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.args = args
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=env(extra_env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait(self, timeout: float) -> str:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            rc = None
+        text = self.log.read_text(errors="replace")
+        if rc != 0:
+            verdict = f"still running after {timeout:.0f} s" if rc is None else f"failed ({rc})"
+            raise AssertionError(f"{' '.join(self.args)} {verdict}:\n{text[-8000:]}")
+        return text
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 def copy_repo(dest: Path, edit: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Path:
