@@ -23,6 +23,7 @@ from compress_distill.schema import (
     rejects_path,
 )
 from compress_distill.stages import answer_only, build, compress, generate, judge, prepare, truncate
+from compress_distill.stats import TraceStats
 from tests.helpers.traces import (
     REPO,
     ScriptedBackend,
@@ -258,7 +259,7 @@ def test_a_crash_in_metrics_leaves_previous_outputs_and_metrics(
     def boom(*a, **k):  # type: ignore[no-untyped-def]
         raise RuntimeError("metrics failed")
 
-    monkeypatch.setattr(answer_only, "split_overall", boom)
+    monkeypatch.setattr(TraceStats, "blocks", boom)
     with pytest.raises(RuntimeError, match="metrics failed"):
         answer_only.run(make_params(), "smol", second, out, metrics)
     assert {p: p.read_bytes() for p in before} == before
