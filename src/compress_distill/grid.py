@@ -40,6 +40,7 @@ from typing import Any
 
 from compress_distill.config import Params
 from compress_distill.errors import UserError
+from compress_distill.schema import umask_mode
 
 STATE_DIR = Path(".dvc/tmp/grid")  # git-ignored by DVC's own .dvc/.gitignore
 MANIFEST = "grid.json"
@@ -478,7 +479,7 @@ def prepare(
 def _write_script(p: Prepared, job: Job, slurm: Slurm | None) -> None:
     script = p.state / "scripts" / f"{job.stage}.sh"
     script.write_text(job_script(job, p.root, p.commit, p.state, slurm, p.cache_dir), encoding="utf-8")
-    script.chmod(0o755)
+    umask_mode(script, executable=True)
     job.script = str(script)
 
 
