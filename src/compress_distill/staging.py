@@ -17,14 +17,15 @@ step: there is never a moment with no folder at the destination.  Where the kern
 (``ENOSYS``/``EINVAL``; e.g. non-Linux, some network filesystems), the fallback renames the old folder
 aside and the new one in -- two renames, a window of microseconds with no folder -- and says so in the log.
 
-Concurrent runs: each destination is locked (``flock`` on ``<staging root>/locks/<name>.<hash>.lock``) from
-the moment it is staged until the transaction commits or is discarded, so a second process that stages the
-same output -- the same stage started twice, by hand or by two ``dvc repro`` -- is refused at once with a
-one-line ``OutputBusy`` naming the holder (pid, host, start time) and the lock file, before it loads a model
-or writes anything; the first run finishes undisturbed.  Stages with different outputs never share a lock.
-The kernel drops a lock when its process dies, so a killed run never leaves a stale one.  Within one
-process a destination may be staged again (the lock is counted): a failed run whose traceback is still
-alive does not lock its own process out.
+Concurrent runs: each destination is locked (``flock`` on ``<staging root>-locks/<name>.<hash>.lock``, e.g.
+``.cache/staging-locks/``) from the moment it is staged until the transaction commits or is discarded, so a
+second process that stages the same output -- the same stage started twice by hand, or beside a ``dvc repro``
+(two ``dvc repro`` in one workspace are already kept apart by DVC's repository lock) -- is refused at once
+with a one-line ``OutputBusy`` naming the holder (pid, host, start time) and the lock file, before it loads a
+model or writes anything; the first run finishes undisturbed.  Stages with different outputs never share a
+lock.  The kernel drops a lock when its process dies, so a killed run never leaves a stale one.  Within one
+process a destination may be staged again (the lock is counted): a failed run whose traceback is still alive
+does not lock its own process out.
 
 Commit is a sequence of renames, each atomic; a crash in the middle of it (a few syscalls) can leave some
 outputs new and the metrics old, never the reverse.  Usage::
@@ -186,7 +187,8 @@ def lock_path(dest: Path) -> Path:
     """The lock file of output ``dest``: named after it, keyed by its real absolute path."""
     real = os.path.realpath(dest)
     key = hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
-    return staging_root(dest) / "locks" / f"{dest.name}.{key}.lock"
+    root = staging_root(dest)  # beside it, not in it: the staging root holds only transactions' folders
+    return root.with_name(f"{root.name}-locks") / f"{dest.name}.{key}.lock"
 
 
 def _holder(fd: int) -> str:
