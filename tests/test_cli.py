@@ -34,7 +34,9 @@ def test_version_and_short_help() -> None:
     assert top.returncode == 0 and "Commands:" in top.stdout
 
 
-@pytest.mark.parametrize("command", ["prepare", "build", "pull", "train", "evaluate", "report", "profile"])
+@pytest.mark.parametrize(
+    "command", ["prepare", "build", "pull", "train", "evaluate", "report", "profile", "export-gguf"]
+)
 def test_help_has_no_rst_markup_or_bool_metavars(command: str) -> None:
     r = cli(command, "-h")
     assert r.returncode == 0, r.stderr

@@ -135,6 +135,66 @@ def test_val_fraction_defaults_to_the_papers_five_percent(demo: dict) -> None:
     assert load_params(REPO / "configs/paper.yaml").train.val_fraction == 0.05
 
 
+def test_answer_only_think_defaults_to_the_papers_strip_and_refuses_other_values(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["train"].pop("answer_only_think", None)
+    assert parse_params(d).train.answer_only_think == "strip"
+    assert load_params(REPO / "configs/paper.yaml").train.answer_only_think == "strip"
+    d["train"]["answer_only_think"] = "keep_empty"
+    assert parse_params(d).train.answer_only_think == "keep_empty"
+    d["train"]["answer_only_think"] = "keep"
+    with pytest.raises(ConfigError, match="train.answer_only_think"):
+        parse_params(d)
+
+
+def yaml_key_comment(lines: list[str], path: tuple[str, ...]) -> str:
+    """The comment of key ``path`` in a YAML file's lines: its own trailing comment and the comment block right
+    above it (where this project's profiles say why a value is what it is)."""
+    start, indent = 0, -1
+    for key in path:
+        for i in range(start, len(lines)):
+            stripped = lines[i].lstrip()
+            if stripped.startswith(f"{key}:") and len(lines[i]) - len(stripped) > indent:
+                start, indent = i, len(lines[i]) - len(stripped)
+                break
+        else:
+            raise AssertionError(f"no key {'.'.join(path)}")
+    above = []
+    for line in reversed(lines[:start]):
+        if not line.lstrip().startswith("#"):
+            break
+        above.append(line)
+    trailing = lines[start].split("#", 1)[1] if "#" in lines[start] else ""
+    return " ".join([*reversed(above), trailing])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("generate", "rounds"),
+        ("generate", "sampling"),
+        ("train", "lora", "alpha"),
+        ("train", "lora", "learning_rate"),
+        ("train", "full", "learning_rate"),
+    ],
+)
+def test_values_the_paper_does_not_print_stay_flagged_in_the_paper_profile(path: tuple[str, ...]) -> None:
+    """Issue 10: rejection rounds k, teacher sampling, LoRA alpha and the learning rates are our defaults, and
+    configs/paper.yaml says so beside each of them."""
+    lines = (REPO / "configs/paper.yaml").read_text(encoding="utf-8").splitlines()
+    assert "not in the paper text" in yaml_key_comment(lines, path)
+
+
+def test_the_paper_profile_notes_that_the_teacher_pass_suggests_two_rounds() -> None:
+    lines = (REPO / "configs/paper.yaml").read_text(encoding="utf-8").splitlines()
+    note = yaml_key_comment(lines, ("generate", "rounds"))
+    asked, pool, accepted = 345_383, 310_932, 283_335  # App. H, the train pool, Table 4
+    assert all(f"{n:,}" in note for n in (asked, pool, accepted)) and "two rounds" in note
+    # the note's arithmetic: round 2 asks the round-1 misses; a third round would ask too many
+    assert f"{asked - pool:,}" in note and f"{pool - accepted:,}" in note
+    assert f"{pool + 2 * (pool - accepted):,}" in note and pool + 2 * (pool - accepted) > asked
+
+
 def test_empty_dataset_list_names_choices(demo: dict) -> None:
     d = copy.deepcopy(demo)
     d["prepare"]["datasets"] = []

@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from compress_distill.config import ConfigError, load_params, parse_params
-from compress_distill.grid import _node_gpus, graph_jobs
+from compress_distill.grid import graph_jobs
 from compress_distill.plan import expand
+from compress_distill.slurm import node_gpus
 from tests.helpers.dvc_repo import copy_repo, env, sh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,10 +116,10 @@ def test_stale_stages_and_their_downstream_become_jobs_in_dag_order() -> None:
 
 
 def test_gpus_of_a_node_from_sinfo_gres() -> None:
-    assert _node_gpus("gpu:8") == 8
-    assert _node_gpus("gpu:h100:8(S:0-1)") == 8
-    assert _node_gpus("gpu:a100:4,gpu:h100:4(S:0),shard:2") == 8
-    assert _node_gpus("(null)") == 0
+    assert node_gpus("gpu:8") == 8
+    assert node_gpus("gpu:h100:8(S:0-1)") == 8
+    assert node_gpus("gpu:a100:4,gpu:h100:4(S:0),shard:2") == 8
+    assert node_gpus("(null)") == 0
 
 
 # ------------------------------------------------------------------------------------------ on SLURM
@@ -348,7 +349,8 @@ def test_status_reports_a_failed_job_with_its_log_tail(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_failed_slurm_job_cancels_its_dependents(tmp_path: Path, slurm: dict[str, str]) -> None:
-    from compress_distill.grid import Job, job_state, sbatch
+    from compress_distill.grid import Job, job_state
+    from compress_distill.slurm import sbatch
 
     scripts = {}
     for name, body in {"bad": "exit 3", "after": "true"}.items():

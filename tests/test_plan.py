@@ -91,7 +91,42 @@ def test_runs_are_typed_and_found_by_one_lookup() -> None:
     # plan.yaml keeps plain mappings, one per run id: the run's fields, then its launch (train_launch)
     planned = expand(params)["runs"]
     assert planned.keys() == runs.keys()
-    assert all(planned[name].items() >= dataclasses.asdict(r).items() for name, r in runs.items())
+    assert all(planned[name].items() >= r.item().items() for name, r in runs.items())
+    # without grid.seeds an item carries no seed: plans (and train stages) of grids without the axis stand
+    assert not any("seed" in item for item in planned.values())
+
+
+def test_seeds_multiply_runs_and_suffix_names_only_when_several() -> None:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    base = expand(parse_params(data))["runs"]
+    data["grid"]["seeds"] = [3]
+    one = expand(parse_params(data))["runs"]
+    assert one.keys() == base.keys() and {item["seed"] for item in one.values()} == {3}
+    data["grid"]["seeds"] = [0, 1]
+    params = parse_params(data)
+    two = expand(params)["runs"]
+    assert sorted(two) == sorted(f"{name}-s{seed}" for name in base for seed in (0, 1))
+    assert two["smol-smol-lora-raw-s1"]["seed"] == 1
+    assert find_run(params, "smol-smol-lora-raw-s1").seed == 1
+    for bad in ([], [1, 1], [-1]):
+        data["grid"]["seeds"] = bad
+        with pytest.raises(ConfigError, match="grid.seeds"):
+            parse_params(data)
+
+
+def test_ift_is_a_source_with_its_own_stage() -> None:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["grid"]["sources"] = ["raw", "ift"]
+    with pytest.raises(ConfigError, match="grid.sources lists 'ift' but params have no `ift` section"):
+        parse_params(data)
+    data["ift"] = {"chat_template_kwargs": {"smol": {"enable_thinking": False}}}
+    plan = expand(parse_params(data))
+    assert plan["ift"] == {"smol": {"teacher": "smol", "prompts": ["prompts/ift.md"]}}
+    assert "prompts/ift.md" in plan["build"]["smol"]["prompts"]
+    assert sorted(plan["runs"]) == ["smol-smol-lora-ift", "smol-smol-lora-raw"]
+    data["ift"] = {"chat_template_kwargs": {"qwen": {"enable_thinking": False}}}
+    with pytest.raises(ConfigError, match=r"ift.chat_template_kwargs \['qwen'\] not defined"):
+        parse_params(data)
 
 
 def test_unknown_run_is_a_fix_it_error_listing_the_defined_runs() -> None:

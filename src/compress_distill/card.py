@@ -23,7 +23,7 @@ import yaml
 from compress_distill.attribution import BENCHMARKS, PAPER_BIBTEX, model_license
 from compress_distill.benchmarks.registry import SPECS
 from compress_distill.config import BackendConfig, Params
-from compress_distill.names import VERIFIED, compressed_source, compressor_of
+from compress_distill.names import IFT, VERIFIED, compressed_source, compressor_of
 from compress_distill.prompts import prompt_hash
 from compress_distill.provenance import git_commit
 
@@ -56,6 +56,8 @@ DESCRIPTIONS = {
         VERIFIED
     ): "per trace the shortest compression the judge calls faithful and from which a "
     "verifier model alone reaches the canonical answer; else the raw trace (`verify.fallback`)",
+    IFT: "the same teacher answering the same questions without reasoning (thinking off / lowest reasoning "
+    "effort), graded like raw; instruction-tuning rows with an empty reasoning",
     "eval-questions": "the evaluation split's questions and canonical answers (what students are scored on); "
     "no traces",
     "attempts": "every teacher attempt, correct or not, with its extraction rule and correctness (preference "
@@ -153,6 +155,8 @@ def _prompt_files(params: Params) -> dict[str, str]:
     }
     files |= {f"compress ({c})": p for c, p in params.compress.prompts.items()}
     files |= {f"compress (domain {d})": p for d, p in params.compress.domain_prompts.items()}
+    if params.ift is not None:
+        files[IFT] = params.ift.prompt
     return files
 
 
@@ -379,6 +383,13 @@ def _method(params: Params, teacher: str, built: Mapping[str, ConfigStats]) -> s
     if "answer-only" in built:
         lines.append(
             "- **Answer only** (config `answer-only`): the think block is emptied, the response kept."
+        )
+    if IFT in built and params.ift is not None:
+        lines.append(
+            f"- **Instruction tuning** (config `{IFT}`): the teacher answers the questions of its raw traces "
+            f"again with the prompt `{params.ift.prompt}` and chat-template kwargs "
+            f"`{params.ift.chat_template_kwargs.get(teacher, {})}` (reasoning off); correct answers are kept "
+            "as rows without reasoning."
         )
     lines.append(
         f"- **Judge**: `{j.engine.model}` rates each compressed trace against its raw trace (sampling "

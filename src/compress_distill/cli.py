@@ -1,4 +1,4 @@
-"""``compress-distill``: one subcommand per DVC stage, plus ``plan`` and ``profile``.
+"""``compress-distill``: one subcommand per DVC stage, plus ``plan``, ``profile``, ``grid`` and ``export-gguf``.
 
 Each stage module owns a thin ``main`` (Typer-annotated) over its pure ``run``; this file only wires
 them, and applies the error policy of ``compress_distill.errors`` to every command once: an expected
@@ -50,6 +50,7 @@ STAGES: dict[str, str] = {
     "answer-only": "answer_only",
     "judge": "judge",
     "verify": "verify",
+    "ift": "ift",
     "build": "build",
     "publish": "publish",
     "pull": "pull",
@@ -76,6 +77,18 @@ def _global_options(
 for _name, _module in STAGES.items():
     _mod = importlib.import_module(f"compress_distill.stages.{_module}")
     app.command(_name, help=_plain(_mod.__doc__))(guard(_mod.main))
+
+
+@app.command("export-gguf")
+@guard
+def export_gguf_cmd(
+    adapter: Annotated[Path, typer.Option(help="LoRA student folder (models/RUN) holding the PEFT adapter")],
+    out: Annotated[Path, typer.Option(help="GGUF adapter file to write (serve with llama.cpp --lora)")],
+) -> None:
+    """Export a LoRA student to a GGUF LoRA adapter for llama.cpp (llama-server --lora FILE)."""
+    from compress_distill.training.gguf_export import main
+
+    main(adapter, out)
 
 
 @app.command("plan")
@@ -176,13 +189,13 @@ def grid_submit(
     from compress_distill.grid import (
         STATE_DIR,
         GridError,
-        Slurm,
         run_local,
         status_lines,
         submit,
         visible_gpus,
     )
     from compress_distill.plan import expand
+    from compress_distill.slurm import Slurm
 
     if executor not in ("slurm", "local"):
         raise GridError(f"unknown executor {executor!r}: use --executor slurm or --executor local")

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from compress_distill.errors import UserError, looks_like_credential, redact
-from compress_distill.names import PLAIN_SOURCES, VERIFIED, compressed_source
+from compress_distill.names import IFT, PLAIN_SOURCES, VERIFIED, compressed_source
 
 # Dataset ids of the question registry (compress_distill.benchmarks.registry must define exactly these;
 # a test keeps the two in sync).  Kept here because config may import nothing else of the package.
@@ -99,6 +99,29 @@ def _check_model_id(model: str, what: str = "model", extra_hint: str = "") -> st
 
 
 # --------------------------------------------------------------------------------------------- engines
+class SlurmLaunchConfig(Section):
+    """``launch_slurm``: the engine's one ``launch`` command runs as ``replicas`` SLURM jobs, one server each
+    on the ``gpus`` of the engine (``--gres=gpu:N``), reached at the node's hostname (``llm/launch.py``)."""
+
+    replicas: int = Field(1, ge=1)
+    # go on with the replicas healthy after launch_timeout_s when at least this many are (the others are
+    # cancelled); None: all of them, else the stage fails
+    min_replicas: int | None = Field(None, ge=1)
+    partition: str | None = None  # None: the cluster's default partition
+    account: str | None = None
+    time: str | None = None  # SLURM time limit of each replica, e.g. "48:00:00"
+    # more sbatch options, e.g. ["--exclusive", "--constraint=h100"] (one replica per node)
+    sbatch_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _min_within_replicas(self) -> SlurmLaunchConfig:
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} exceeds replicas {self.replicas}; lower it or drop it (all)"
+            )
+        return self
+
+
 class BackendConfig(Section):
     """How to reach one model (docs/architecture.md §6).  The same keys drive a laptop, a GPU node and a
     cluster."""
@@ -129,10 +152,13 @@ class BackendConfig(Section):
     max_concurrency: int = Field(8, ge=1)
     max_retries: int = Field(5, ge=0)
     timeout_s: float = Field(600.0, gt=0)
-    # managed local servers: each entry is one server command; "{port}" is filled in per replica
+    # managed servers: each entry is one server command; "{port}" is filled in per replica ("{host}" too)
     launch: list[str] = Field(default_factory=list)
     launch_timeout_s: float = Field(900.0, gt=0)
-    # GPUs this engine occupies, for the GPU-hour ledger (0 on CPU)
+    # run the launch command as SLURM jobs instead of local processes (None: local)
+    launch_slurm: SlurmLaunchConfig | None = None
+    # GPUs this engine occupies (0 on CPU): the GPU-hour ledger, the --gres of its grid job; with launch_slurm
+    # the GPUs of each replica's job (the stage's own job then needs none)
     gpus: int = Field(0, ge=0)
 
     @field_validator("model")
@@ -178,7 +204,22 @@ class BackendConfig(Section):
                 "backend 'openai' needs base_urls (a list of http://host:port/v1 endpoints) or a launch: "
                 "command list that starts local servers"
             )
+        if self.launch_slurm is not None and (self.backend != "openai" or len(self.launch) != 1):
+            raise ValueError(
+                "launch_slurm runs `replicas` SLURM jobs of one server command: it needs backend 'openai' and "
+                f"exactly one launch command (got backend {self.backend!r}, {len(self.launch)} command(s))"
+            )
         return self
+
+    @property
+    def held_gpus(self) -> int:
+        """GPUs the engine holds while it runs: every replica's when its servers are SLURM jobs."""
+        return self.gpus * (self.launch_slurm.replicas if self.launch_slurm else 1)
+
+    @property
+    def job_gpus(self) -> int:
+        """GPUs the stage's own process needs: none when its servers are SLURM jobs of their own."""
+        return 0 if self.launch_slurm else self.gpus
 
 
 class StudentEngineConfig(BackendConfig):
@@ -317,6 +358,23 @@ class VerifyConfig(Section):
     max_reasoning_chars: int = Field(12_000, ge=100)
 
 
+class IftConfig(Section):
+    """Source ``ift`` (beyond the paper; arXiv 2509.22193): the same teacher answering the same questions
+    without reasoning, for instruction tuning a (larger) student at equal compute.  Rejection-sampled like
+    ``generate`` (``generate.rounds`` rounds, graded by the same answer cascade) on the questions of the
+    teacher's ``raw`` traces; the rows carry no reasoning."""
+
+    # the teacher's prompt without the think instruction
+    prompt: str = "prompts/ift.md"
+    # teacher id -> chat-template kwargs merged over teachers.<T>.chat_template_kwargs that switch its
+    # reasoning off: {enable_thinking: false} (Qwen3.5), {reasoning_effort: low} (gpt-oss, which always reasons:
+    # its lowest effort; the reasoning is dropped and only the final answer kept)
+    chat_template_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # an answer without reasoning is short: a small cap (tokens) keeps a teacher that reasons anyway from
+    # running long, and such a completion ends "truncated", counted apart
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.7, max_tokens=512))
+
+
 class BuildConfig(Section):
     license: str = "apache-2.0"
     shard_rows: int = Field(50_000, ge=1)
@@ -393,19 +451,38 @@ class TrainConfig(Section):
     packing: bool = True
     # rows longer than seq_len: drop them (counted) or truncate them (counted)
     overlong: Literal["drop", "truncate"] = "drop"
-    budget: Literal["epochs", "compute_matched"] = "epochs"
+    # epochs: `epochs` passes over the run's own source; compute_matched: `epochs` x reference tokens
+    # (budget_tokens, else the teacher's raw source); flops: every run trains to flops_budget training FLOPs
+    # (~6 x the student's parameters x trained tokens, flops.py), whatever its source and student
+    budget: Literal["epochs", "compute_matched", "flops"] = "epochs"
     # compute_matched reference: trainable tokens per epoch every source is trained on; None = the same
     # teacher's raw source tokenised for this student (data/hub/<teacher>/raw)
     budget_tokens: int | None = Field(None, ge=1)
+    # budget flops: training FLOPs of every run (e.g. 1e18; the train metrics' train_flops of a reference
+    # run trained by epochs tell what one epoch of a source costs)
+    flops_budget: float | None = Field(None, gt=0)
     save_every_steps: int = Field(50, ge=1)
     seed: int = 0
     # share of the source's rows held out for the validation loss (paper §4: 5%), picked by hashing each row
     # id with `seed`; 0 disables.  Any fraction > 0 holds out at least 1 row of a source with >= 2 rows and
     # always leaves at least 1 row to train on.
     val_fraction: float = Field(0.05, ge=0.0, le=0.5)
+    # answer-only targets (rows without reasoning): "strip" drops the whole think block (paper §3.3); "keep_empty"
+    # trains "<think>\n\n</think>\n\n" before the response (beyond the paper).  A template whose generation
+    # prompt pre-fills <think> (Qwen3.5) always closes the block it opened.
+    answer_only_think: Literal["strip", "keep_empty"] = "strip"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     full: FullConfig = Field(default_factory=FullConfig)
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainConfig:
+        if self.budget == "flops" and self.flops_budget is None:
+            raise ValueError(
+                "train.budget is flops but train.flops_budget is not set; give the training FLOPs of every run "
+                "(e.g. 1e18), or use budget: epochs"
+            )
+        return self
 
 
 class EvaluateConfig(Section):
@@ -447,9 +524,19 @@ class GridConfig(Section):
     teachers: list[str]
     students: list[str]
     methods: list[Method]
-    # "raw", "compressed-<C>", "truncated", "answer-only"
+    # "raw", "compressed-<C>", "truncated", "answer-only", "compressed-verified", "ift"
     sources: list[str]
     exclude: list[GridExclusion] = Field(default_factory=list)
+    # beyond the paper: every run trained once per seed (overriding train.seed); None: one run with
+    # train.seed.  Run names gain "-s<seed>" only when more than one seed is listed.
+    seeds: list[int] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or any(s < 0 for s in v)):
+            raise ValueError("grid.seeds must be a non-empty list of distinct seeds >= 0, e.g. [0, 1, 2]")
+        return v
 
 
 # --------------------------------------------------------------------------------------------- topology
@@ -553,6 +640,8 @@ class Params(Section):
     judge: JudgeConfig
     # None: no verify stage and no `compressed-verified` source
     verify: VerifyConfig | None = None
+    # None: no ift stage and no `ift` source
+    ift: IftConfig | None = None
     build: BuildConfig = Field(default_factory=BuildConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     traces: TracesConfig = Field(default_factory=TracesConfig)
@@ -628,6 +717,13 @@ class Params(Section):
             raise ValueError(
                 f"grid.sources lists {compressed_source(VERIFIED)!r} but params have no `verify` section; add "
                 "verify.engine (a backend like judge.engine) or drop the source"
+            )
+        if self.ift is not None:
+            known("ift.chat_template_kwargs", list(self.ift.chat_template_kwargs), self.teachers)
+        elif IFT in self.grid.sources:
+            raise ValueError(
+                f"grid.sources lists {IFT!r} but params have no `ift` section; add ift: {{}} (prompt "
+                "prompts/ift.md) or drop the source"
             )
         known("grid.sources", self.grid.sources, dict.fromkeys(valid_sources))
         repo_id = self.publish.repo_id

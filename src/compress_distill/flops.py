@@ -10,6 +10,7 @@ pass that frozen weights skip -- the same rule for every run, which is what a co
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 TRAIN_FLOPS_PER_PARAM_TOKEN = 6.0  # forward 2 + backward 4
@@ -41,3 +42,9 @@ def train_flops(n_params: int, tokens: int) -> float:
 def inference_flops(n_params: int, generated_tokens: int) -> float:
     """≈ 2·N·generated tokens (prompt tokens are not counted, as in the issue's definition)."""
     return INFERENCE_FLOPS_PER_PARAM_TOKEN * n_params * generated_tokens
+
+
+def tokens_for_flops(n_params: int, flops: float) -> int:
+    """Trained tokens that reach ``flops`` training FLOPs on a model of ``n_params`` parameters (rounded up):
+    the token budget of ``train.budget: flops``."""
+    return math.ceil(flops / (TRAIN_FLOPS_PER_PARAM_TOKEN * n_params))

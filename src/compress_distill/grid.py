@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -41,12 +40,21 @@ from typing import Any
 from compress_distill.config import Params
 from compress_distill.errors import UserError
 from compress_distill.schema import umask_mode
+from compress_distill.slurm import (
+    ACTIVE,
+    Slurm,
+    job_states,
+    partition_gpus,
+    require_sbatch,
+    run,
+    sbatch,
+)
 
 STATE_DIR = Path(".dvc/tmp/grid")  # git-ignored by DVC's own .dvc/.gitignore
 MANIFEST = "grid.json"
 LOG_TAIL_LINES = 20
 CANCELLED = "cancelled"  # the exit record the local executor writes for a job it never started
-DONE, ACTIVE = "COMPLETED", ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING")
+DONE = "COMPLETED"
 
 
 class GridError(UserError):
@@ -75,30 +83,21 @@ class Submission:
     carried: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Slurm:
-    """Scheduler options of every job."""
-
-    partition: str | None = None
-    account: str | None = None
-    time: str | None = None
-
-
 # ---------------------------------------------------------------------------------------------- the graph
 def stage_gpus(stage: str, params: Params, plan: dict[str, Any]) -> int:
     """GPUs the job of ``stage`` asks for: the train run's topology, the engine's ``gpus`` for the stages
-    that serve a model, none for the rest (data stages)."""
+    that serve a model (none when its servers are SLURM jobs of their own), none for the data stages."""
     family, _, key = stage.partition("@")
     if family == "train":
         return int(plan["runs"][key]["gpus"])
     if family == "generate":
-        return params.teachers[key].gpus
+        return params.teachers[key].job_gpus
     if family == "compress":
-        return params.compressors[plan["compress"][key]["compressor"]].gpus
+        return params.compressors[plan["compress"][key]["compressor"]].job_gpus
     if family == "judge":
-        return params.judge.engine.gpus
+        return params.judge.engine.job_gpus
     if family == "evaluate":
-        return params.evaluate.engine.gpus
+        return params.evaluate.engine.job_gpus
     return 0
 
 
@@ -306,7 +305,7 @@ def job_script(job: Job, root: Path, commit: str, state: Path, slurm: Slurm | No
         directives = [f"--job-name={name}", f"--output={state}/logs/{name}.%j.log"]
         if job.gpus:
             directives.append(f"--gres=gpu:{job.gpus}")
-        directives += [f"--{k}={v}" for k, v in asdict(slurm).items() if v]
+        directives += slurm.directives()
     q = shlex.quote
     wt = state / "worktrees" / name
     repro = shlex.join(["dvc", "repro", "--single-item", *job.upstream, name])
@@ -335,39 +334,13 @@ def job_script(job: Job, root: Path, commit: str, state: Path, slurm: Slurm | No
 
 
 # ---------------------------------------------------------------------------------------------- slurm
-def _run(args: list[str]) -> str:
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise GridError(f"`{shlex.join(args)}` failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return done.stdout
-
-
-def _node_gpus(gres: str) -> int:
-    """GPUs in an sinfo ``%G`` field: ``gpu:8``, ``gpu:h100:8(S:0-1)``, several comma-separated, ``(null)``."""
-    total = 0
-    for item in re.split(r",(?![^()]*\))", gres):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total
-
-
 def check_cluster(jobs: list[Job], slurm: Slurm) -> None:
     """Refuse, before anything is submitted: no sbatch, unknown partition, GPUs a node cannot give."""
-    if shutil.which("sbatch") is None:
-        raise GridError(
-            "sbatch not found on PATH: run `grid submit` on a SLURM login node (Debian: apt-get install "
-            "slurm-client), or write the job scripts only with --dry-run"
-        )
-    partitions = {p.rstrip("*"): p.endswith("*") for p in _run(["sinfo", "-h", "-o", "%P"]).split()}
-    part = slurm.partition or next((p for p, default in partitions.items() if default), None)
-    if part is None or part not in partitions:
-        raise GridError(
-            f"unknown SLURM partition {slurm.partition!r}: this cluster has {', '.join(partitions) or '(none)'}; "
-            "set --partition or topology.partition"
-        )
-    nodes = [line.split("|") for line in _run(["sinfo", "-h", "-N", "-p", part, "-o", "%N|%G"]).splitlines()]
-    most = max((_node_gpus(g) for _, g in nodes), default=0)
+    require_sbatch(
+        "run `grid submit` on a SLURM login node (Debian: apt-get install slurm-client), or write the job "
+        "scripts only with --dry-run"
+    )
+    part, most = partition_gpus(slurm, "--partition or topology.partition")
     for job in jobs:
         if job.gpus > most:
             raise GridError(
@@ -381,13 +354,6 @@ def check_cluster(jobs: list[Job], slurm: Slurm) -> None:
             )
 
 
-def sbatch(script: Path, after: list[str]) -> str:
-    args = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
-    if after:
-        args.append("--dependency=afterok:" + ":".join(after))
-    return _run([*args, str(script)]).strip().split(";")[0]
-
-
 def job_state(job: Job, state: Path) -> str:
     """COMPLETED / FAILED (exit N) from the job's own exit record, else the scheduler's word."""
     rc_file = state / "status" / f"{job.stage}.{job.job_id}.rc"
@@ -396,21 +362,14 @@ def job_state(job: Job, state: Path) -> str:
         if rc == CANCELLED:
             return "CANCELLED (a job it depends on failed)"
         return DONE if rc == "0" else f"FAILED (exit {rc})"
-    if shutil.which("squeue"):
-        out = subprocess.run(
-            ["squeue", "-h", "-t", "all", "-j", str(job.job_id), "-o", "%T"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.split()[0]
+    if job.job_id and (known := (job_states([job.job_id]) or {}).get(job.job_id)):
+        return known
     return "UNKNOWN (not in the queue, no exit record)"
 
 
 # ---------------------------------------------------------------------------------------------- commands
 def _git(root: Path, *args: str) -> str:
-    return _run(["git", "-C", str(root), *args]).strip()
+    return run(["git", "-C", str(root), *args]).strip()
 
 
 def _check_clean(root: Path, outs: set[str]) -> None:

@@ -33,7 +33,9 @@ FAILURE_MODES: tuple[str, ...] = get_args(FailureMode)
 VERDICTS: tuple[str, ...] = get_args(Verdict)
 
 # A source (trace config, traces file stem, last part of a run id) is one of these or ``compressed-<C>``.
-PLAIN_SOURCES: tuple[str, ...] = ("raw", "truncated", "answer-only")
+# ``ift``: the teacher's answers without reasoning (stages/ift.py), for instruction tuning at equal compute.
+IFT = "ift"
+PLAIN_SOURCES: tuple[str, ...] = ("raw", "truncated", "answer-only", IFT)
 COMPRESSED_PREFIX = "compressed-"
 # The verify stage's pick among all compressors is source ``compressed-verified``, so no compressor may be
 # called ``verified``.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,13 @@ from typing import Any
 import yaml
 
 from compress_distill.config import ConfigError, GridExclusion, Method, Params, TopologyConfig
-from compress_distill.names import VERIFIED, compressed_source, compressor_of
+from compress_distill.names import IFT, VERIFIED, compressed_source, compressor_of
 
 
-def run_id(teacher: str, student: str, method: str, source: str) -> str:
-    return f"{teacher}-{student}-{method}-{source}"
+def run_id(teacher: str, student: str, method: str, source: str, seed: int | None = None) -> str:
+    """``teacher-student-method-source``, with ``-s<seed>`` when the grid lists more than one seed."""
+    base = f"{teacher}-{student}-{method}-{source}"
+    return base if seed is None else f"{base}-s{seed}"
 
 
 def cap_variant(run: str, cap: int) -> str:
@@ -53,12 +55,26 @@ class Run:
     teacher: str
     student: str
     method: Method
-    source: str  # raw | compressed-<C> | truncated | answer-only
+    source: str  # raw | compressed-<C> | truncated | answer-only | compressed-verified | ift
+    seed: int | None = None  # grid.seeds' seed, which overrides train.seed; None: train.seed
+    seed_in_name: bool = False  # grid.seeds lists more than one seed
 
     @property
     def id(self) -> str:
         """The run's name in stage names, file names and metrics (``run_id``)."""
-        return run_id(self.teacher, self.student, self.method, self.source)
+        seed = self.seed if self.seed_in_name else None
+        return run_id(self.teacher, self.student, self.method, self.source, seed)
+
+    def item(self) -> dict[str, Any]:
+        """The run's coordinates in ``plan.yaml`` (its train stage's param dep): ``seed`` only when the grid
+        lists seeds, so a grid without seeds plans exactly what it planned before the axis existed."""
+        item: dict[str, Any] = {
+            "teacher": self.teacher,
+            "student": self.student,
+            "method": self.method,
+            "source": self.source,
+        }
+        return item if self.seed is None else {**item, "seed": self.seed}
 
 
 def _excluded(run: Run, rules: list[GridExclusion]) -> bool:
@@ -75,6 +91,8 @@ def source_available(params: Params, teacher: str, source: str) -> bool:
         return teacher in params.truncate
     if source == compressed_source(VERIFIED):
         return params.verify is not None
+    if source == IFT:
+        return params.ift is not None
     compressor = compressor_of(source)
     if compressor is not None:
         return compressor in params.compressors
@@ -84,15 +102,17 @@ def source_available(params: Params, teacher: str, source: str) -> bool:
 def expand_runs(params: Params) -> dict[str, Run]:
     """The run grid of ``params.grid`` (sources a teacher lacks and excluded runs left out), by run id."""
     g = params.grid
+    seeds: list[int | None] = list(g.seeds) if g.seeds is not None else [None]
     runs: dict[str, Run] = {}
     for teacher in g.teachers:
         for student in g.students:
             for method in g.methods:
                 for source in g.sources:
-                    run = Run(teacher, student, method, source)
-                    if not source_available(params, teacher, source) or _excluded(run, g.exclude):
-                        continue
-                    runs[run.id] = run
+                    for seed in seeds:
+                        run = Run(teacher, student, method, source, seed, len(seeds) > 1)
+                        if not source_available(params, teacher, source) or _excluded(run, g.exclude):
+                            continue
+                        runs[run.id] = run
     return runs
 
 
@@ -155,8 +175,15 @@ def expand(params: Params) -> dict[str, Any]:
     compressor_prompts = {c: params.compress.prompt_files(c) for c in params.compressors}
     width = max(map(len, compressor_prompts.values()), default=1)
     verify_prompt = [params.verify.prompt] if params.verify is not None else []
+    ift_prompt = [params.ift.prompt] if params.ift is not None else []
     used_prompts = sorted(
-        {params.generate.prompt, params.judge.prompt, *verify_prompt, *chain(*compressor_prompts.values())}
+        {
+            params.generate.prompt,
+            params.judge.prompt,
+            *verify_prompt,
+            *ift_prompt,
+            *chain(*compressor_prompts.values()),
+        }
     )
     plan: dict[str, Any] = {
         "generate": (
@@ -210,6 +237,12 @@ def expand(params: Params) -> dict[str, Any]:
             if generating and params.verify is not None
             else {}
         ),
+        # beyond the paper: source ift, the teacher's answers without reasoning (stages/ift.py)
+        "ift": (
+            {t: {"teacher": t, "prompts": ift_prompt} for t in teachers}
+            if generating and params.ift is not None
+            else {}
+        ),
         "build": (
             # the dataset card records the hash of the prompt files (card.py); those the stages use
             # are deps (one named but unused may be absent: the card says so, DVC would refuse to run)
@@ -225,7 +258,7 @@ def expand(params: Params) -> dict[str, Any]:
             }
         ),
         "runs": {
-            rid: {**asdict(run), **train_launch(rid, asdict(run), params.topology)}
+            rid: {**run.item(), **train_launch(rid, run.item(), params.topology)}
             for rid, run in expand_runs(params).items()
         },
     }
@@ -329,7 +362,7 @@ def import_closure(module: str, src: Path) -> list[str]:
 
 
 # plan families whose items list the prompt files each stage instance reads
-PROMPT_FAMILIES = ("generate", "compress", "judge", "build", "verify")
+PROMPT_FAMILIES = ("generate", "compress", "judge", "build", "verify", "ift")
 # plan families whose items list data files each stage instance reads (``inputs``: one per compressor)
 INPUT_FAMILIES = ("verify",)
 

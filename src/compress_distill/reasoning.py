@@ -141,19 +141,26 @@ def assistant_message(content: str, reasoning: str, response: str, fmt: ChatForm
 
 
 def conversation(
-    question: str, reasoning: str, response: str, fmt: ChatFormatName = "plain"
+    question: str,
+    reasoning: str,
+    response: str,
+    fmt: ChatFormatName = "plain",
+    *,
+    keep_empty_think: bool = False,
 ) -> list[dict[str, str]]:
     """The training conversation of one trace: the user question (stripped), then the assistant target.
 
     The one rendering shared by the trainer (``training/data.py``, with the student's chat format) and the
     published ``messages`` / ``prompt`` / ``completion`` columns (``stages/build.py``, format ``plain``), so a
     dataset trained with TRL or Axolotl sees the same turns.  ``fmt == "think"`` (a generation prompt that
-    pre-fills ``<think>``) keeps the empty think block of an answer-only target (``join_reasoning``).
+    pre-fills ``<think>``) keeps the empty think block of an answer-only target (``join_reasoning``), and so
+    does ``keep_empty_think`` (params ``train.answer_only_think: keep_empty``, beyond the paper) for any format.
     """
+    keep_empty = fmt == "think" or keep_empty_think
     return [
         {"role": "user", "content": question.strip()},
         assistant_message(
-            join_reasoning(reasoning, response, think_prefilled=fmt == "think"), reasoning, response, fmt
+            join_reasoning(reasoning, response, think_prefilled=keep_empty), reasoning, response, fmt
         ),
     ]
 

@@ -10,6 +10,7 @@ import pytest
 from compress_distill.config import load_params
 from compress_distill.evaluation import aggregate, traces
 from compress_distill.evaluation.tables import RunResult
+from tests.helpers.paper import TABLE11
 from tests.helpers.synthetic import write_hub
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,10 +185,6 @@ def test_group_gaps_reproduce_section_6_4() -> None:
     # "Medicine shows the largest raw advantage (4.7-8.5 points) and Science the smallest (1.4-4.0 points)"
     assert advantage("Medicine") == (4.7, 8.5)
     assert advantage("Science") == (1.4, 4.0)
-
-
-# Table 11: (source, GPUs, GPU-h) per run in the paper's row order
-TABLE11 = [("raw", 4, 4.5), ("answer-only", 4, 0.3), ("truncated", 4, 0.6), ("l70", 4, 0.8), ("m14", 4, 0.6), ("raw", 4, 4.2), ("answer-only", 4, 0.3), ("truncated", 4, 0.6), ("l70", 4, 0.7), ("m14", 4, 0.6), ("raw", 8, 21.8), ("answer-only", 8, 0.8), ("truncated", 8, 2.3), ("l70", 4, 3.1), ("m14", 4, 2.3), ("raw", 8, 24.4), ("answer-only", 8, 1.0), ("truncated", 8, 2.7), ("l70", 4, 3.4), ("m14", 4, 2.5), ("raw", 8, 21.6), ("answer-only", 8, 1.0), ("truncated", 8, 2.6), ("l70", 4, 3.3), ("m14", 4, 2.5), ("raw", 8, 26.7), ("answer-only", 8, 1.4), ("truncated", 8, 3.3), ("l70", 4, 4.1), ("m14", 4, 3.0), ("raw", 8, 25.0), ("truncated", 8, 3.9), ("l70", 8, 4.9), ("m14", 8, 4.0), ("raw", 4, 2.3), ("l70", 4, 0.6), ("m14", 4, 0.6), ("raw", 4, 2.2), ("l70", 4, 0.6), ("m14", 4, 0.6), ("raw", 8, 11.0), ("l70", 4, 2.5), ("m14", 4, 2.1), ("raw", 8, 12.4), ("l70", 4, 2.7), ("m14", 4, 2.3), ("raw", 8, 10.8), ("l70", 4, 2.7), ("m14", 4, 2.3), ("raw", 8, 13.3), ("l70", 4, 3.3), ("m14", 4, 2.9), ("raw", 8, 13.1), ("l70", 8, 4.1), ("m14", 8, 3.7)]  # fmt: skip
 
 
 def test_table11_gpu_hour_totals() -> None:

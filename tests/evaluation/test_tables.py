@@ -110,3 +110,42 @@ def test_failure_mode_table_and_csv() -> None:
     assert cells["contradiction"] == "0 (0.0%)"
     parsed = list(csv.reader(io.StringIO(t.to_csv())))
     assert parsed == [t.columns, t.rows[0]]
+
+
+def _seeded(source: str, seed: int, acc: float, groups: dict[str, float] | None = None) -> RunResult:
+    blocks = {g: {"accuracy": a, "n": 10} for g, a in (groups or {}).items()}
+    return RunResult(
+        f"qwen-q08-lora-{source}-s{seed}",
+        "qwen",
+        "q08",
+        "lora",
+        source,
+        eval={"overall": {"accuracy": acc}, "groups": blocks},
+        train={"train_flops": 1e18 + seed},
+        seed=seed,
+    )
+
+
+def test_seed_spread_gives_mean_std_and_n_per_run_group() -> None:
+    runs = [_seeded("raw", s, a) for s, a in ((0, 0.50), (1, 0.60), (2, 0.70))]
+    runs += [_seeded("compressed-l70", 0, 0.40), RunResult("qwen-q08-lora-truncated-s0", "qwen", "q08", "lora",
+             "truncated", seed=0)]  # fmt: skip
+    rows = {r[2]: r for r in tables.seed_spread_table(runs, ORDER).rows}
+    assert rows["Raw"][4:] == ["0, 1, 2", "3", "0.600", "0.100", "0.500–0.700", "1e+18"]
+    assert rows["l70 comp."][4:8] == ["0", "1", "0.400", tables.DASH]  # one seed: no spread
+    assert rows["Truncated"][5:9] == ["0", tables.DASH, tables.DASH, tables.DASH]  # not evaluated yet
+
+
+def test_domain_gaps_pair_runs_of_the_same_seed_then_average() -> None:
+    from compress_distill.evaluation import aggregate
+
+    runs = [
+        _seeded("raw", 0, 0.5, {"Math": 0.50}),
+        _seeded("raw", 1, 0.5, {"Math": 0.70}),
+        _seeded("compressed-l70", 0, 0.5, {"Math": 0.40}),  # -10 points vs its seed's raw
+        _seeded("compressed-l70", 1, 0.5, {"Math": 0.50}),  # -20 points
+    ]
+    gaps = aggregate.group_gaps(runs).to_dicts()
+    assert len(gaps) == 1 and gaps[0]["seeds"] == 2
+    assert math.isclose(gaps[0]["gap"], -15.0)
+    assert tables.domain_gap_table(gaps, ORDER).rows == [["qwen", "q08", "l70 comp.", "lora", "-15.0"]]

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 import pytest
 
 
-def llama_server_command(n_threads: int = 2, n_ctx: int = 1024) -> str:
-    """``launch`` entry serving the packaged SmolLM2 GGUF with llama-cpp-python's OpenAI server."""
+def llama_server_command(n_threads: int = 2, n_ctx: int = 1024, host: str = "127.0.0.1") -> str:
+    """``launch`` entry serving the packaged SmolLM2 GGUF with llama-cpp-python's OpenAI server (``host``:
+    ``{host}`` for the address ``launch`` gives it, e.g. a SLURM node's hostname)."""
     pytest.importorskip(
         "llama_cpp.server", reason="llama-cpp-python[server] is in the test extra: make setup-test"
     )
     from compress_distill.modelhub import smollm2_gguf
 
     return (
-        f"{{python}} -m llama_cpp.server --model {smollm2_gguf()} --host 127.0.0.1 --port {{port}} "
+        f"{{python}} -m llama_cpp.server --model {smollm2_gguf()} --host {host} --port {{port}} "
         f"--n_ctx {n_ctx} --n_threads {n_threads} --n_threads_batch {n_threads} --verbose False"
     )
 
@@ -37,7 +38,8 @@ class FaultProxy:
 
     Requests are identified by the content of their last message.  ``attempts`` counts every request that
     reached the proxy (pass one Counter to several proxies to count across them), ``forwarded`` those passed
-    to the real server, ``auth`` the Authorization headers seen, ``seen`` the requests this proxy received.
+    to the real server, ``auth`` the Authorization headers seen, ``bodies`` the request bodies, ``seen`` the
+    requests this proxy received.
     """
 
     upstream: str  # http://127.0.0.1:PORT (no /v1)
@@ -46,6 +48,7 @@ class FaultProxy:
     attempts: Counter[str] = field(default_factory=Counter)
     forwarded: Counter[str] = field(default_factory=Counter)
     auth: list[str] = field(default_factory=list)
+    bodies: list[dict] = field(default_factory=list)  # every request body received, parsed
     seen: int = 0
     port: int = 0
 
@@ -99,7 +102,8 @@ class FaultProxy:
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
                 rid = ""
                 if body:
-                    rid = json.loads(body)["messages"][-1]["content"]
+                    self.bodies.append(json.loads(body))
+                    rid = self.bodies[-1]["messages"][-1]["content"]
                     self.attempts[rid] += 1
                     self.seen += 1
                     self.auth.append(headers.get("authorization", ""))

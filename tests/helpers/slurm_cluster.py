@@ -120,7 +120,7 @@ def loopback_cluster(root: Path) -> Iterator[dict[str, str]]:
             subprocess.run(
                 ["scancel", "--full", "--partition", PARTITION], env=env, capture_output=True, check=False
             )
-            _wait("the cancelled jobs", lambda: not _queue(env), root / "log" / "slurmctld.log", timeout=60)
+            _wait("the cancelled jobs", lambda: not queue(env), root / "log" / "slurmctld.log", timeout=60)
         for pid_file in reversed(started):  # only the daemons this fixture started, by their pid
             if pid_file.exists():
                 try:
@@ -130,7 +130,8 @@ def loopback_cluster(root: Path) -> Iterator[dict[str, str]]:
         time.sleep(1)
 
 
-def _queue(env: dict[str, str]) -> list[str]:
+def queue(env: dict[str, str] | None = None) -> list[str]:
+    """Ids of the jobs queued or running (default: the cluster ``SLURM_CONF`` in ``os.environ`` names)."""
     out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=False)
     return out.stdout.split()
 

@@ -113,3 +113,84 @@ def test_servers_die_with_a_sigkilled_parent(tmp_path: Path) -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+# ------------------------------------------------------------------------------------------ on SLURM
+def test_replica_script_asks_the_engines_gpus_and_runs_the_replica_entry_point(tmp_path: Path) -> None:
+    from compress_distill.llm.launch import replica_script
+    from compress_distill.slurm import Slurm
+
+    script = replica_script(
+        "vllm serve org/m --host {host} --port {port}",
+        name="m-0",
+        folder=tmp_path,
+        lease=tmp_path / "m.lease",
+        gpus=8,
+        slurm=Slurm(partition="gpu", time="48:00:00"),
+        sbatch_args=["--exclusive"],
+        timeout_s=900,
+    )
+    directives = [line.removeprefix("#SBATCH ") for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert directives == [
+        "--job-name=m-0",
+        f"--output={tmp_path}/m-0.%j.log",
+        "--nodes=1",
+        "--ntasks=1",
+        "--gres=gpu:8",
+        "--partition=gpu",
+        "--time=48:00:00",
+        "--exclusive",
+    ]
+    last = script.splitlines()[-1]
+    assert last.startswith(f"exec {sys.executable} -m compress_distill.llm.launch --command ")
+    assert "'vllm serve org/m --host {host} --port {port}'" in last  # filled in on the node
+    assert "--gres" not in replica_script(
+        "x {port}", name="n", folder=tmp_path, lease=tmp_path / "l", gpus=0, slurm=Slurm(),
+        sbatch_args=[], timeout_s=1,
+    )  # fmt: skip
+
+
+def test_render_command_fills_the_host() -> None:
+    assert render_command("srv --host {host} --port {port}", 9, "node7") == [
+        "srv",
+        "--host",
+        "node7",
+        "--port",
+        "9",
+    ]
+    assert render_command("srv --host {host} --port {port}", 9)[2] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("engine", "expected"),
+    [
+        (
+            {"launch": ["a {port}", "b {port}"]},
+            "exactly one launch command (got backend 'openai', 2 command(s))",
+        ),
+        ({"backend": "vllm", "model": "smollm2-135m-instruct"}, "needs backend 'openai'"),
+        ({"launch_slurm": {"replicas": 2, "min_replicas": 3}}, "min_replicas 3 exceeds replicas 2"),
+    ],
+)
+def test_launch_slurm_config_errors(engine: dict[str, object], expected: str) -> None:
+    from compress_distill.config import ConfigError, backend_config
+
+    cfg = {
+        "backend": "openai",
+        "model": "m",
+        "launch": ["srv {port}"],
+        "launch_slurm": {"replicas": 2},
+        **engine,
+    }
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        backend_config(cfg)
+    ok = backend_config(
+        {
+            "backend": "openai",
+            "model": "m",
+            "launch": ["srv {port}"],
+            "launch_slurm": {"replicas": 2},
+            "gpus": 8,
+        }
+    )
+    assert (ok.held_gpus, ok.job_gpus) == (16, 0)  # the ledger counts both replicas; the stage's own job none

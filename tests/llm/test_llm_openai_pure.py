@@ -101,6 +101,17 @@ def test_balancer_spreads_and_never_exceeds_the_per_endpoint_cap() -> None:
     assert _Balancer(["only"]).acquire(avoid="only") == "only"
 
 
+def test_balancer_routes_around_an_endpoint_that_refused_a_connection() -> None:
+    balancer = _Balancer(["a", "b"], down_s=60.0)
+    balancer.down("a")  # a pre-empted replica: nobody listens there any more
+    assert [balancer.acquire() for _ in range(4)] == ["b"] * 4  # though "a" has nothing in flight
+    balancer.down("b")
+    assert balancer.acquire() in ("a", "b")  # all down: try them anyway rather than fail the request
+    quick = _Balancer(["a", "b"], down_s=0.0)
+    quick.down("a")
+    assert {quick.acquire() for _ in range(2)} == {"a", "b"}  # back in the rotation once down_s passed
+
+
 def test_schema_dialect_detection_is_narrow() -> None:
     llama_cpp = (
         "1 validation error: {'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be "

@@ -65,6 +65,19 @@ def test_answer_only_target_is_the_response_alone(smol_tokenizer) -> None:  # ty
         assert trained_text(smol_tokenizer, enc, i) == rows[i]["response"] + "<|im_end|>"
 
 
+def test_answer_only_option_keeps_the_empty_think_block(smol_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Issue 10 item 5: strip by default (above), keep the empty block only when params ask for it; rows with
+    reasoning are rendered the same either way."""
+    rows = [*trace_rows(2, source="answer-only"), row("Q?", "2 and 2", "B", "r")]
+    enc = encode_rows(smol_tokenizer, rows, seq_len=512, answer_only_think="keep_empty")
+    for i in range(2):
+        expected = "<think>\n\n</think>\n\n" + rows[i]["response"] + "<|im_end|>"
+        assert trained_text(smol_tokenizer, enc, i) == expected
+    assert trained_text(smol_tokenizer, enc, 2) == "<think>\n2 and 2\n</think>\n\nB<|im_end|>"
+    stripped = encode_rows(smol_tokenizer, rows, seq_len=512)
+    assert trained_text(smol_tokenizer, stripped, 2) == trained_text(smol_tokenizer, enc, 2)
+
+
 # Generation prompts that pre-fill "<think>\n" (Qwen3.5): one template writes the assistant content verbatim,
 # the other (Qwen3's style) re-renders the think block itself from the content's </think>.
 PREFILL_VERBATIM = (

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from compress_distill.config import TrainConfig
+from compress_distill.llm.tokens import trained_eot_id
 from compress_distill.training.data import Encoded
 from compress_distill.training.trainer import build_schedule
 from tests.helpers.training import trace_rows, write_params, write_source
@@ -67,6 +68,28 @@ def test_compute_matched_budget_scales_to_the_reference_tokens() -> None:
     # a shorter source (compressed) gets proportionally more steps for the same reference
     short = fake_encoded([20, 30, 40, 50] * 10)
     assert build_schedule(short, cfg, 1, 3 * per_epoch).steps > matched.steps
+
+
+def test_flops_budget_trains_every_source_and_student_to_the_same_flops() -> None:
+    from compress_distill.flops import tokens_for_flops, train_flops
+
+    cfg = TrainConfig(seq_len=128, grad_accum=1, budget="flops", flops_budget=5e13)
+    reached = {}
+    for name, n_params, lengths in (
+        ("raw, small", 135_000_000, [40, 60, 80, 100] * 10),
+        ("answer-only, small", 135_000_000, [10, 12, 14] * 10),  # short rows: several epochs
+        ("ift, 3x larger", 405_000_000, [10, 12, 14] * 10),  # a larger student: fewer tokens
+    ):
+        enc = fake_encoded(lengths)
+        sched = build_schedule(enc, cfg, 1, None, tokens_for_flops(n_params, 5e13))
+        tokens = sum(sched.unit_tokens[u] for u in sched.order)
+        reached[name] = train_flops(n_params, tokens)
+        # at the budget, at most one packed bin above it
+        assert 5e13 <= reached[name] < 5e13 + train_flops(n_params, max(sched.unit_tokens)), name
+    assert reached["answer-only, small"] == pytest.approx(reached["raw, small"], rel=0.01)
+    assert reached["ift, 3x larger"] == pytest.approx(reached["raw, small"], rel=0.01)
+    with pytest.raises(ValueError, match="train.flops_budget is not set"):
+        TrainConfig(budget="flops")
 
 
 def test_micro_batches_split_evenly_over_ranks() -> None:
@@ -267,7 +290,10 @@ def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: st
     assert metrics["model_params"] == metrics["trainable_params"]
     assert metrics["train_flops"] == 6.0 * metrics["model_params"] * metrics["trained_tokens"]
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
-    assert json.loads((out / "training_config.json").read_text())["method"] == "full"
+    saved_cfg = json.loads((out / "training_config.json").read_text())
+    assert saved_cfg["method"] == "full"
+    # the trained end-of-turn token is recorded with a checkpoint as with an adapter: every backend's stop
+    assert saved_cfg["eot_token"] == "<|im_end|>" and trained_eot_id(out) == saved_cfg["eot_token_id"] >= 0
     for saved_json in [*out.glob("*.json"), *out.glob("*.md")]:  # no file names the cache path
         assert smol_dir not in saved_json.read_text(), saved_json.name
     tuned = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

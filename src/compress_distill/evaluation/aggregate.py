@@ -267,8 +267,9 @@ def headline_ranges(
 def group_gaps(runs: Iterable[RunResult]) -> pl.DataFrame:
     """§6.4: per non-raw run and evaluation group, ``gap`` = (accuracy - raw accuracy) x 100 points.
 
-    Long format: ``teacher, student, method, source, group, accuracy, accuracy_raw, gap``; a group missing
-    from either run is absent.
+    Long format: ``teacher, student, method, source, group, accuracy, accuracy_raw, gap, seeds``; a group
+    missing from either run is absent.  A non-raw run is compared with the raw run of the same seed
+    (``grid.seeds``), and the three numbers are the means over the ``seeds`` pairs.
     """
     rows = [
         {
@@ -276,6 +277,7 @@ def group_gaps(runs: Iterable[RunResult]) -> pl.DataFrame:
             "student": r.student,
             "method": r.method,
             "source": r.source,
+            "seed": -1 if r.seed is None else r.seed,  # a join key: polars never matches null keys
             "group": g,
             "accuracy": _number((b or {}).get("accuracy")),
         }
@@ -283,15 +285,22 @@ def group_gaps(runs: Iterable[RunResult]) -> pl.DataFrame:
         for g, b in ((r.eval or {}).get("groups") or {}).items()
     ]
     schema = {k: pl.String for k in ("teacher", "student", "method", "source", "group")} | {
-        "accuracy": pl.Float64
+        "seed": pl.Int64,
+        "accuracy": pl.Float64,
     }
     long = pl.DataFrame(rows, schema=schema).drop_nulls("accuracy")
-    cell = ["teacher", "student", "method", "group"]
+    cell = ["teacher", "student", "method", "seed", "group"]
     raw = long.filter(pl.col("source") == "raw").drop("source")
-    return (
+    per_seed = (
         long.filter(pl.col("source") != "raw")
         .join(raw, on=cell, how="inner", suffix="_raw")
         .with_columns(((pl.col("accuracy") - pl.col("accuracy_raw")) * 100.0).alias("gap"))
+    )
+    return per_seed.group_by(["teacher", "student", "method", "source", "group"], maintain_order=True).agg(
+        pl.col("accuracy").mean(),
+        pl.col("accuracy_raw").mean(),
+        pl.col("gap").mean(),
+        pl.len().alias("seeds"),
     )
 
 

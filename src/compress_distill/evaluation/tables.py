@@ -18,7 +18,7 @@ from typing import Any
 from compress_distill.evaluation import aggregate
 from compress_distill.evaluation.aggregate import OVERALL
 from compress_distill.evaluation.metrics import ci95, order_groups
-from compress_distill.names import FAILURE_MODES, compressor_of
+from compress_distill.names import FAILURE_MODES, IFT, compressor_of
 
 DASH = "—"
 
@@ -35,6 +35,7 @@ class RunResult:
     eval: dict[str, Any] | None = None  # metrics/eval/RUN.json
     train: dict[str, Any] | None = None  # metrics/train/RUN.json
     vs_raw: dict[str, Any] = field(default_factory=dict)  # retention, gain, bootstrap (see report stage)
+    seed: int | None = None  # grid.seeds' seed of the run; None: the grid has no seeds axis
 
     @property
     def overall(self) -> dict[str, Any]:
@@ -124,6 +125,8 @@ def source_label(source: str) -> str:
         return "Answer-only"
     if source == "truncated":
         return "Truncated"
+    if source == IFT:
+        return "IFT"
     compressor = compressor_of(source)
     return source if compressor is None else f"{compressor} comp."
 
@@ -152,7 +155,12 @@ class GridOrder:
 
 
 def _index(runs: Iterable[RunResult]) -> dict[tuple[str, str, str, str], RunResult]:
-    return {(r.teacher, r.student, r.method, r.source): r for r in runs}
+    """Runs by (teacher, student, method, source); with a seeds axis the first seed's run (the seed table
+    gives the spread over seeds)."""
+    out: dict[tuple[str, str, str, str], RunResult] = {}
+    for r in runs:
+        out.setdefault((r.teacher, r.student, r.method, r.source), r)
+    return out
 
 
 def _pairs(runs: Iterable[RunResult], order: GridOrder, sources: Iterable[str]) -> list[tuple[str, str, str]]:
@@ -650,7 +658,8 @@ def headline_table(ranges: Mapping[str, Mapping[str, Any]]) -> Table:
 
 
 def domain_gap_table(rows: Sequence[Mapping[str, Any]], order: GridOrder) -> Table:
-    """§6.4: accuracy of each source minus the raw run's, per evaluation group, in points."""
+    """§6.4: accuracy of each source minus the raw run's, per evaluation group, in points (the mean over
+    seeds when the grid has a seeds axis)."""
     groups = order_groups(r["group"] for r in rows)
     cells: dict[tuple[str, str, str, str], dict[str, float]] = {}
     for r in rows:
@@ -668,8 +677,66 @@ def domain_gap_table(rows: Sequence[Mapping[str, Any]], order: GridOrder) -> Tab
         "Per-domain accuracy gap vs. raw (§6.4)",
         ["Teacher", "Student", "Data", "Method", *groups],
         out,
-        "Accuracy of the source minus accuracy of the raw run of the same teacher, student and method, in "
-        "points per evaluation group; negative = raw is better.",
+        "Accuracy of the source minus accuracy of the raw run of the same teacher, student and method (and "
+        "seed; the mean over grid.seeds), in points per evaluation group; negative = raw is better.",
+    )
+
+
+def _mean_std(values: Sequence[float]) -> tuple[str, str]:
+    """Mean and sample standard deviation (n - 1; a dash below 2 values) as printed cells."""
+    if not values:
+        return DASH, DASH
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return fmt(mean), DASH
+    return fmt(mean), fmt((sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5)
+
+
+def seed_spread_table(runs: Sequence[RunResult], order: GridOrder) -> Table:
+    """Beyond the paper (``grid.seeds``): per run group (teacher, student, method, source) the mean and the
+    spread across seeds of the overall accuracy and of the training FLOPs reached."""
+    groups: dict[tuple[str, str, str, str], list[RunResult]] = {}
+    for r in sorted(runs, key=lambda r: order.key(r, "tssm")):
+        groups.setdefault((r.teacher, r.student, r.method, r.source), []).append(r)
+    rows = []
+    for (t, s, m, src), members in groups.items():
+        accs = [float(a) for r in members if (a := r.get("accuracy")) is not None]
+        flops = [float(f) for r in members if (f := (r.train or {}).get("train_flops")) is not None]
+        seeds = ", ".join(DASH if r.seed is None else str(r.seed) for r in members)
+        acc_mean, acc_std = _mean_std(accs)
+        rows.append(
+            [
+                t,
+                s,
+                source_label(src),
+                m,
+                seeds,
+                str(len(accs)),
+                acc_mean,
+                acc_std,
+                f"{min(accs):.3f}–{max(accs):.3f}" if accs else DASH,
+                f"{sum(flops) / len(flops):.3g}" if flops else DASH,
+            ]
+        )
+    return Table(
+        "table_seed_spread",
+        "Spread across seeds (beyond the paper)",
+        [
+            "Teacher",
+            "Student",
+            "Data",
+            "Method",
+            "Seeds",
+            "n",
+            "Acc. mean",
+            "Acc. std",
+            "Acc. range",
+            "Train FLOPs mean",
+        ],
+        rows,
+        "Each run group trained once per grid.seeds seed (the seed replaces train.seed: row order, validation "
+        "split, initialisation); n = evaluated seeds, std the sample standard deviation (n - 1), a dash for "
+        "n < 2. Other tables show the first seed of each group.",
     )
 
 

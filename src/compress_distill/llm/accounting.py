@@ -28,7 +28,8 @@ class BackendStats:
     completion_tokens  completion tokens of the generated requests
     wall_clock_s       seconds spent inside ``generate`` (engine + cache + bookkeeping)
     load_s             seconds spent loading the model or starting servers (once per instance)
-    gpus               GPUs the engine occupies (``gpus`` of the backend config; 0 on CPU)
+    gpus               GPUs the engine holds (the backend config's ``held_gpus``: ``gpus``, times the replicas
+                       of SLURM-launched servers; 0 on CPU)
     gpu_hours          gpus x (wall_clock_s + load_s) / 3600: the GPUs are held from load to close
     """
 

@@ -54,7 +54,7 @@ class CachedBackend:
     def __init__(self, cfg: BackendConfig, *, cache_dir: Path | None, use_cache: bool = True) -> None:
         self.cfg = cfg
         self.model = cfg.model
-        self.stats = BackendStats(gpus=cfg.gpus)
+        self.stats = BackendStats(gpus=cfg.held_gpus)
         self._cache_root = cache_dir
         self._use_cache = use_cache
         self._cache: RequestCache | None = None

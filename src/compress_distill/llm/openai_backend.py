@@ -1,8 +1,10 @@
 """``openai`` backend: any OpenAI-compatible chat endpoint -- many ``vllm serve`` replicas, a hosted API, or
-local servers started from ``launch:`` (see ``llm.launch``).
+servers started from ``launch:``, as local processes or (``launch_slurm``) SLURM jobs (see ``llm.launch``).
 
 - async (httpx), at most ``max_concurrency`` requests in flight per endpoint; every attempt goes to the
-  least-busy endpoint, so requests spread over all ``base_urls`` and a dead replica gets routed around;
+  least-busy endpoint, so requests spread over all ``base_urls`` and a dead replica gets routed around: an
+  endpoint that refuses connections (a pre-empted replica) is skipped for ``DOWN_S``, and a request that was
+  in flight on it is retried on another endpoint;
 - retries with exponential backoff and full jitter (``Retry-After`` honoured) on 408/409/425/429/5xx,
   timeouts, dropped connections and malformed bodies, at most ``max_retries`` retries per request; other
   4xx answers are the caller's mistake and fail at once;
@@ -35,6 +37,8 @@ import logging
 import os
 import random
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,7 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 BACKOFF_BASE_S = 0.5  # first retry waits up to 0.5 s, then 1, 2, 4 ... (full jitter)
 BACKOFF_MAX_S = 30.0
 _BODY_SNIPPET = 300  # characters of an error body quoted in messages
+DOWN_S = 30.0  # an endpoint that refused a connection gets no request for this long (unless all are down)
 
 
 # --------------------------------------------------------------------------------------------- pure parts
@@ -162,15 +167,24 @@ def _is_schema_dialect_error(status: int, text: str) -> bool:
 
 
 class _Balancer:
-    """Least-busy endpoint choice; with (endpoints x max_concurrency) workers no endpoint exceeds its cap."""
+    """Least-busy endpoint choice among those not marked down; with (endpoints x max_concurrency) workers no
+    endpoint exceeds its cap while all are up."""
 
-    def __init__(self, urls: list[str]) -> None:
+    def __init__(self, urls: list[str], down_s: float = DOWN_S) -> None:
         self.urls = urls
         self.in_flight = dict.fromkeys(urls, 0)
+        self.down_s = down_s
+        self.down_until = dict.fromkeys(urls, 0.0)  # time.monotonic() before which the endpoint is skipped
         self._turn = 0
 
+    def down(self, url: str) -> None:
+        """``url`` refused a connection: route around it for ``down_s``."""
+        self.down_until[url] = time.monotonic() + self.down_s
+
     def acquire(self, avoid: str | None = None) -> str:
-        candidates = [u for u in self.urls if u != avoid] or self.urls
+        now = time.monotonic()
+        up = [u for u in self.urls if self.down_until[u] <= now] or self.urls
+        candidates = [u for u in up if u != avoid] or up
         self._turn += 1
         order = candidates[self._turn % len(candidates) :] + candidates[: self._turn % len(candidates)]
         url = min(order, key=lambda u: self.in_flight[u])
@@ -196,6 +210,7 @@ class OpenAIBackend(CachedBackend):
         self._schema_style: dict[str, str] = {}
         self.format = SERVER_DEFINED  # the model's ChatFormat when it resolves to local files (_load)
         self.attempts = 0  # HTTP attempts made (retries included), for tests and benchmarks
+        self.answered: Counter[str] = Counter()  # completions per endpoint URL, for tests and benchmarks
         self._log_dir = (cache_dir or Path(".cache/llm")) / "servers"
         self._api_key = self._read_key()
 
@@ -233,14 +248,22 @@ class OpenAIBackend(CachedBackend):
     def _load(self) -> None:
         self.format = served_chat_format(self.model, self.cfg.chat_template_kwargs)
         if self.cfg.launch:
-            from compress_distill.llm.launch import ServerPool
+            from compress_distill.llm.launch import ServerPool, SlurmServerPool
 
-            self._servers = ServerPool(
-                self.cfg.launch,
-                timeout_s=self.cfg.launch_timeout_s,
-                log_dir=self._log_dir,
-                name=Path(self.model).name or "server",
-            )
+            name = Path(self.model).name or "server"
+            if self.cfg.launch_slurm is not None:
+                self._servers = SlurmServerPool(
+                    self.cfg.launch[0],
+                    self.cfg.launch_slurm,
+                    gpus=self.cfg.gpus,
+                    timeout_s=self.cfg.launch_timeout_s,
+                    log_dir=self._log_dir,
+                    name=name,
+                )
+            else:
+                self._servers = ServerPool(
+                    self.cfg.launch, timeout_s=self.cfg.launch_timeout_s, log_dir=self._log_dir, name=name
+                )
             self._urls = [u.rstrip("/") for u in self.cfg.base_urls] + self._servers.start()
 
     def _unload(self) -> None:
@@ -329,9 +352,11 @@ class OpenAIBackend(CachedBackend):
                     balancer.release(url)
                 if resp.status_code == 200:
                     try:
-                        return parse_chat_response(resp.json(), self.format.think_prefilled)
+                        fields = parse_chat_response(resp.json(), self.format.think_prefilled)
                     except (json.JSONDecodeError, UnicodeDecodeError) as err:
                         raise MalformedResponse(f"invalid JSON ({err})") from None
+                    self.answered[url] += 1
+                    return fields
                 text = resp.text[:4000]
                 if (
                     req.json_schema is not None
@@ -355,8 +380,12 @@ class OpenAIBackend(CachedBackend):
             except MalformedResponse as err:
                 last_error = f"malformed response from {url}: {self._redact(str(err))}"
             except httpx.TimeoutException as err:
+                if isinstance(err, httpx.ConnectTimeout):  # an unreachable node (pre-empted, down)
+                    balancer.down(url)
                 last_error = f"timeout after {self.cfg.timeout_s:g} s talking to {url} ({type(err).__name__})"
             except httpx.TransportError as err:  # refused, reset, dropped mid-body, protocol errors
+                if isinstance(err, httpx.ConnectError):  # nobody listens there (any more)
+                    balancer.down(url)
                 last_error = f"connection problem with {url}: {type(err).__name__}: {self._redact(str(err))}"
             if retries >= self.cfg.max_retries:
                 raise BackendError(f"gave up after {retries + 1} attempt(s): {last_error}")

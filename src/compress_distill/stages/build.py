@@ -7,7 +7,7 @@ Layout (what ``datasets.load_dataset(folder_or_repo, config)`` reads, offline or
     data/hub/T/<config>/train-00000-of-0000N.parquet       build.shard_rows rows per shard
 
 Configs: ``raw``, ``compressed-<C>`` for every compressor in params (the judge's columns joined on, prefixed
-``judge_``), and ``truncated`` / ``answer-only`` / ``compressed-verified`` when their files exist.  Every config also carries the
+``judge_``), and ``truncated`` / ``answer-only`` / ``compressed-verified`` / ``ift`` when their files exist.  Every config also carries the
 train-ready ``messages`` / ``prompt`` / ``completion`` columns (CHAT_COLUMNS).  A source with no rows stops the
 build with its cause (``datasets`` cannot load an empty split, so such a config could never be used).  Everything is streamed batch by
 batch (Arrow, never the corpus as Python objects); the judge join is vectorised (``pc.index_in`` + ``take``).
@@ -33,7 +33,7 @@ import typer
 
 from compress_distill.config import ConfigError, Params, load_params, pick
 from compress_distill.errors import StageError
-from compress_distill.names import VERIFIED, compressed_source, compressor_of
+from compress_distill.names import IFT, VERIFIED, compressed_source, compressor_of
 from compress_distill.reasoning import conversation
 from compress_distill.rejects import Ledger
 from compress_distill.schema import (
@@ -215,7 +215,7 @@ def sources(
                 judged if judged.exists() else None,
             )
         )
-    for name in ("truncated", "answer-only", compressed_source(VERIFIED)):
+    for name in ("truncated", "answer-only", compressed_source(VERIFIED), IFT):
         if (traces_dir / f"{name}.parquet").exists():
             out.append(Source(name, traces_dir / f"{name}.parquet"))
     if params.build.attempts:

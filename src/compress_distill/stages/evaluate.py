@@ -195,7 +195,7 @@ def usage(backend: Any, elapsed_s: float, cfg: BackendConfig, hours_before: floa
     bookkeeping.
     """
     after = engine_gpu_hours(backend)
-    hours = after - (hours_before or 0.0) if after is not None else cfg.gpus * elapsed_s / 3600.0
+    hours = after - (hours_before or 0.0) if after is not None else cfg.held_gpus * elapsed_s / 3600.0
     return {"wall_clock_s": round(elapsed_s, 3), "gpu_hours": hours}
 
 

@@ -39,10 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import typer
 
 from compress_distill.answers import gold_error
-from compress_distill.config import GenerateConfig, Params, load_params, pick
+from compress_distill.config import BackendConfig, Params, SamplingConfig, load_params, pick
 from compress_distill.llm.stage_engine import complete, engine, engine_stats, request
 from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
 from compress_distill.llm.types import Completion
@@ -94,15 +96,44 @@ def round_seed(base: int | None, round_no: int) -> int:
 
 
 def attempt_outcome(
-    reasoning: str, response: str, finish_reason: str, correct: bool, extracted: str | None
+    reasoning: str,
+    response: str,
+    finish_reason: str,
+    correct: bool,
+    extracted: str | None,
+    needs_reasoning: bool = True,
 ) -> str:
     if not (is_utf8(reasoning) and is_utf8(response)):
         return "non_utf8"
     if finish_reason == "length":
         return "truncated"
     if correct:
-        return "accepted" if reasoning.strip() else "no_reasoning"
+        return "accepted" if reasoning.strip() or not needs_reasoning else "no_reasoning"
     return "no_answer" if extracted is None else "wrong"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What one rejection-sampling stage asks and keeps: ``generate`` (reasoning traces, source ``raw``) or
+    ``ift`` (answers without reasoning, source ``ift``: stages/ift.py)."""
+
+    stage: str  # ledger and log name
+    source: str  # the rows' `source` and the output file stem: <out_dir>/<source>.parquet
+    attempts: str  # file name of every attempt, in out_dir
+    prompt: str
+    sampling: SamplingConfig
+    engine: BackendConfig
+    # reasoning traces need reasoning (else `no_reasoning`); ift drops whatever reasoning the engine returns
+    # (gpt-oss reasons even at its lowest effort) and trains on the final response alone
+    needs_reasoning: bool
+    untagged: str  # generate.untagged: how a completion without a think block splits (reasoning mode only)
+
+
+def generate_mode(params: Params, teacher: str) -> Mode:
+    """Mode ``generate`` of teacher ``teacher``: reasoning traces, source ``raw``."""
+    gen = params.generate
+    tcfg = pick(params.teachers, teacher, "teacher")
+    return Mode("generate", "raw", "attempts.parquet", gen.prompt, gen.sampling, tcfg, True, gen.untagged)
 
 
 def question_reject(row: dict[str, Any], text: str | None, gold: str | None) -> tuple[str, str] | None:
@@ -130,20 +161,22 @@ class Attempt:
     correct: bool  # right answer and not cut by the token cap
 
 
-def read_attempt(q: dict[str, Any], c: Completion, untagged: str) -> Attempt:
+def read_attempt(q: dict[str, Any], c: Completion, mode: Mode) -> Attempt:
     """Split completion ``c`` into reasoning and final response, grade the response against ``q``'s
     canonical answer and decide the attempt's outcome.  Pure: no I/O, no model."""
     from compress_distill.answers import grade
 
     reasoning, response = c.reasoning or "", c.text or ""
-    if not reasoning and untagged == "last_line":
+    if not mode.needs_reasoning:
+        reasoning = ""
+    elif not reasoning and mode.untagged == "last_line":
         reasoning, response = split_last_line(response)
     g = grade(response, q["answer"], q["answer_type"], q["choices"] or None) if is_utf8(response) else None
     extracted, right = (g.extracted, g.correct) if g else (None, False)
     return Attempt(
         reasoning=reasoning,
         response=response,
-        outcome=attempt_outcome(reasoning, response, c.finish_reason, right, extracted),
+        outcome=attempt_outcome(reasoning, response, c.finish_reason, right, extracted, mode.needs_reasoning),
         extracted=extracted,
         rule=g.rule if g else None,
         correct=right and c.finish_reason != "length",
@@ -168,8 +201,8 @@ def attempt_row(q: dict[str, Any], c: Completion, a: Attempt, teacher: str, roun
     }
 
 
-def raw_trace(q: dict[str, Any], a: Attempt, tokens: int, teacher_model: str, phash: str) -> dict[str, Any]:
-    """The ``raw.parquet`` row of an accepted attempt."""
+def accepted_row(q: dict[str, Any], a: Attempt, tokens: int, mode: Mode, phash: str) -> dict[str, Any]:
+    """The output row (``<source>.parquet``) of an accepted attempt."""
     return trace_row(
         id=q["id"],  # one accepted trace per question: the trace id is the question id
         question_id=q["id"],
@@ -180,11 +213,12 @@ def raw_trace(q: dict[str, Any], a: Attempt, tokens: int, teacher_model: str, ph
         answer_type=q["answer_type"],
         reasoning=a.reasoning,
         response=a.response,
-        source="raw",
+        source=mode.source,
         reasoning_chars=len(a.reasoning),
         reasoning_tokens=tokens,
-        compression_ratio=1.0,
-        teacher_model=teacher_model,
+        # vs raw: 1 for raw itself, 0 for rows without reasoning (as answer-only)
+        compression_ratio=1.0 if mode.needs_reasoning else 0.0,
+        teacher_model=mode.engine.model,
         compressor_model="",
         prompt_hash=phash,
         answer_preserved=None,
@@ -192,9 +226,12 @@ def raw_trace(q: dict[str, Any], a: Attempt, tokens: int, teacher_model: str, ph
 
 
 # --------------------------------------------------------------------------------------------- I/O
-def _questions(path: Path, ledger: Ledger) -> list[dict[str, Any]]:
-    """Valid question rows; bad ones are rejected here with a reason (before any model call)."""
+def _questions(path: Path, ledger: Ledger, only: set[str] | None = None) -> list[dict[str, Any]]:
+    """Valid question rows (with an id in ``only``, if given); bad ones are rejected here with a reason
+    (before any model call)."""
     table = read_table(path, QUESTIONS)
+    if only is not None:
+        table = table.filter(pc.is_in(table.column("id"), pa.array(sorted(only), pa.string())))
     texts = text_column(table, "question")
     answers = text_column(table, "answer")
     rows = table.drop_columns(["question", "answer"]).to_pylist()
@@ -215,9 +252,7 @@ class _Rounds:
     """One generate run's rounds: what each round asks, and where its attempts and accepted traces go."""
 
     teacher: str
-    teacher_model: str
-    tokenizer_id: str
-    gen: GenerateConfig
+    mode: Mode
     template: str
     phash: str
     ledger: Ledger
@@ -229,7 +264,7 @@ class _Rounds:
 
     def ask(self, q: dict[str, Any], seed: int) -> Any:
         fields = {k: q[k] for k in ("question", "dataset", "domain", "answer_type")}
-        return request(render(self.template, **fields), self.gen.sampling, seed=seed)
+        return request(render(self.template, **fields), self.mode.sampling, seed=seed)
 
     def round(
         self, be: Any, pending: list[dict[str, Any]], sinks: tuple[ParquetSink, ParquetSink]
@@ -237,12 +272,10 @@ class _Rounds:
         """Ask every pending question once (one ``generate`` call: paper §3.1), write the attempts and the
         accepted traces; returns the questions still pending."""
         self.rounds_run += 1
-        seed = round_seed(self.gen.sampling.seed, self.rounds_run)
-        log.info("generate@%s round %d: %d pending questions", self.teacher, self.rounds_run, len(pending))
+        seed = round_seed(self.mode.sampling.seed, self.rounds_run)
+        log.info("%s@%s round %d: %d pending", self.mode.stage, self.teacher, self.rounds_run, len(pending))
         completions = complete(be, [self.ask(q, seed) for q in pending])
-        done = [
-            (q, c, read_attempt(q, c, self.gen.untagged)) for q, c in zip(pending, completions, strict=True)
-        ]
+        done = [(q, c, read_attempt(q, c, self.mode)) for q, c in zip(pending, completions, strict=True)]
         self.outcomes.update(a.outcome for _, _, a in done)
         sinks[0].write_rows([attempt_row(q, c, a, self.teacher, self.rounds_run) for q, c, a in done])
         sinks[1].write_rows(self.accept([d for d in done if d[2].outcome == "accepted"]))
@@ -252,9 +285,9 @@ class _Rounds:
 
     def accept(self, accepted: list[tuple[dict[str, Any], Completion, Attempt]]) -> list[dict[str, Any]]:
         """The ``raw.parquet`` rows of this round's accepted attempts, counted and added to the statistics."""
-        tokens = count_tokens(self.tokenizer_id, [a.reasoning for _, _, a in accepted])
+        tokens = count_tokens(self.mode.engine.tokenizer_id, [a.reasoning for _, _, a in accepted])
         rows = [
-            raw_trace(q, a, n, self.teacher_model, self.phash)
+            accepted_row(q, a, n, self.mode, self.phash)
             for (q, _, a), n in zip(accepted, tokens, strict=True)
         ]
         if rows:
@@ -306,37 +339,51 @@ def run(
     cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write ``out_dir/attempts.parquet``, ``out_dir/raw.parquet`` (+ ``raw.rejects.parquet``) and metrics."""
-    tcfg = pick(params.teachers, teacher, "teacher")
-    preflight_tokenizer(tcfg, f"teachers.{teacher}")  # fails here, not after every request is paid
-    gen, out_dir = params.generate, Path(out_dir)
-    ledger = Ledger("generate")
-    rounds = _Rounds(
-        teacher, tcfg.model, tcfg.tokenizer_id, gen, load_prompt(gen.prompt), prompt_hash(gen.prompt), ledger
-    )
-    pending = _questions(Path(questions), ledger)
+    mode = generate_mode(params, teacher)
+    return sample(params, teacher, mode, questions, out_dir, metrics, backend=backend, cache_dir=cache_dir)
+
+
+def sample(
+    params: Params,
+    teacher: str,
+    mode: Mode,
+    questions: str | Path,
+    out_dir: str | Path,
+    metrics: str | Path,
+    *,
+    only: set[str] | None = None,
+    backend: Any = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Rejection-sample ``mode``'s rows of ``teacher`` for the questions (those with an id in ``only``, if
+    given: the others are no input of this stage) in ``generate.rounds`` rounds; write every attempt,
+    the accepted rows, their rejects and the metrics."""
+    preflight_tokenizer(mode.engine, f"teachers.{teacher}")  # fails here, not after every request is paid
+    out_dir = Path(out_dir)
+    out = out_dir / f"{mode.source}.parquet"
+    ledger = Ledger(mode.stage)
+    rounds = _Rounds(teacher, mode, load_prompt(mode.prompt), prompt_hash(mode.prompt), ledger)
+    pending = _questions(Path(questions), ledger, only)
     asked = Counter(q["dataset"] for q in pending)
     staging = Staging()
     # staged (and locked against a concurrent run) before the engine loads a model
-    attempts_file, raw_file = (
-        staging.file(out_dir / "attempts.parquet"),
-        staging.file(out_dir / "raw.parquet"),
-    )
+    attempts_file, out_file = staging.file(out_dir / mode.attempts), staging.file(out)
     with (
-        engine(tcfg, backend, cache_dir) as be,
+        engine(mode.engine, backend, cache_dir) as be,
         parquet_sink(attempts_file, ATTEMPTS) as attempts_out,
-        parquet_sink(raw_file, TRACES, out_dir / "raw.parquet") as raw_out,
+        parquet_sink(out_file, TRACES, out) as rows_out,
     ):
-        while pending and rounds.rounds_run < gen.rounds:
-            pending = rounds.round(be, pending, (attempts_out, raw_out))
+        while pending and rounds.rounds_run < params.generate.rounds:
+            pending = rounds.round(be, pending, (attempts_out, rows_out))
         for q in pending:
             last = rounds.last[q["id"]]
             ledger.reject(FINAL_REASON[last.outcome], id=q["id"], detail=last.response)
-        ledger.write_rejects(staging, out_dir / "raw.parquet")
+        ledger.write_rejects(staging, out)
         llm = engine_stats(be)
     result = {
         **rounds.metrics(asked),
         "engine": llm,
-        "teacher_model": tcfg.model,
+        "teacher_model": mode.engine.model,
         "prompt_hash": rounds.phash,
     }
     staging.metrics(metrics, result)

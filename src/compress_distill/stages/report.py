@@ -44,7 +44,7 @@ from compress_distill.evaluation.metrics import (
 from compress_distill.evaluation.tables import GridOrder, RunResult, Table
 from compress_distill.metrics import RowCounter, read_metrics
 from compress_distill.names import compressor_of
-from compress_distill.plan import check_current, expand, expand_runs, run_id
+from compress_distill.plan import check_current, expand, expand_runs
 from compress_distill.rejects import Ledger
 from compress_distill.schema import PREDICTIONS, read_table
 from compress_distill.staging import Staging, metrics_json
@@ -91,6 +91,7 @@ def load_runs(params: Params, metrics_dir: Path) -> list[RunResult]:
                 source=r.source,
                 eval=_read_json(metrics_dir / "eval" / f"{name}.json"),
                 train=_read_json(metrics_dir / "train" / f"{name}.json"),
+                seed=r.seed,
             )
         )
     return out
@@ -113,8 +114,9 @@ def _correct_by_question(path: Path) -> dict[str, bool] | None:
 
 
 def compare_with_raw(runs: list[RunResult], predictions_dir: Path, cfg: ReportConfig) -> None:
-    """Fill ``vs_raw`` of every non-raw run whose raw counterpart (same teacher/student/method) was evaluated."""
-    by_id = {r.run: r for r in runs}
+    """Fill ``vs_raw`` of every non-raw run whose raw counterpart (same teacher/student/method and seed) was
+    evaluated."""
+    by_key = {(r.teacher, r.student, r.method, r.source, r.seed): r for r in runs}
     cache: dict[str, dict[str, bool] | None] = {}
 
     def preds(run: str) -> dict[str, bool] | None:
@@ -123,7 +125,7 @@ def compare_with_raw(runs: list[RunResult], predictions_dir: Path, cfg: ReportCo
         return cache[run]
 
     for r in runs:
-        raw = by_id.get(run_id(r.teacher, r.student, r.method, "raw"))
+        raw = by_key.get((r.teacher, r.student, r.method, "raw", r.seed))
         if r.source == "raw" or raw is None or not r.eval or not raw.eval:
             continue
         v: dict[str, Any] = {
@@ -348,7 +350,13 @@ def short_labels(runs: list[RunResult]) -> dict[str, str]:
     files with the file's path in front, which makes per-run files unreadable there."""
     fields = ("teacher", "student", "method", "source")
     varying = [f for f in fields if len({getattr(r, f) for r in runs}) > 1] or ["source"]
-    return {r.run: "-".join(getattr(r, f) for f in fields if f in varying) for r in runs}
+    seeded = len({r.seed for r in runs}) > 1  # grid.seeds with several seeds: the label keeps s<seed>
+
+    def label(r: RunResult) -> str:
+        parts = [getattr(r, f) for f in fields if f in varying]
+        return "-".join(parts + ([f"s{r.seed}"] if seeded else []))
+
+    return {r.run: label(r) for r in runs}
 
 
 def _headline(
@@ -494,6 +502,7 @@ def run(
         tables.failure_mode_table(aggregate.failure_modes(comp_traces).to_dicts()),
         tables.compute_table(runs, order),
         tables.cap_sensitivity_table(runs, load_cap_evals(params, metrics_dir), order),
+        tables.seed_spread_table(runs, order),
     ]
     cost = tables.cost_table(ledger)
     for t in [*all_tables, cost]:  # a fresh folder: no table of a teacher no longer in the grid survives

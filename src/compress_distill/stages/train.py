@@ -30,7 +30,7 @@ from typing import Annotated, Any
 import typer
 
 from compress_distill.config import ConfigError, load_params
-from compress_distill.flops import model_params, train_flops
+from compress_distill.flops import model_params, tokens_for_flops, train_flops
 from compress_distill.staging import Staging
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,9 @@ def run(
     params = load_params(params_path)
     spec = find_run(params, run_id)
     student = params.students[spec.student]
-    cfg = params.train
+    # grid.seeds: the run's seed replaces train.seed (row order, validation split, initialisation, dropout)
+    cfg = params.train if spec.seed is None else params.train.model_copy(update={"seed": spec.seed})
+    n_params = model_params(student.model)
     model_path = resolve_model(student.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     load_chat_template(tokenizer, student.chat_template)
@@ -109,7 +111,11 @@ def run(
     repeats = first.count(False)  # a pulled revision may repeat an id: its first row is trained on, once
     enc, val = split_validation(
         encode_rows(
-            tokenizer, source.filter(pa.array(first)) if repeats else source, cfg.seq_len, cfg.overlong
+            tokenizer,
+            source.filter(pa.array(first)) if repeats else source,
+            cfg.seq_len,
+            cfg.overlong,
+            answer_only_think=cfg.answer_only_think,
         ),
         cfg.val_fraction,
         cfg.seed,
@@ -134,6 +140,11 @@ def run(
         student_id=spec.student,
         reference_tokens=reference,
         data_fingerprint=data_fingerprint(source_shards(data_dir)),
+        flops_tokens=(
+            tokens_for_flops(n_params, cfg.flops_budget)
+            if cfg.budget == "flops" and cfg.flops_budget
+            else None
+        ),
     )
     stats = train(job, enc, tokenizer, val)
     wall = time.perf_counter() - t0
@@ -168,8 +179,12 @@ def run(
         "val_rows": stats["val_rows"],  # held out of rows_out (train.val_fraction)
         "trainable_params": stats["trainable_params"],
         # compute-matched comparisons (flops.py): N of the student's config, ~6·N·trained tokens
-        "model_params": model_params(student.model),
-        "train_flops": train_flops(model_params(student.model), stats["trained_tokens"]),
+        "model_params": n_params,
+        "train_flops": train_flops(n_params, stats["trained_tokens"]),
+        # train.budget flops: the FLOPs every run trains to (0: another budget); train_flops is what this run
+        # reached, at most one packed bin above it
+        "flops_budget": cfg.flops_budget if cfg.budget == "flops" and cfg.flops_budget else 0.0,
+        "seed": cfg.seed,
     }
     if PartialState().is_main_process:
         staging.metrics(metrics_path, metrics)

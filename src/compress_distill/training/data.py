@@ -9,6 +9,7 @@ Each trace row becomes one conversation rendered with the student's chat templat
 Answer-only rows carry no think block at all (the paper strips the whole block), except under a template
 whose generation prompt pre-fills ``<think>`` (Qwen3.5): there the prompt already opened the block at
 inference, so the target closes it (``\n</think>\n\n`` + response) -- see ``reasoning.join_reasoning``.
+``train.answer_only_think: keep_empty`` (beyond the paper) keeps the empty block under every template.
 
 Both turns come from ``reasoning.conversation``, the function that also renders the published ``messages``,
 ``prompt`` and ``completion`` columns (stages/build.py), so TRL or Axolotl trained on a published config sees
@@ -160,15 +161,19 @@ def load_chat_template(tokenizer: Any, template_path: str | Path | None) -> None
         )
 
 
-def render(tokenizer: Any, question: str, reasoning: str, response: str) -> tuple[str, str]:
-    """``(prompt, completion)`` texts: the prompt as inference sees it, the rest as the model must produce it."""
+def render(
+    tokenizer: Any, question: str, reasoning: str, response: str, *, keep_empty_think: bool = False
+) -> tuple[str, str]:
+    """``(prompt, completion)`` texts: the prompt as inference sees it, the rest as the model must produce it.
+
+    ``keep_empty_think``: an answer-only target keeps an empty think block (``train.answer_only_think``)."""
     user = conversation(question, reasoning, response)[:1]
     prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     fmt = generation_prompt_format(prompt)
     # per chat format (reasoning.conversation): a pre-filled <think> (Qwen3.5) is decided on the prompt the
     # student sees at inference, so an answer-only target closes the block that prompt opens; gpt-oss gets
     # the reasoning in its analysis channel
-    turns = conversation(question, reasoning, response, fmt)
+    turns = conversation(question, reasoning, response, fmt, keep_empty_think=keep_empty_think)
     full = tokenizer.apply_chat_template(turns, tokenize=False)
     if not full.startswith(prompt):
         raise TemplateError(
@@ -216,8 +221,12 @@ def encode_rows(
     seq_len: int,
     overlong: Literal["drop", "truncate"] = "drop",
     batch_size: int = 1024,
+    answer_only_think: Literal["strip", "keep_empty"] = "strip",
 ) -> Encoded:
-    """Render, tokenise and mask every row; apply the overlong policy with counted rejects."""
+    """Render, tokenise and mask every row; apply the overlong policy with counted rejects.
+
+    ``answer_only_think`` (``train.answer_only_think``): what a row without reasoning trains before its
+    response -- nothing (``strip``, the paper) or an empty think block (``keep_empty``)."""
     if not isinstance(rows, Sequence):
         rows = rows.to_pylist()
     out = Encoded()
@@ -239,7 +248,9 @@ def encode_rows(
             if not reasoning.strip() and not response.strip():
                 out.counter.reject("empty_target")
                 continue
-            prompt, completion = render(tokenizer, question, reasoning, response)
+            prompt, completion = render(
+                tokenizer, question, reasoning, response, keep_empty_think=answer_only_think == "keep_empty"
+            )
             keep.append(row)
             prompts.append(prompt)
             completions.append(completion)

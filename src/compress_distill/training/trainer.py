@@ -6,7 +6,9 @@ One loop serves a laptop and a cluster: it runs single-process by default and un
 - **Schedule.** Units (packed bins, or single rows without packing) are streamed in a seeded permutation per
   epoch until the token budget is met: ``epochs x trainable tokens`` of the source, or under
   ``budget: compute_matched`` ``epochs x reference tokens`` (``train.budget_tokens``, else the same teacher's
-  ``raw`` source), so every source sees the same number of trained tokens (to within one bin).
+  ``raw`` source), so every source sees the same number of trained tokens (to within one bin); under
+  ``budget: flops`` until the trained input tokens reach ``train.flops_budget / (6 x parameters)``, so every
+  run, whatever its source and student, costs the same training FLOPs (to within one bin; ``flops.py``).
   ``max_steps`` overrides the budget with an exact step count.  Every rank derives the same schedule, so no
   sampler state has to be saved: resuming is "skip to step N".
 - **Loss.** Sum of per-token cross-entropy over the step's micro-batches divided by the step's total target
@@ -89,6 +91,7 @@ class TrainJob:
     student_id: str = ""
     reference_tokens: int | None = None  # compute_matched: trainable tokens per epoch every source matches
     data_fingerprint: str = ""
+    flops_tokens: int | None = None  # budget flops: input tokens (prompt + target) that reach the budget
 
 
 @dataclass
@@ -132,7 +135,13 @@ class Schedule:
         return mine
 
 
-def build_schedule(enc: Encoded, cfg: TrainConfig, world_size: int, reference_tokens: int | None) -> Schedule:
+def build_schedule(
+    enc: Encoded,
+    cfg: TrainConfig,
+    world_size: int,
+    reference_tokens: int | None,
+    flops_tokens: int | None = None,
+) -> Schedule:
     if len(enc) == 0:
         raise ValueError("no rows left to train on (all rejected); see the rejects in the metrics file")
     n_prompt = enc.n_prompt
@@ -141,7 +150,14 @@ def build_schedule(enc: Encoded, cfg: TrainConfig, world_size: int, reference_to
     unit_targets = [sum(lengths[i] - n_prompt[i] for i in u) for u in units]
     unit_tokens = [sum(lengths[i] for i in u) for u in units]
     source_targets = sum(unit_targets)
-    if cfg.budget == "compute_matched":
+    # what the budget counts per unit: target tokens (epochs, compute_matched) or every non-padding input
+    # token, the tokens the ~6·N·tokens FLOP estimate counts (flops)
+    counted = unit_targets
+    if cfg.budget == "flops":
+        if not flops_tokens:
+            raise ConfigError("train.budget is flops but no token budget (train.flops_budget) was given")
+        target, counted = float(flops_tokens), unit_tokens
+    elif cfg.budget == "compute_matched":
         if not reference_tokens:
             raise ConfigError("train.budget is compute_matched but no reference token count was given")
         target = cfg.epochs * reference_tokens
@@ -150,7 +166,8 @@ def build_schedule(enc: Encoded, cfg: TrainConfig, world_size: int, reference_to
     gb = cfg.micro_batch_size * cfg.grad_accum * world_size
     want_units = cfg.max_steps * gb if cfg.max_steps else None
     order: list[int] = []
-    seen = 0
+    seen = 0  # what the budget counts
+    seen_targets = 0
     epoch = 0
     while (seen < target) if want_units is None else (len(order) < want_units):
         # one fresh permutation per epoch, seeded by (seed, epoch): identical on every rank and every restart
@@ -158,7 +175,8 @@ def build_schedule(enc: Encoded, cfg: TrainConfig, world_size: int, reference_to
             if (seen >= target) if want_units is None else (len(order) >= want_units):
                 break
             order.append(u)
-            seen += unit_targets[u]
+            seen += counted[u]
+            seen_targets += unit_targets[u]
         epoch += 1
     return Schedule(
         units=units,
@@ -166,7 +184,7 @@ def build_schedule(enc: Encoded, cfg: TrainConfig, world_size: int, reference_to
         micro_batch_size=cfg.micro_batch_size,
         grad_accum=cfg.grad_accum,
         world_size=world_size,
-        epochs_effective=seen / source_targets if source_targets else 0.0,
+        epochs_effective=seen_targets / source_targets if source_targets else 0.0,
         unit_targets=unit_targets,
         unit_tokens=unit_tokens,
     )
@@ -437,7 +455,7 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any, val: Encoded | None = Non
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    schedule = build_schedule(enc, cfg, world, job.reference_tokens)
+    schedule = build_schedule(enc, cfg, world, job.reference_tokens, job.flops_tokens)
     total_steps = schedule.steps
     _seed_everything(cfg.seed)
 
