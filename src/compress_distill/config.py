@@ -137,7 +137,9 @@ class BackendConfig(Section):
     device: Literal["cpu", "cuda", "auto"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: int = Field(16, ge=1)
-    # vllm
+    # vllm: GPUs per model replica (tensor parallelism); vllm and hf: replicas, each on its own GPUs (hf: one
+    # whole model per CUDA device).  gpus, when set, must be their product: the engine uses every GPU its job
+    # is given
     tensor_parallel_size: int = Field(1, ge=1)
     data_parallel_size: int = Field(1, ge=1)
     max_model_len: int | None = Field(None, ge=16)
@@ -157,7 +159,8 @@ class BackendConfig(Section):
     launch_timeout_s: float = Field(900.0, gt=0)
     # run the launch command as SLURM jobs instead of local processes (None: local)
     launch_slurm: SlurmLaunchConfig | None = None
-    # GPUs this engine occupies (0 on CPU): the GPU-hour ledger, the --gres of its grid job; with launch_slurm
+    # GPUs this engine occupies (0 on CPU): what its stage's grid job is given (SLURM --gres, the local
+    # executor's slice; hf and vllm must use every one) and what the GPU-hour ledger counts; with launch_slurm
     # the GPUs of each replica's job (the stage's own job then needs none)
     gpus: int = Field(0, ge=0)
 
@@ -196,6 +199,40 @@ class BackendConfig(Section):
                 "then export it under a name and put that name here"
             )
         return v
+
+    @property
+    def parallel_gpus(self) -> int:
+        """GPUs the engine's replicas span on the hf and vllm backends (tensor x data parallel size)."""
+        return self.tensor_parallel_size * self.data_parallel_size
+
+    @model_validator(mode="after")
+    def _parallel_sizes(self) -> BackendConfig:
+        tp, dp = self.tensor_parallel_size, self.data_parallel_size
+        if self.backend == "openai":
+            if tp > 1 or dp > 1:
+                raise ValueError(
+                    "tensor_parallel_size and data_parallel_size are for backends vllm and hf; an openai "
+                    "backend's server sets its own (launch: ['vllm serve ... --tensor-parallel-size 8 --port "
+                    "{port}']) and its replicas are the entries of base_urls or launch: drop these keys"
+                )
+            return self
+        if self.backend == "hf" and tp > 1:
+            raise ValueError(
+                f"tensor_parallel_size {tp} on backend 'hf', which runs one whole model per device: use "
+                "data_parallel_size for several GPUs (one replica each), or backend 'vllm' for tensor parallelism"
+            )
+        if self.backend == "hf" and dp > 1 and self.device == "cpu":
+            raise ValueError(
+                f"data_parallel_size {dp} on device 'cpu': the hf backend's replicas run one per CUDA device; "
+                "set device: cuda (or auto), or data_parallel_size: 1"
+            )
+        if self.gpus and self.parallel_gpus != self.gpus:
+            raise ValueError(
+                f"tensor_parallel_size {tp} x data_parallel_size {dp} = {self.parallel_gpus} GPUs but gpus is "
+                f"{self.gpus}: gpus is what this engine's job is given, and the engine must use every one; set "
+                f"data_parallel_size to gpus / tensor_parallel_size, or gpus to {self.parallel_gpus}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _openai_needs_endpoint(self) -> BackendConfig:
@@ -696,6 +733,14 @@ class Params(Section):
         known("grid.students", self.grid.students, self.students)
         known("truncate teachers", list(self.truncate), self.teachers)
         known("truncate.*.compressor", [t.compressor for t in self.truncate.values()], self.compressors)
+        for key, engine in self.engines():
+            # an openai backend's servers may sit on other nodes; hf and vllm run inside the stage's job
+            if engine.backend != "openai" and engine.parallel_gpus > self.topology.gpus_per_node:
+                raise ValueError(
+                    f"{key}: tensor_parallel_size x data_parallel_size = {engine.parallel_gpus} GPUs but a node "
+                    f"has {self.topology.gpus_per_node} (topology.gpus_per_node) and an engine runs on one node; "
+                    "lower them, or spread replicas over nodes with backend openai (base_urls or launch)"
+                )
         for i, rule in enumerate(self.topology.train):
             for kind, value, valid in (
                 ("teacher", rule.teacher, self.teachers),
@@ -741,6 +786,18 @@ class Params(Section):
                     "add e.g. traces.repo_ids.<teacher>: org/name"
                 )
         return self
+
+    def engines(self) -> list[tuple[str, BackendConfig]]:
+        """Every model engine of the params with its key path (``teachers.qwen397b``, ``judge.engine``)."""
+        out: list[tuple[str, BackendConfig]] = [
+            *((f"teachers.{k}", v) for k, v in self.teachers.items()),
+            *((f"compressors.{k}", v) for k, v in self.compressors.items()),
+            ("judge.engine", self.judge.engine),
+        ]
+        if self.verify is not None:
+            out.append(("verify.engine", self.verify.engine))
+        out.append(("evaluate.engine", self.evaluate.engine))
+        return out
 
     def published_repo_id(self, teacher: str) -> str | None:
         """The Hub dataset repo that holds ``teacher``'s traces: ``publish.repo_id`` with ``{teacher}`` filled

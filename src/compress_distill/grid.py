@@ -96,7 +96,9 @@ def stage_gpus(stage: str, params: Params, plan: dict[str, Any]) -> int:
         return params.compressors[plan["compress"][key]["compressor"]].job_gpus
     if family == "judge":
         return params.judge.engine.job_gpus
-    if family == "evaluate":
+    if family == "verify" and params.verify is not None:
+        return params.verify.engine.job_gpus
+    if family in ("evaluate", "evaluate_cap"):  # the cap variants serve the same student engine
         return params.evaluate.engine.job_gpus
     return 0
 

@@ -119,7 +119,7 @@ def test_adapter_directories_resolve_their_base(smol_dir: str, tmp_path: Path) -
 def test_progress_logs_lines_off_a_terminal_and_shows_a_bar_on_one(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from compress_distill.llm.accounting import Progress, progress_line
+    from compress_distill.progress import Progress, progress_line
 
     # stderr is captured here, so not a terminal (a cluster job's log): a line per interval and at the end
     with Progress(4, "hf:test", interval_s=0.0) as bar:

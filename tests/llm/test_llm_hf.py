@@ -190,6 +190,58 @@ def test_peft_adapter_directory_is_merged_and_matches_the_unmerged_adapter(
     assert merged.text == tokenizer.decode(new[:cut], skip_special_tokens=True).strip()
 
 
+def _parallel_requests() -> list[ChatRequest]:
+    return [
+        _user("Name a fruit.", max_tokens=8),
+        _user("Tell a story about a cat.", temperature=1.0, top_p=0.95, max_tokens=8, seed=7),
+        _user("Is 2+2=4? Answer in JSON.", max_tokens=40, json_schema=judge_json_schema()),
+        _user("Count from one to ten.", max_tokens=6),
+        _user("Name a colour.", max_tokens=8),
+    ]
+
+
+def test_batches_dealt_over_two_replicas_answer_as_one_replica(smol_dir: str) -> None:
+    """Issue 11: with data_parallel_size N the hf backend deals its batches over N replicas, one thread each
+    (one per CUDA device: test_data_parallel_on_two_gpus); here two real replicas on the CPU run that path.
+    Completions come back in request order and equal a single replica's."""
+    from collections import Counter
+
+    requests = _parallel_requests()
+    with make_backend(
+        {"backend": "hf", "model": smol_dir, "device": "cpu", "batch_size": 2}, use_cache=False
+    ) as backend:
+        assert isinstance(backend, HFBackend)
+        alone = backend.generate(requests)
+        backend._replicas.append(("cpu", backend._load_model(backend.tokenizer, "cpu")))
+        calls: Counter[int] = Counter()
+        for r, (_, model) in enumerate(backend._replicas):
+            model.generate = lambda *a, _g=model.generate, _r=r, **k: (calls.update([_r]), _g(*a, **k))[1]
+        dealt = backend.generate(requests)
+    assert calls == {0: 2, 1: 2}  # 4 batches (the JSON request is a group of its own), 2 per replica
+    assert [(c.text, c.completion_tokens, c.finish_reason) for c in dealt] == [
+        (c.text, c.completion_tokens, c.finish_reason) for c in alone
+    ]
+    assert dealt[2].text.startswith('{"faithfulness": ')  # the grammar ran on the replica (cut at 40 tokens)
+
+
+@pytest.mark.gpu
+def test_data_parallel_on_two_gpus(smol_dir: str) -> None:
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA devices")
+    requests = _parallel_requests()
+    cfg = {"backend": "hf", "model": smol_dir, "device": "cuda", "dtype": "float32", "batch_size": 1}
+    with make_backend(cfg, use_cache=False) as one:
+        alone = one.generate(requests)
+    with make_backend({**cfg, "data_parallel_size": 2, "gpus": 2}, use_cache=False) as two:
+        assert isinstance(two, HFBackend)
+        dealt = two.generate(requests)
+        assert [d for d, _ in two._replicas] == ["cuda:0", "cuda:1"]
+        assert {str(next(m.parameters()).device) for _, m in two._replicas} == {"cuda:0", "cuda:1"}
+    assert [c.text for c in dealt] == [c.text for c in alone]
+
+
 @pytest.mark.gpu
 def test_bf16_on_cuda(smol_dir: str) -> None:
     import time

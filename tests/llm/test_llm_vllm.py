@@ -140,6 +140,20 @@ def test_sampling_kwargs_carry_the_models_stop_tokens() -> None:
     ]
 
 
+def test_data_parallel_replicas_each_get_the_tensor_parallel_size_and_their_own_gpus() -> None:
+    # TP4 x DP2 (the paper's Llama-3.3-70B compressor): two LLM(tensor_parallel_size=4) processes, one per half
+    # of the node; vLLM's own data_parallel_size is never passed to an in-process LLM
+    cfg = backend_config(
+        {"backend": "vllm", "model": "org/m", "tensor_parallel_size": 4, "data_parallel_size": 2, "gpus": 8}
+    )
+    kw = engine_kwargs(cfg, ResolvedModel("org/m", None, "org/m"))
+    assert kw["tensor_parallel_size"] == 4 and "data_parallel_size" not in kw
+    assert gpu_slices(cfg.data_parallel_size, cfg.tensor_parallel_size, "0,1,2,3,4,5,6,7") == [
+        "0,1,2,3",
+        "4,5,6,7",
+    ]
+
+
 def test_data_parallel_gpu_slices_and_dealing() -> None:
     assert gpu_slices(2, 4, None) == ["0,1,2,3", "4,5,6,7"]
     assert gpu_slices(8, 1, "0,1,2,3,4,5,6,7") == [str(i) for i in range(8)]

@@ -179,11 +179,12 @@ def test_diverging_run_exits_non_zero_and_leaves_previous_outputs(tmp_path: Path
         *(sys.executable, "-m", "compress_distill.cli", "train", "--params", str(params), "--run", RUN),
         *("--data-dir", str(data), "--out-dir", str(out), "--metrics", str(metrics)),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COMPRESS_DISTILL_PROGRESS_S": "0"}
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode != 0, proc.stdout + proc.stderr
     err = " ".join(proc.stderr.replace("│", " ").split())  # the CLI may wrap the line in a box
     assert "diverged at step 2 of 3" in err and "train.lora.learning_rate" in err
+    assert f"train {RUN}: 1/3 steps (33%)" in err  # the step before, in the job's log (a pipe, no terminal)
     assert "Traceback" not in err
     assert [p.name for p in out.iterdir()] == ["adapter_model.safetensors"]
     assert (out / "adapter_model.safetensors").read_text() == "previous adapter"
@@ -268,10 +269,15 @@ def test_lora_run_learns_and_writes_outputs(lora_run: dict[str, Path], smol_dir:
     assert float((tuned - before).abs().max()) > 1e-3
 
 
-def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: str) -> None:
+def test_full_finetune_unpacked_writes_full_weights(
+    tmp_path: Path, smol_dir: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from transformers import AutoModelForCausalLM
 
+    from compress_distill.progress import PROGRESS_INTERVAL_ENV
     from compress_distill.stages.train import run
+
+    monkeypatch.setenv(PROGRESS_INTERVAL_ENV, "0")  # a progress line after every step
 
     data = write_source(tmp_path / "hub", "smol", "answer-only", trace_rows(4, source="answer-only"))
     params = write_params(
@@ -284,6 +290,14 @@ def test_full_finetune_unpacked_writes_full_weights(tmp_path: Path, smol_dir: st
     )
     out = tmp_path / "models" / "smol-smol-full-answer-only"
     metrics = run(params, "smol-smol-full-answer-only", data, out, tmp_path / "m.json", None)
+    # stderr is captured, not a terminal (a cluster job's log): the trainer logged its progress there (it used
+    # to log nothing: its lines went to an unconfigured logger)
+    lines = [
+        line for line in capsys.readouterr().err.splitlines() if "train smol-smol-full-answer-only:" in line
+    ]
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in lines] == ["1/2 steps", "2/2 steps"], lines
+    assert all(" tok/s, loss " in line and ", ETA " in line for line in lines), lines
+    assert lines[-1].endswith("ETA 00:00:00")
     assert metrics["packed_sequences"] == 0 and 0.0 < metrics["padding_fraction"] < 0.5
     assert metrics["trainable_params"] > 100_000_000
     # full fine-tuning trains every parameter: N of the config-based FLOP count is exactly that

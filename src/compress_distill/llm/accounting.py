@@ -1,19 +1,9 @@
-"""Per-backend totals for stage metrics, and the progress of long batches.
-
-Progress is a tqdm bar on a terminal; elsewhere (a cluster job, ``dvc repro`` under ``nohup``) a bar writes
-nothing readable, so one log line (done/total, tokens/s, ETA) is written at a fixed interval instead:
-``COMPRESS_DISTILL_PROGRESS_S`` seconds, 60 by default.
-"""
+"""Per-backend totals for stage metrics (the progress of long batches: ``compress_distill.progress``)."""
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-import sys
-import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 
 @dataclass
@@ -66,96 +56,3 @@ class BackendStats:
             "completion_tokens_per_s": round(self.completion_tokens_per_s, 2),
         }
         return {f"{prefix}{k}": v for k, v in out.items()}
-
-
-PROGRESS_INTERVAL_ENV = "COMPRESS_DISTILL_PROGRESS_S"
-PROGRESS_INTERVAL_S = 60.0  # one line a minute: readable in a day-long job log
-
-
-def progress_line(desc: str, done: int, total: int, tokens: int, elapsed_s: float) -> str:
-    """``desc: done/total requests (pct), tokens/s, ETA h:mm:ss`` (ETA at the mean rate so far)."""
-    elapsed_s = max(elapsed_s, 1e-9)
-    rate = done / elapsed_s
-    eta = (total - done) / rate if rate > 0 else math.inf
-    eta_txt = "?" if math.isinf(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
-    pct = 100.0 * done / total if total else 100.0
-    return f"{desc}: {done}/{total} requests ({pct:.0f}%), {tokens / elapsed_s:.1f} tok/s, ETA {eta_txt}"
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at emit time (a job log, pytest's capture)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-def progress_log() -> logging.Logger:
-    """The one progress logger of every stage: timestamped INFO lines on stderr, whatever the root logger's
-    set-up (the stages leave logging unconfigured so that an error stays one line)."""
-    logger = logging.getLogger("compress_distill.progress")
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
-
-
-class Progress:
-    """tqdm bar on stderr with requests done, tokens/s and ETA on a terminal; a log line every
-    ``interval_s`` (``COMPRESS_DISTILL_PROGRESS_S``, default 60) when stderr is not a terminal."""
-
-    def __init__(
-        self, total: int, desc: str, *, enabled: bool | None = None, interval_s: float | None = None
-    ) -> None:
-        from tqdm import tqdm
-
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self._lines = not enabled
-        self._interval_s = (
-            interval_s
-            if interval_s is not None
-            else float(os.environ.get(PROGRESS_INTERVAL_ENV, PROGRESS_INTERVAL_S))
-        )
-        self._desc, self._total, self._done = desc, total, 0
-        self._bar = tqdm(
-            total=total,
-            desc=desc,
-            unit="req",
-            file=sys.stderr,
-            disable=not enabled,
-            dynamic_ncols=True,
-            smoothing=0.05,
-        )
-        self._start = time.perf_counter()
-        self._tokens = 0
-        self._last_postfix = 0.0
-        self._last_line = self._start
-
-    def update(self, n: int, completion_tokens: int) -> None:
-        self._tokens += completion_tokens
-        self._done += n
-        self._bar.update(n)
-        now = time.perf_counter()
-        if self._lines and (now - self._last_line >= self._interval_s or self._done >= self._total):
-            self._last_line = now
-            progress_log().info(
-                progress_line(self._desc, self._done, self._total, self._tokens, now - self._start)
-            )
-        if now - self._last_postfix > 0.5:  # refreshing the postfix costs a redraw; twice a second is plenty
-            self._last_postfix = now
-            self._bar.set_postfix_str(
-                f"{self._tokens / max(now - self._start, 1e-9):.1f} tok/s", refresh=False
-            )
-
-    def close(self) -> None:
-        self._bar.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

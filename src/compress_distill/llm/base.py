@@ -30,9 +30,10 @@ from typing import Any, Self
 
 from compress_distill.config import BackendConfig
 from compress_distill.errors import UserError
-from compress_distill.llm.accounting import BackendStats, Progress
+from compress_distill.llm.accounting import BackendStats
 from compress_distill.llm.cache import RequestCache, code_fingerprint
 from compress_distill.llm.types import ChatRequest, Completion
+from compress_distill.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,31 @@ OUTPUT_MODULES: tuple[str, ...] = ("compress_distill.reasoning",)
 
 class BackendError(UserError, RuntimeError):
     """The engine could not complete a batch (the completions it did finish are cached)."""
+
+
+def deal(n: int, replicas: int) -> list[list[int]]:
+    """Indices ``0 .. n-1`` (requests or batches) dealt round-robin over data-parallel replicas: each gets a
+    similar mix of long and short work when the items are sorted by length."""
+    return [list(range(r, n, replicas)) for r in range(replicas)]
+
+
+def check_parallel_fit(cfg: BackendConfig, visible: int) -> str | None:
+    """Whether the engine's replicas (``tensor_parallel_size`` x ``data_parallel_size`` GPUs) fit the ``visible``
+    CUDA devices of this process: a ``BackendError`` when they do not, a warning line when some would stay
+    idle (the engine should use every GPU its job is given), else None."""
+    need = cfg.parallel_gpus
+    sizes = f"tensor_parallel_size {cfg.tensor_parallel_size} x data_parallel_size {cfg.data_parallel_size}"
+    if need > visible:
+        raise BackendError(
+            f"{cfg.backend}: {sizes} needs {need} GPUs but this process sees {visible}; give the job {need} GPUs "
+            "(the engine's gpus; CUDA_VISIBLE_DEVICES) or lower the sizes in the engine's params"
+        )
+    if need < visible:
+        return (
+            f"{sizes} uses {need} of the {visible} GPUs this process sees; raise data_parallel_size to use them "
+            "all, or give the job fewer (the engine's gpus; CUDA_VISIBLE_DEVICES)"
+        )
+    return None
 
 
 class CachedBackend:

@@ -1,10 +1,14 @@
-"""``hf`` backend: transformers ``generate`` on CPU or one GPU -- the embedded default
+"""``hf`` backend: transformers ``generate`` on CPU, one GPU or one replica per GPU -- the embedded default
 (docs/architecture.md §5).
 
 How a call runs:
 - requests are grouped by (JSON schema, effective max_tokens); each group is sorted by prompt length
   (longest first, so an out-of-memory shows up in the first batch and the ETA is pessimistic) and cut into
-  batches of ``batch_size``, left-padded;
+  batches of ``batch_size``, left-padded (``plan_batches``);
+- with ``data_parallel_size`` N > 1 (CUDA only) the model is loaded once per device ``cuda:0 .. cuda:N-1`` of
+  the process (``replica_devices``) and the batches are dealt round-robin over the replicas (``deal``), each
+  replica generating its share in its own thread (CUDA kernels run outside the GIL); token ids come back to
+  the calling thread, which decodes and emits them;
 - generation stops on the model's ``tokens.ChatFormat`` stop tokens (the trained end-of-turn token, EOS,
   ``<|im_end|>`` for SmolLM2); ``finish_reason`` is "stop" when one was produced, "length" when
   ``max_tokens`` ran out; the text is split by ``reasoning.split_completion`` like every backend's;
@@ -26,12 +30,15 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from compress_distill.config import BackendConfig
-from compress_distill.llm.base import CachedBackend, Emit
+from compress_distill.llm.base import BackendError, CachedBackend, Emit, check_parallel_fit, deal
 from compress_distill.llm.resolve import resolve_local_model, resolved_fingerprint
 from compress_distill.llm.tokens import ChatFormat, chat_format, is_harmony, trained_eot_id
 from compress_distill.llm.types import ChatRequest, Completion
@@ -48,6 +55,91 @@ def _resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("backend device is 'cuda' but no CUDA GPU is visible; set device: cpu (or auto)")
     return device
+
+
+def replica_devices(device: str, data_parallel: int, cuda_devices: int) -> list[str]:
+    """Torch devices of the model replicas: ``device`` itself for one, else ``cuda:0 .. cuda:N-1`` -- one
+    whole model per CUDA device this process sees (``cuda_devices``, after ``CUDA_VISIBLE_DEVICES``)."""
+    if data_parallel == 1:
+        return [device]
+    if device != "cuda" or data_parallel > cuda_devices:
+        raise BackendError(
+            f"hf: data_parallel_size {data_parallel} puts one replica on each of {data_parallel} CUDA devices "
+            f"but this process sees {cuda_devices if device == 'cuda' else 0}; give the job that many GPUs "
+            "(the engine's gpus) or lower data_parallel_size"
+        )
+    return [f"cuda:{i}" for i in range(data_parallel)]
+
+
+def plan_batches(
+    requests: list[ChatRequest], prompt_lens: list[int], max_positions: int | None, batch_size: int
+) -> tuple[list[tuple[list[int], int, str]], list[int]]:
+    """The batches of one call and the requests whose prompt leaves no room to generate.
+
+    A batch is (request indices, max new tokens, JSON schema or ""): requests grouped by (schema, effective
+    ``max_tokens`` -- capped by the model's context), each group sorted longest prompt first and cut into
+    ``batch_size`` pieces."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    too_long: list[int] = []
+    for i, (req, n_prompt) in enumerate(zip(requests, prompt_lens, strict=True)):
+        budget = req.max_tokens if max_positions is None else min(req.max_tokens, max_positions - n_prompt)
+        if budget <= 0:
+            too_long.append(i)
+            continue
+        schema = json.dumps(req.json_schema, sort_keys=True) if req.json_schema is not None else ""
+        groups.setdefault((schema, budget), []).append(i)
+    batches = []
+    for (schema, budget), members in groups.items():
+        members.sort(key=lambda i: -prompt_lens[i])
+        for start in range(0, len(members), batch_size):
+            batches.append((members[start : start + batch_size], budget, schema))
+    return batches, too_long
+
+
+def run_on_replicas(
+    devices: list[str],
+    n_batches: int,
+    generate: Callable[[int, int], list[list[int]]],
+    finish: Callable[[int, list[list[int]]], None],
+) -> None:
+    """Batches ``0 .. n_batches-1`` dealt round-robin over the replicas on ``devices``, one thread each:
+    ``generate(replica, batch)`` runs in the replica's thread, ``finish(batch, token_ids)`` in the calling one
+    (tokenizers and the request cache are not shared across threads), in the order batches complete.  The
+    first failure stops every replica after its current batch and is raised as a ``BackendError``."""
+    results: queue.Queue[tuple[int, list[list[int]] | None, BaseException | None]] = queue.Queue()
+    stop = threading.Event()
+    shards = deal(n_batches, len(devices))
+
+    def work(replica: int) -> None:
+        for b in shards[replica]:
+            if stop.is_set():
+                return
+            try:
+                results.put((b, generate(replica, b), None))
+            except BaseException as err:  # noqa: BLE001 - handed to the calling thread, which raises it
+                results.put((b, None, err))
+                return
+
+    threads = [
+        threading.Thread(target=work, args=(r,), name=f"hf-dp{r}", daemon=True)
+        for r in range(len(devices))
+        if shards[r]
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(n_batches):
+            b, new_tokens, err = results.get()
+            if err is not None or new_tokens is None:
+                device = devices[b % len(devices)]  # deal's round-robin
+                raise BackendError(
+                    f"hf: the replica on {device} failed: {type(err).__name__}: {err}"
+                ) from err
+            finish(b, new_tokens)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def _resolve_dtype(dtype: str, device: str) -> str:
@@ -143,7 +235,9 @@ class HFBackend(CachedBackend):
         self.device = _resolve_device(cfg.device)
         self.dtype = _resolve_dtype(cfg.dtype, self.device)
         self.tokenizer: Any = None
-        self.hf_model: Any = None
+        self.hf_model: Any = None  # the first replica's model
+        self._replicas: list[tuple[str, Any]] = []  # (torch device, model), one per data-parallel replica
+        self._grammar_lock = threading.Lock()
         self._stop_ids: list[int] = []
         self._pad_id = 0
         self._max_positions: int | None = None
@@ -164,9 +258,41 @@ class HFBackend(CachedBackend):
     # ---------------------------------------------------------------------------------------- loading
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoTokenizer, GenerationConfig
 
         tok = AutoTokenizer.from_pretrained(self.resolved.tokenizer, padding_side="left")
+        cuda_devices = torch.cuda.device_count() if self.device == "cuda" else 0
+        devices = replica_devices(self.device, self.cfg.data_parallel_size, cuda_devices)
+        if self.device == "cuda" and (idle := check_parallel_fit(self.cfg, cuda_devices)):
+            log.warning("hf: %s", idle)
+        self._replicas = [(device, self._load_model(tok, device)) for device in devices]
+        model = self._replicas[0][1]
+        model_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        self._format = chat_format(
+            tok,
+            generation_eos=model_eos,
+            trained_eot=trained_eot_id(self.resolved.adapter or self.resolved.weights),
+            template_kwargs=self.cfg.chat_template_kwargs,
+        )
+        self._stop_ids = list(self._format.stop_token_ids)
+        # A neutral generation config: the checkpoint's own (Qwen ships temperature/top_k/repetition_penalty)
+        # must not leak into decoding, which is fully specified by the request.
+        for _, replica in self._replicas:
+            replica.generation_config = GenerationConfig(
+                bos_token_id=tok.bos_token_id, eos_token_id=self._stop_ids
+            )
+        pad = tok.pad_token_id if tok.pad_token_id is not None else self._stop_ids[0]
+        self._pad_id = int(pad)
+        self._max_positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        self._harmony = is_harmony(tok)
+        self.tokenizer, self.hf_model = tok, model
+        log.info("hf: loaded %s (%s, %s) stop ids %s", self.model, devices, self.dtype, self._stop_ids)
+
+    def _load_model(self, tok: Any, device: str) -> Any:
+        """The model (an adapter merged into its base) in eval mode on ``device``."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
         # Any: transformers' return types are unions (a PeftModel wraps it below) that mypy cannot follow
         model: Any = AutoModelForCausalLM.from_pretrained(
             self.resolved.weights, dtype=getattr(torch, self.dtype)
@@ -180,32 +306,19 @@ class HFBackend(CachedBackend):
                 model.resize_token_embeddings(len(tok))
             # merge_and_unload folds B@A into the base weights: generation then runs at base-model speed
             model = PeftModel.from_pretrained(model, self.resolved.adapter).merge_and_unload()
-        model.to(self.device).eval()
-        model_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        self._format = chat_format(
-            tok,
-            generation_eos=model_eos,
-            trained_eot=trained_eot_id(self.resolved.adapter or self.resolved.weights),
-            template_kwargs=self.cfg.chat_template_kwargs,
-        )
-        self._stop_ids = list(self._format.stop_token_ids)
-        # A neutral generation config: the checkpoint's own (Qwen ships temperature/top_k/repetition_penalty)
-        # must not leak into decoding, which is fully specified by the request.
-        model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=self._stop_ids)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else self._stop_ids[0]
-        self._pad_id = int(pad)
-        self._max_positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
-        self._harmony = is_harmony(tok)
-        self.tokenizer, self.hf_model = tok, model
-        log.info("hf: loaded %s (%s, %s) stop ids %s", self.model, self.device, self.dtype, self._stop_ids)
+        return model.to(device).eval()
 
     def _unload(self) -> None:
+        devices = [device for device, _ in self._replicas]
         self.hf_model = None
+        self._replicas = []
         self._grammar_compiler = None
         if self.device == "cuda":
             import torch
 
-            torch.cuda.empty_cache()
+            for device in devices:  # each replica's device keeps its own cache
+                with torch.cuda.device(device if device != "cuda" else None):
+                    torch.cuda.empty_cache()
 
     # ---------------------------------------------------------------------------------------- generation
     def prompt_ids(self, req: ChatRequest) -> list[int]:
@@ -215,56 +328,61 @@ class HFBackend(CachedBackend):
 
     def _run(self, requests: list[ChatRequest], emit: Emit) -> None:
         prompts = [self.prompt_ids(r) for r in requests]
-        groups: dict[tuple[str, int], list[int]] = {}
-        for i, (req, ids) in enumerate(zip(requests, prompts, strict=True)):
-            budget = req.max_tokens
-            if self._max_positions is not None:
-                budget = min(budget, self._max_positions - len(ids))
-            if budget <= 0:
-                # Deterministic outcome, not an error: the stage counts it as truncated like any cut-off trace.
-                log.warning(
-                    "hf: prompt of %d tokens leaves no room in the %d-token context; returning an "
-                    "empty 'length' completion",
-                    len(ids),
-                    self._max_positions,
-                )
-                emit(
-                    i,
-                    Completion(
-                        text="",
-                        reasoning="",
-                        finish_reason="length",
-                        prompt_tokens=len(ids),
-                        completion_tokens=0,
-                        model=self.model,
-                        extra={"error": "prompt_too_long"},
-                    ),
-                )
-                continue
-            schema = json.dumps(req.json_schema, sort_keys=True) if req.json_schema is not None else ""
-            groups.setdefault((schema, budget), []).append(i)
-        batch_size = self.cfg.batch_size
-        for (schema, budget), members in groups.items():
-            members.sort(key=lambda i: -len(prompts[i]))
-            for start in range(0, len(members), batch_size):
-                batch = members[start : start + batch_size]
-                # compile the first request's schema as written: xgrammar keeps the property order it is given
-                first_schema = requests[batch[0]].json_schema
-                outs = self._generate_batch(
-                    [requests[i] for i in batch],
-                    [prompts[i] for i in batch],
-                    budget,
-                    json.dumps(first_schema) if first_schema is not None else "",
-                )
-                for i, completion in zip(batch, outs, strict=True):
-                    emit(i, completion)
+        batches, too_long = plan_batches(
+            requests, [len(p) for p in prompts], self._max_positions, self.cfg.batch_size
+        )
+        for i in too_long:
+            # Deterministic outcome, not an error: the stage counts it as truncated like any cut-off trace.
+            log.warning(
+                "hf: prompt of %d tokens leaves no room in the %d-token context; returning an "
+                "empty 'length' completion",
+                len(prompts[i]),
+                self._max_positions,
+            )
+            emit(
+                i,
+                Completion(
+                    text="",
+                    reasoning="",
+                    finish_reason="length",
+                    prompt_tokens=len(prompts[i]),
+                    completion_tokens=0,
+                    model=self.model,
+                    extra={"error": "prompt_too_long"},
+                ),
+            )
 
-    def _generate_batch(
-        self, requests: list[ChatRequest], prompts: list[list[int]], max_new: int, schema: str
-    ) -> list[Completion]:
+        def generate(replica: int, b: int) -> list[list[int]]:
+            members, budget, _ = batches[b]
+            # compile the first request's schema as written: xgrammar keeps the property order it is given
+            first_schema = requests[members[0]].json_schema
+            return self._generate_ids(
+                replica,
+                [requests[i] for i in members],
+                [prompts[i] for i in members],
+                budget,
+                json.dumps(first_schema) if first_schema is not None else "",
+            )
+
+        def finish(b: int, new_tokens: list[list[int]]) -> None:
+            members, budget, _ = batches[b]
+            for i, ids in zip(members, new_tokens, strict=True):
+                emit(i, self._completion(ids, len(prompts[i]), budget))
+
+        if len(self._replicas) == 1:
+            for b in range(len(batches)):
+                finish(b, generate(0, b))
+            return
+        run_on_replicas([device for device, _ in self._replicas], len(batches), generate, finish)
+
+    def _generate_ids(
+        self, replica: int, requests: list[ChatRequest], prompts: list[list[int]], max_new: int, schema: str
+    ) -> list[list[int]]:
+        """The generated token ids of one batch on replica ``replica`` (prompt excluded, padding included)."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
+        device, model = self._replicas[replica]
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -277,9 +395,7 @@ class HFBackend(CachedBackend):
         if any(r.temperature > 0 for r in requests):
             seeds = [r.seed if r.seed is not None else secrets.randbits(63) for r in requests]
             processors.append(
-                _RowSampler(
-                    [r.temperature for r in requests], [r.top_p for r in requests], seeds, self.device
-                )
+                _RowSampler([r.temperature for r in requests], [r.top_p for r in requests], seeds, device)
             )
         gen_cfg = GenerationConfig(
             max_new_tokens=max_new,
@@ -289,14 +405,14 @@ class HFBackend(CachedBackend):
             bos_token_id=self.tokenizer.bos_token_id,
         )
         with torch.inference_mode():
-            out = self.hf_model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
                 generation_config=gen_cfg,
                 logits_processor=processors,
             )
-        new_tokens = out[:, width:].tolist()
-        return [self._completion(ids, len(p), max_new) for ids, p in zip(new_tokens, prompts, strict=True)]
+        new_tokens: list[list[int]] = out[:, width:].tolist()
+        return new_tokens
 
     def _completion(self, ids: list[int], prompt_len: int, max_new: int) -> Completion:
         fields = decode_completion(self.tokenizer, ids, max_new, self._format, keep_specials=self._harmony)
@@ -306,14 +422,14 @@ class HFBackend(CachedBackend):
         import xgrammar as xgr
         from xgrammar.contrib.hf import LogitsProcessor
 
-        if self._grammar_compiler is None:
-            vocab = self.hf_model.get_output_embeddings().weight.shape[
-                0
-            ]  # may exceed len(tokenizer): padding
-            info = xgr.TokenizerInfo.from_huggingface(
-                self.tokenizer, vocab_size=vocab, stop_token_ids=self._stop_ids
-            )
-            self._grammar_compiler = xgr.GrammarCompiler(info)  # caches compiled schemas itself
+        with self._grammar_lock:  # replicas' threads share one compiler
+            if self._grammar_compiler is None:
+                # may exceed len(tokenizer): padding
+                vocab = self.hf_model.get_output_embeddings().weight.shape[0]
+                info = xgr.TokenizerInfo.from_huggingface(
+                    self.tokenizer, vocab_size=vocab, stop_token_ids=self._stop_ids
+                )
+                self._grammar_compiler = xgr.GrammarCompiler(info)  # caches compiled schemas itself
         # Compact JSON (no free whitespace): small models otherwise drift into runs of newlines and spaces.
         compiled = self._grammar_compiler.compile_json_schema(schema, any_whitespace=False)
         return LogitsProcessor(compiled)  # single use: a new one per generate() call

@@ -11,9 +11,11 @@ into vLLM objects and calls ``LLM.chat``.
   The paper profile uses 512-4096.
 - ``tensor_parallel_size`` goes to ``LLM``.  ``data_parallel_size > 1`` runs that many independent ``LLM``
   replicas in worker processes, each pinned to its own ``tensor_parallel_size`` GPUs through
-  ``CUDA_VISIBLE_DEVICES`` (vLLM refuses ``LLM(data_parallel_size=N)`` in one process); each call's requests
-  are dealt round-robin over the replicas.  Dense models only need this; for expert-parallel MoE use the
-  ``openai`` backend with one ``vllm serve`` per replica.
+  ``CUDA_VISIBLE_DEVICES`` (vLLM's offline data parallelism is one process per rank, as in its
+  ``data_parallel_offline`` example); each call's requests are dealt round-robin over the replicas.  Dense
+  models only need this; for expert-parallel MoE use the ``openai`` backend with one ``vllm serve`` per
+  replica.  Before anything starts, their product is checked against the GPUs the process sees
+  (``base.check_parallel_fit``).
 - JSON schemas become ``SamplingParams(structured_outputs=StructuredOutputsParams(json=...))`` (vLLM >= 0.11);
   with ``reasoning_parser`` set, vLLM applies the schema only after the reasoning ends.
 - Reasoning: the text is split by ``reasoning.split_completion`` with the model's ``tokens.ChatFormat``
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from compress_distill.config import BackendConfig
-from compress_distill.llm.base import BackendError, CachedBackend, Emit
+from compress_distill.llm.base import BackendError, CachedBackend, Emit, check_parallel_fit, deal
 from compress_distill.llm.resolve import ResolvedModel, resolve_local_model, resolved_fingerprint
 from compress_distill.llm.tokens import ChatFormat, load_chat_format
 from compress_distill.llm.types import ChatRequest, Completion
@@ -144,11 +146,6 @@ def gpu_slices(data_parallel: int, tensor_parallel: int, visible: str | None) ->
     return [",".join(devices[r * tensor_parallel : (r + 1) * tensor_parallel]) for r in range(data_parallel)]
 
 
-def deal(n: int, replicas: int) -> list[list[int]]:
-    """Round-robin request indices over replicas (similar length mix on each)."""
-    return [list(range(r, n, replicas)) for r in range(replicas)]
-
-
 def completion_fields(
     text: str,
     completion_tokens: int,
@@ -255,6 +252,11 @@ class VLLMBackend(CachedBackend):
         self.format = load_chat_format(self.resolved, self.cfg.chat_template_kwargs)
         # a student directory's name says nothing about its family: its template does
         self.harmony = self.harmony or self.format.harmony
+        import torch
+
+        # before any engine starts: too few GPUs is one line here, not a vLLM traceback minutes later
+        if idle := check_parallel_fit(self.cfg, torch.cuda.device_count()):
+            log.warning("vllm: %s", idle)
         kw = engine_kwargs(self.cfg, self.resolved)
         dp = self.cfg.data_parallel_size
         if dp == 1:

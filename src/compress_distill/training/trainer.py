@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from compress_distill.config import ConfigError, Method, StudentConfig, TrainConfig
+from compress_distill.progress import Progress, progress_log
 from compress_distill.schema import umask_mode
 from compress_distill.training.data import Encoded
 from compress_distill.training.packing import (
@@ -508,7 +509,10 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any, val: Encoded | None = Non
         accelerator.load_state(str(path))
         start_step, history = int(state["step"]), list(state["history"])
         tokens_done, train_seconds = int(state["tokens_done"]), float(state["train_seconds"])
-        log.info("resumed %s from %s (step %d of %d)", job.run, path, start_step, total_steps)
+        if accelerator.is_main_process:
+            progress_log().info(
+                "train %s: resumed from %s (step %d of %d)", job.run, path, start_step, total_steps
+            )
 
     live = _Live(job.live_dir, accelerator.is_main_process)
     for rec in history:  # replay: the curve of a resumed run equals that of an uninterrupted one
@@ -525,6 +529,12 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any, val: Encoded | None = Non
 
     slots = 0  # token slots computed (incl. padding) and real tokens, this process, for the padding fraction
     real = 0
+    # one progress display for the run (rank 0): a bar on a terminal, a line a minute in a job log
+    progress = (
+        Progress(total_steps, f"train {job.run}", unit="steps", initial=start_step)
+        if accelerator.is_main_process
+        else None
+    )
     model.train()
     for step in range(start_step, total_steps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -576,12 +586,12 @@ def train(job: TrainJob, enc: Encoded, tokenizer: Any, val: Encoded | None = Non
             rec["val_loss"] = validation_loss(model, accelerator, val, cfg, make_batch)
         history.append(rec)
         live.log(step + 1, rec)
-        if accelerator.is_main_process and (
-            (step + 1) % 10 == 0 or step + 1 == total_steps or step == start_step
-        ):
-            log.info("%s step %d/%d loss %.4f lr %.2e", job.run, step + 1, total_steps, mean_loss, rec["lr"])
+        if progress is not None:
+            progress.update(1, rec["tokens"], extra=f"loss {mean_loss:.4f}, lr {step_lr:.2e}")
         if (step + 1) % cfg.save_every_steps == 0 and step + 1 < total_steps:
             _save_checkpoint(accelerator, job, step + 1, fp, history, tokens_done, train_seconds)
+    if progress is not None:
+        progress.close()
     live.close()
 
     stats = {
