@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -154,3 +156,33 @@ def test_staging_lives_outside_dvc_outputs_and_dead_leftovers_are_removed(tmp_pa
         st2.file(dest).write_text("x")
     assert not dead.exists() and dest.read_text() == "x"
     assert list((tmp_path / ".cache" / "staging").iterdir()) == [elsewhere]
+
+
+def _locked_elsewhere(lock: Path) -> bool:
+    """Whether another process (a real one) is refused the output lock file ``lock``."""
+    probe = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    return (
+        subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True, check=False).returncode
+        != 0
+    )
+
+
+def test_an_output_is_locked_from_staging_to_commit_and_counted_within_a_process(tmp_path: Path) -> None:
+    dest = tmp_path / "data" / "x.parquet"
+    st = Staging()
+    st.file(dest).write_text("x")
+    lock = staging.lock_path(dest)
+    assert _locked_elsewhere(lock)
+    assert f"pid {os.getpid()} on " in lock.read_text()  # the holder, for the refusal message
+    with Staging() as again:  # the same process may stage it again (e.g. after a failed run in a test)
+        again.file(dest).write_text("y")
+    assert _locked_elsewhere(lock)  # still held by ``st``
+    st.commit()
+    assert not _locked_elsewhere(lock) and dest.read_text() == "x"
+    st2 = Staging()
+    st2.file(dest)
+    st2.discard()  # a discarded run releases its lock too
+    assert not _locked_elsewhere(lock)
+    unlocked = Staging(lock=False)  # a non-main rank of a distributed job stages without locking
+    unlocked.file(dest)
+    assert not _locked_elsewhere(lock)

@@ -39,6 +39,7 @@ from typing import Any
 
 from compress_distill.config import Params
 from compress_distill.errors import UserError
+from compress_distill.schema import umask_mode
 from compress_distill.slurm import (
     ACTIVE,
     Slurm,
@@ -439,7 +440,7 @@ def prepare(
 def _write_script(p: Prepared, job: Job, slurm: Slurm | None) -> None:
     script = p.state / "scripts" / f"{job.stage}.sh"
     script.write_text(job_script(job, p.root, p.commit, p.state, slurm, p.cache_dir), encoding="utf-8")
-    script.chmod(0o755)
+    umask_mode(script, executable=True)
     job.script = str(script)
 
 

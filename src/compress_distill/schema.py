@@ -228,14 +228,15 @@ def validate(table: pa.Table, schema: pa.Schema, source: str = "table") -> pa.Ta
     return table.select(schema.names)
 
 
-def umask_mode(path: str | Path) -> Path:
+def umask_mode(path: str | Path, *, executable: bool = False) -> Path:
     """Give a temp file or folder the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask):
     ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700, which the rename would pass on to the outputs, so
-    outputs and reports would be unreadable to the rest of a shared group."""
+    outputs and reports would be unreadable to the rest of a shared group.  ``executable``: a script, 0777
+    less the umask (not a fixed 0755, which drops the group's write bit under umask 002)."""
     path = Path(path)
     umask = os.umask(0)
     os.umask(umask)  # reading the umask needs setting it; restored at once
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    os.chmod(path, (0o777 if path.is_dir() or executable else 0o666) & ~umask)
     return path
 
 

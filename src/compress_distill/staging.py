@@ -17,6 +17,16 @@ step: there is never a moment with no folder at the destination.  Where the kern
 (``ENOSYS``/``EINVAL``; e.g. non-Linux, some network filesystems), the fallback renames the old folder
 aside and the new one in -- two renames, a window of microseconds with no folder -- and says so in the log.
 
+Concurrent runs: each destination is locked (``flock`` on ``<staging root>-locks/<name>.<hash>.lock``, e.g.
+``.cache/staging-locks/``) from the moment it is staged until the transaction commits or is discarded, so a
+second process that stages the same output -- the same stage started twice by hand, or beside a ``dvc repro``
+(two ``dvc repro`` in one workspace are already kept apart by DVC's repository lock) -- is refused at once
+with a one-line ``OutputBusy`` naming the holder (pid, host, start time) and the lock file, before it loads a
+model or writes anything; the first run finishes undisturbed.  Stages with different outputs never share a
+lock.  The kernel drops a lock when its process dies, so a killed run never leaves a stale one.  Within one
+process a destination may be staged again (the lock is counted): a failed run whose traceback is still alive
+does not lock its own process out.
+
 Commit is a sequence of renames, each atomic; a crash in the middle of it (a few syscalls) can leave some
 outputs new and the metrics old, never the reverse.  Usage::
 
@@ -31,18 +41,23 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
 import socket
+import time
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from compress_distill.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +175,61 @@ def clean_leftovers(root: Path) -> list[Path]:
     return removed
 
 
+# --------------------------------------------------------------------------------------------- output locks
+class OutputBusy(StageError):
+    """Another live process is writing the same output."""
+
+
+_HELD: dict[Path, tuple[int, int]] = {}  # lock file -> (open descriptor, holds by this process)
+
+
+def lock_path(dest: Path) -> Path:
+    """The lock file of output ``dest``: named after it, keyed by its real absolute path."""
+    real = os.path.realpath(dest)
+    key = hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
+    root = staging_root(dest)  # beside it, not in it: the staging root holds only transactions' folders
+    return root.with_name(f"{root.name}-locks") / f"{dest.name}.{key}.lock"
+
+
+def _holder(fd: int) -> str:
+    text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+    return text or "a process that has not written its name yet"
+
+
+def lock_output(dest: Path) -> Path:
+    """Lock output ``dest`` for this process (counted: a second hold by the same process is allowed);
+    raises ``OutputBusy`` when another process holds it."""
+    path = lock_path(dest)
+    if path in _HELD:
+        fd, holds = _HELD[path]
+        _HELD[path] = (fd, holds + 1)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # 0666 less the umask, like any output
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise OutputBusy(
+            f"{dest} is being written by another run ({holder}); wait for it to finish or stop it, "
+            f"then run again (lock file {path})"
+        ) from None
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {since}".encode(), 0)
+    _HELD[path] = (fd, 1)
+    return path
+
+
+def unlock_output(path: Path) -> None:
+    fd, holds = _HELD.pop(path)
+    if holds > 1:
+        _HELD[path] = (fd, holds - 1)
+    else:
+        os.close(fd)  # releases the flock
+
+
 # --------------------------------------------------------------------------------------------- metrics JSON
 def json_safe(value: Any) -> Any:
     """JSON-safe: NaN/inf become null (DVC and json.loads choke on them)."""
@@ -177,10 +247,13 @@ def metrics_json(metrics: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- transaction
-def _remove_areas(areas: dict[Path, Path]) -> None:
+def _release(areas: dict[Path, Path], locks: list[Path]) -> None:
+    """Delete the transaction's staging folders, then release its output locks."""
     for area in areas.values():
         shutil.rmtree(area, ignore_errors=True)
     areas.clear()
+    while locks:
+        unlock_output(locks.pop())
 
 
 class Staging:
@@ -193,11 +266,15 @@ class Staging:
     when it is garbage-collected or the interpreter exits; one killed outright is deleted by the next.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, lock: bool = True) -> None:
+        """``lock=False``: stage without locking the outputs (a non-main rank of a distributed job, which
+        stages the same outputs as its main process and never commits them)."""
         self._outputs: list[tuple[Path, Path, bool]] = []  # (staged, dest, is folder)
         self._metrics: list[tuple[Path, Path]] = []
         self._areas: dict[Path, Path] = {}  # staging root -> this transaction's folder in it
-        self._cleanup = weakref.finalize(self, _remove_areas, self._areas)
+        self._lock = lock
+        self._locks: list[Path] = []  # lock files held until commit or discard
+        self._cleanup = weakref.finalize(self, _release, self._areas, self._locks)
         self.committed = False
 
     def _area(self, dest: Path) -> Path:
@@ -214,6 +291,8 @@ class Staging:
         dest = Path(dest)
         if any(d == dest for _, d, _ in self._outputs) or any(d == dest for _, d in self._metrics):
             raise ValueError(f"{dest} is staged twice in one transaction")
+        if self._lock:
+            self._locks.append(lock_output(dest))  # before anything is written for it
         area = self._area(dest)
         staged = area / f"{len(self._outputs) + len(self._metrics)}-{dest.name}"
         return staged, dest

@@ -209,3 +209,50 @@ def test_a_compressor_cannot_have_its_own_prompt_and_the_domain_set() -> None:
 
     with pytest.raises(ConfigError, match="own prompt, which always wins"):
         make_params(**{"compress.prompt_sets": {"terse": "domain"}})
+
+
+# --------------------------------------------------------------------------------------------- pure decisions
+def _row(reasoning: str = "2 and 2 make 4, so the answer is 4.", **kw):  # type: ignore[no-untyped-def]
+    return {**trace("t", reasoning), **kw}
+
+
+def test_input_reject_rules() -> None:
+    assert compress.input_reject(_row()) is None
+    assert compress.input_reject(_row(response=None))[0] == "non_utf8"  # type: ignore[index]
+    assert compress.input_reject(_row(" \n")) == ("empty_reasoning", "")
+    assert compress.input_reject(_row("x" * (compress.MAX_INPUT_CHARS + 1)))[0] == "too_long"  # type: ignore[index]
+    assert compress.input_reject(_row(answer="four"))[0] == "bad_gold_answer"  # type: ignore[index]
+
+
+def test_read_compression_decides_each_reply() -> None:
+    row = _row()
+    kept = compress.read_compression(completion("  2+2=4, the answer is 4. "), row, False)
+    assert kept == compress.Compression("2+2=4, the answer is 4.", True)
+    assert (
+        compress.read_compression(completion("2+2=4", finish_reason="length"), row, False)[0]
+        == "truncated_output"
+    )  # type: ignore[index]
+    assert compress.read_compression(completion(" "), row, False) == ("empty_output", "")
+    assert (
+        compress.read_compression(completion(row["reasoning"] + " more"), row, False)[0] == "longer_than_raw"
+    )  # type: ignore[index]
+    assert compress.read_compression(completion("bad \udcff"), row, False)[0] == "non_utf8_output"  # type: ignore[index]
+    lost = compress.read_compression(completion("2 and 2 make five."), row, False)
+    assert lost == compress.Compression("2 and 2 make five.", False)
+    assert compress.read_compression(completion("2 and 2 make five."), row, True)[0] == "answer_not_preserved"  # type: ignore[index]
+
+
+def test_compressed_trace_keeps_the_teacher_response() -> None:
+    row = _row(prompt_hash="aaaaaaaaaaaa")
+    t = compress.compressed_trace(
+        row, compress.Compression("2+2=4.", True), 3, "concise", "m", "bbbbbbbbbbbb"
+    )
+    assert set(t) == set(TRACES.names)
+    assert (t["reasoning"], t["response"], t["source"]) == ("2+2=4.", row["response"], "compressed-concise")
+    assert t["compression_ratio"] == pytest.approx(6 / len(row["reasoning"]))
+    assert (t["reasoning_tokens"], t["compressor_model"], t["prompt_hash"]) == (
+        3,
+        "m",
+        "aaaaaaaaaaaa+bbbbbbbbbbbb",
+    )
+    assert t["answer_preserved"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,58 @@ def test_sigkill_then_rerun_resumes_from_the_cache_with_the_real_hf_backend(tmp_
     assert all(a["request_hash"] for a in attempts)
     raw = read_rows(tmp_path / "out" / "raw.parquet", TRACES)
     assert m["rows_in"] == 2 == m["rows_out"] + sum(m["rejects"].values()) and len(raw) == m["rows_out"]
+
+
+# --------------------------------------------------------------------------------------------- pure decisions
+def test_question_reject_rules() -> None:
+    ok = question("q", "What is 2 + 2?", "4")
+    assert generate.question_reject(ok, ok["question"], ok["answer"]) is None
+    assert generate.question_reject(ok, None, "4") == ("non_utf8", "question or answer is not valid UTF-8")
+    assert generate.question_reject(ok, "  ", "4") == ("empty_question", "")
+    assert generate.question_reject({**ok, "answer_type": "essay"}, "Q?", "4")[0] == "bad_answer_type"  # type: ignore[index]
+    assert generate.question_reject(ok, "Q?", "four")[0] == "bad_gold_answer"  # type: ignore[index]
+
+
+def _mode(untagged: str = "reject", needs_reasoning: bool = True) -> generate.Mode:
+    mode = generate.generate_mode(make_params(), "smol")
+    return dataclasses.replace(mode, untagged=untagged, needs_reasoning=needs_reasoning)
+
+
+def test_read_attempt_outcomes() -> None:
+    q = question("q", "What is 2 + 2?", "4")
+    a = generate.read_attempt(q, completion("The answer is 4.", "2 and 2 make 4."), _mode())
+    assert (a.outcome, a.extracted, a.rule, a.correct) == ("accepted", "4", "answer_is", True)
+    assert generate.read_attempt(q, completion("The answer is 5.", "r"), _mode()).outcome == "wrong"
+    assert generate.read_attempt(q, completion("no idea", "r"), _mode()).outcome == "no_answer"
+    cut = generate.read_attempt(q, completion("The answer is 4.", "r", finish_reason="length"), _mode())
+    assert (cut.outcome, cut.correct) == ("truncated", False)  # right but cut: never a trace
+    bare = completion("2 and 2 make 4.\nThe answer is 4.")
+    assert generate.read_attempt(q, bare, _mode()).outcome == "no_reasoning"
+    split = generate.read_attempt(q, bare, _mode("last_line"))
+    assert (split.outcome, split.reasoning, split.response) == (
+        "accepted",
+        "2 and 2 make 4.",
+        "The answer is 4.",
+    )
+    broken = generate.read_attempt(q, completion("The answer is 4.", "bad \udcff text"), _mode())
+    assert broken.outcome == "non_utf8"
+    ift = generate.read_attempt(q, completion("The answer is 4.", "thinking"), _mode(needs_reasoning=False))
+    assert (ift.outcome, ift.reasoning) == ("accepted", "")  # ift drops the reasoning it did not ask for
+
+
+def test_attempt_and_trace_rows() -> None:
+    q = question("q", "What is 2 + 2?", "4")
+    c = completion("The answer is 4.", "2 and 2 make 4.", tokens=7)
+    a = generate.read_attempt(q, c, _mode())
+    row = generate.attempt_row(q, c, a, "smol", 2)
+    assert set(row) == set(ATTEMPTS.names)
+    assert (row["round"], row["attempt"], row["completion_tokens"], row["correct"]) == (2, 2, 7, True)
+    t = generate.accepted_row(q, a, 5, _mode(), "abc")
+    assert set(t) == set(TRACES.names)
+    assert (t["id"], t["reasoning"], t["reasoning_chars"], t["reasoning_tokens"]) == (
+        "q",
+        "2 and 2 make 4.",
+        15,
+        5,
+    )
+    assert (t["source"], t["compression_ratio"], t["prompt_hash"]) == ("raw", 1.0, "abc")

@@ -9,6 +9,7 @@ import pytest
 
 from compress_distill.metrics import read_metrics
 from compress_distill.names import FAILURE_MODES
+from compress_distill.prompts import load_prompt
 from compress_distill.schema import JUDGEMENTS, REJECTS, judge_json_schema, read_rows
 from compress_distill.stages import judge
 from tests.helpers.traces import (
@@ -355,3 +356,36 @@ def test_the_decoding_grammar_closes_a_looping_rationale() -> None:
     assert xgr.testing._is_grammar_accept_string(grammar, reply("no, " * 40))  # 160 characters
     assert not xgr.testing._is_grammar_accept_string(grammar, reply("no, " * 40 + "n"))
     assert judge_json_schema()["properties"]["rationale"]["maxLength"] == 2000  # the stored bound stays
+
+
+# --------------------------------------------------------------------------------------------- pure decisions
+def test_judge_prompt_middle_truncates_both_traces() -> None:
+    jc = make_params(**{"judge.max_raw_chars": 1000, "judge.max_compressed_chars": 400}).judge
+    raw, comp = "R" * 500 + "x" * 5000 + "END-RAW", "C" * 200 + "y" * 2000 + "END-COMP"
+    prompt = judge.judge_prompt(load_prompt(jc.prompt), jc, "What is 2 + 2?", "4", raw, comp)
+    assert "What is 2 + 2?" in prompt and "END-RAW" in prompt and "END-COMP" in prompt
+    assert "x" * 2000 not in prompt and "y" * 1000 not in prompt  # the middles were cut
+
+
+def test_judgement_row_and_verdict_stats() -> None:
+    status, v, _ = judge.parse_verdict(
+        verdict(failure_modes=["contradiction"], verdict="partially_faithful", faithfulness=3), "stop"
+    )
+    assert status == "ok" and v is not None
+    row = judge.judgement_row("t1", "concise", SMOL, status, v)
+    assert set(row) == set(JUDGEMENTS.names)
+    assert (row["faithfulness"], row["failure_modes"], row["parse_status"]) == (3, ["contradiction"], "ok")
+    empty = judge.judgement_row("t2", "concise", SMOL, "invalid_json", None)
+    assert empty["parse_status"] == "invalid_json" and all(
+        empty[k] is None for k in ("faithfulness", "verdict")
+    )
+    s = judge.verdict_stats("gsm8k", v)
+    assert s == {
+        "dataset": "gsm8k",
+        "faithfulness": 3,
+        "coverage": 4,
+        "clarity": 5,
+        "faithful": False,  # the verdict counts, not the score
+        "aligned": True,
+        "failure_modes": ["contradiction"],
+    }

@@ -9,10 +9,7 @@ and a tokenizer that does not load fails at stage start -- before a single reque
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,8 @@ from compress_distill.config import BackendConfig, ConfigError, backend_config
 from compress_distill.llm.tokens import count_tokens
 from compress_distill.schema import TRACES, read_rows
 from compress_distill.stages import compress
+from tests.helpers.chat_server import ChatServer
+from tests.helpers.chat_server import chat_server as serve
 from tests.helpers.traces import SMOL, make_params, trace, write_traces
 
 REPLY = "2 + 2 = 4. The answer is 4."
@@ -76,47 +75,17 @@ def test_a_judge_needs_no_tokenizer() -> None:
 
 
 # --------------------------------------------------------------------------------------------- stage
-class _ChatServer(ThreadingHTTPServer):
-    bodies: list[dict[str, Any]]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _ChatServer
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.bodies.append(body)
-        answer = json.dumps(
-            {
-                "choices": [{"message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 12},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def chat_server() -> Iterator[_ChatServer]:
+def chat_server() -> Iterator[ChatServer]:
     """A real OpenAI-compatible endpoint on loopback that records every request body it is sent."""
-    server = _ChatServer(("127.0.0.1", 0), _Handler)
-    server.bodies = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serve(REPLY) as server:
+        yield server
 
 
-def _compress(tmp_path: Path, server: _ChatServer, **engine: Any) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    params = make_params(**{"compressors.concise": {"backend": "openai", "base_urls": [url], **engine}})
+def _compress(tmp_path: Path, server: ChatServer, **engine: Any) -> dict[str, Any]:
+    params = make_params(
+        **{"compressors.concise": {"backend": "openai", "base_urls": [server.url], **engine}}
+    )
     rows = [trace(f"t/{i}", f"Row {i}: first I add 2 and 2. " * 8 + "So 4.") for i in range(3)]
     raw = write_traces(tmp_path / "raw.parquet", rows)
     out, metrics = tmp_path / "c.parquet", tmp_path / "m.json"
@@ -125,7 +94,7 @@ def _compress(tmp_path: Path, server: _ChatServer, **engine: Any) -> dict[str, A
 
 @pytest.mark.parametrize("where", ["hub", "local"])
 def test_a_tokenizer_that_does_not_load_fails_before_any_request(
-    tmp_path: Path, chat_server: _ChatServer, monkeypatch: pytest.MonkeyPatch, where: str
+    tmp_path: Path, chat_server: ChatServer, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """Used to crash in count_tokens after every compression had been paid for."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the id is not in the local cache: fail fast, no network
@@ -142,7 +111,7 @@ def test_a_tokenizer_that_does_not_load_fails_before_any_request(
 
 
 def test_served_name_with_a_configured_tokenizer_compresses_and_counts(
-    tmp_path: Path, chat_server: _ChatServer
+    tmp_path: Path, chat_server: ChatServer
 ) -> None:
     metrics = _compress(tmp_path, chat_server, model="gpt-4o-mini", tokenizer=SMOL)
     assert [b["model"] for b in chat_server.bodies] == ["gpt-4o-mini"] * 3  # the served name, sent as is

@@ -23,6 +23,7 @@ from compress_distill.schema import (
     rejects_path,
 )
 from compress_distill.stages import answer_only, build, compress, generate, judge, prepare, truncate
+from compress_distill.stats import TraceStats
 from tests.helpers.traces import (
     REPO,
     ScriptedBackend,
@@ -258,7 +259,7 @@ def test_a_crash_in_metrics_leaves_previous_outputs_and_metrics(
     def boom(*a, **k):  # type: ignore[no-untyped-def]
         raise RuntimeError("metrics failed")
 
-    monkeypatch.setattr(answer_only, "split_overall", boom)
+    monkeypatch.setattr(TraceStats, "blocks", boom)
     with pytest.raises(RuntimeError, match="metrics failed"):
         answer_only.run(make_params(), "smol", second, out, metrics)
     assert {p: p.read_bytes() for p in before} == before
@@ -404,3 +405,41 @@ def test_a_stage_killed_mid_write_leaves_dvc_status_unchanged(tmp_path: Path) ->
     assert [p.name for p in staging_root.iterdir()]  # the dead run's staging folder ...
     dvc_run("repro", "-f", "-q", "ao")
     assert list(staging_root.iterdir()) == []  # ... is removed by the next run
+
+
+# --------------------------------------------------------------------------------------------- file modes
+def test_outputs_metrics_and_cache_follow_the_umask(tmp_path: Path) -> None:
+    """Under umask 002 (a group-shared project) every file a stage writes is group-writable; the request
+    cache's segments used to be created 0644, so a colleague's run could not append to the shared cache."""
+    import os
+    import stat
+
+    from compress_distill.schema import umask_mode
+    from tests.helpers.chat_server import chat_server
+    from tests.helpers.traces import SMOL, write_questions
+
+    questions = write_questions(tmp_path / "q.parquet", [question("demo/train/0", "What is 2 + 2?", "4")])
+    out, metrics = tmp_path / "data" / "traces" / "smol", tmp_path / "metrics" / "generate" / "smol.json"
+    cache = tmp_path / "cache"
+    old = os.umask(0o002)
+    try:
+        with chat_server("2 and 2 make 4.\nThe answer is 4.") as server:
+            teacher = {
+                "backend": "openai",
+                "model": "gpt-4o-mini",
+                "tokenizer": SMOL,
+                "base_urls": [server.url],
+            }
+            params = make_params(**{"teachers.smol": teacher, "generate.rounds": 1})
+            m = generate.run(params, "smol", questions, out, metrics, cache_dir=cache)
+        (tmp_path / "job.sh").touch()
+        script = umask_mode(tmp_path / "job.sh", executable=True)  # as grid writes its job scripts
+    finally:
+        os.umask(old)
+    assert m["rows_out"] == 1 and len(list(cache.rglob("*.jsonl"))) >= 1
+    files = [*out.iterdir(), metrics, *cache.rglob("*.jsonl"), *tmp_path.rglob("*.lock")]
+    assert sum(p.suffix == ".lock" for p in files) == 4  # attempts, raw, rejects, metrics
+    assert {p.name for p in out.iterdir()} == {"attempts.parquet", "raw.parquet", "raw.rejects.parquet"}
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert {p: oct(mode) for p, mode in modes.items() if mode != 0o664} == {}
+    assert stat.S_IMODE(script.stat().st_mode) == 0o775

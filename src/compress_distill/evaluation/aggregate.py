@@ -1,5 +1,7 @@
 """The report's aggregations, on polars: every per-dataset, per-pair and per-run number a table or figure prints.
 
+The per-trace aggregations (means, ratio of means) are ``stats``'s, the ones the trace stages' metrics use.
+
 Two inputs, both already read: the built trace datasets (``data/hub/T/<config>``, flattened by ``hub_frames``
 into one raw and one compressed frame) and the run grid (``RunResult``: eval/train metrics per run).  Every
 function here is pure (frames or runs in, a frame or plain numbers out); formatting is ``tables.py``'s job.
@@ -22,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from compress_distill.names import COMPRESSED_PREFIX, FAILURE_MODES, compressor_of
+from compress_distill import stats
+from compress_distill.names import COMPRESSED_PREFIX, compressor_of
 
 if TYPE_CHECKING:
     from compress_distill.evaluation.tables import RunResult
@@ -117,14 +120,7 @@ def compression_by_dataset(comp: pl.DataFrame) -> pl.DataFrame:
     Columns: ``n``, ``mean_chars``, ``mean_tokens``, ``mean_raw_chars``, ``ratio_of_means`` (the paper's
     ratio), ``mean_ratio`` (mean of per-trace ratios).
     """
-    aggs = [
-        pl.len().alias("n"),
-        pl.col("reasoning_chars").mean().alias("mean_chars"),
-        pl.col("reasoning_tokens").mean().alias("mean_tokens"),
-        pl.col("raw_chars").mean().alias("mean_raw_chars"),
-        (pl.col("reasoning_chars").sum() / pl.col("raw_chars").sum()).alias("ratio_of_means"),
-        pl.col("compression_ratio").mean().alias("mean_ratio"),
-    ]
+    aggs = [pl.len().alias("n"), *stats.COMPRESSION]  # the compress stage's metrics use the same
     # the ratio of means is taken over rows whose raw length is known, so both sums cover the same traces
     known = comp.filter(pl.col("raw_chars").is_not_null() & (pl.col("raw_chars") > 0))
     return _with_totals(known, ["teacher", "compressor"], aggs)
@@ -132,12 +128,7 @@ def compression_by_dataset(comp: pl.DataFrame) -> pl.DataFrame:
 
 def trace_generation(raw: pl.DataFrame) -> pl.DataFrame:
     """Table 4: accepted raw traces per (teacher, domain, dataset), mean reasoning chars and tokens."""
-    aggs = [
-        pl.len().alias("n"),
-        pl.col("reasoning_chars").mean().alias("mean_chars"),
-        pl.col("reasoning_tokens").mean().alias("mean_tokens"),
-    ]
-    return _with_totals(raw, ["teacher"], aggs)
+    return _with_totals(raw, ["teacher"], [pl.len().alias("n"), *stats.TRACE_LENGTHS])
 
 
 def compressed_lengths(raw: pl.DataFrame, comp: pl.DataFrame) -> pl.DataFrame:
@@ -193,14 +184,13 @@ def failure_modes(comp: pl.DataFrame) -> pl.DataFrame:
     ``faithful``; one column per mode of ``schema.FAILURE_MODES`` counts the traces the judge tagged with it
     (a mode listed twice in one verdict counts once).
     """
-    modes = pl.col("judge_failure_modes").fill_null([]).list.unique()
     return (
         judged(comp)
         .group_by(["teacher", "compressor"], maintain_order=True)
         .agg(
             pl.len().alias("judged"),
             (pl.col("judge_verdict") != "faithful").sum().alias("not_faithful"),
-            *(modes.list.contains(m).sum().alias(m) for m in FAILURE_MODES),
+            *stats.mode_counts("judge_failure_modes"),
         )
     )
 

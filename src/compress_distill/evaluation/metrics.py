@@ -227,20 +227,6 @@ def paired_bootstrap(
 
 
 # --------------------------------------------------------------------------------------------- traces
-def ratio_of_means(mean_chars: float | None, mean_raw_chars: float | None) -> float | None:
-    """Mean compressed chars / mean raw chars: how every ratio of the paper's Tables 2 and 5 is aggregated
-    (Qwen teacher, Llama-70B, GSM8k: 612 / 4,688 = 0.131).  The mean of per-trace ratios is larger, since
-    short traces compress less; it is reported beside it as ``mean_ratio``."""
-    if mean_chars is None or not mean_raw_chars:
-        return None
-    return mean_chars / mean_raw_chars
-
-
-def with_ratio_of_means(block: Mapping[str, Any]) -> dict[str, Any]:
-    """A compress-metrics block (``mean_chars``, ``mean_raw_chars``, ``mean_ratio``) plus ``ratio_of_means``."""
-    return {**block, "ratio_of_means": ratio_of_means(block.get("mean_chars"), block.get("mean_raw_chars"))}
-
-
 def histogram(values: Iterable[float], bin_width: float = 0.05, upper: float = 1.0) -> list[tuple[str, int]]:
     """Fixed-width bins on [0, upper) plus one overflow bin ``>=upper`` (compressors can lengthen a trace).
 

@@ -256,7 +256,8 @@ class RequestCache:
         if self._write_fd is None:
             name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
             path = self.dir / name
-            self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
+            # 0666 less the umask, like any file ``open`` creates: a group-shared cache stays group-writable
+            self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o666)
             self._write_path = path
             self._write_size = 0
             self._segment_no[path] = len(self._segments)

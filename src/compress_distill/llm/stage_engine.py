@@ -45,6 +45,18 @@ def engine(cfg: BackendConfig, backend: Any = None, cache_dir: str | Path | None
         made.close()
 
 
+def complete(backend: Any, requests: list[Any]) -> list[Any]:
+    """``backend.generate(requests)``, checked against the engine contract: one completion per request, in
+    order (a backend that drops or adds one would pair every later completion with the wrong row)."""
+    completions = backend.generate(requests) if requests else []
+    if len(completions) != len(requests):
+        raise RuntimeError(
+            f"backend returned {len(completions)} completions for {len(requests)} requests; "
+            "the engine contract is one completion per request, in order"
+        )
+    return list(completions)
+
+
 def engine_stats(backend: Any) -> dict[str, Any]:
     """The backend's usage counters (tokens, wall-clock, GPU-hours) as flat numbers for the metrics file."""
     stats = getattr(backend, "stats", None)

@@ -22,7 +22,7 @@ from compress_distill.config import Params, load_params, pick
 from compress_distill.rejects import Ledger, text_column
 from compress_distill.schema import TRACES, iter_batches, parquet_sink
 from compress_distill.staging import Staging
-from compress_distill.stats import GroupMeans, split_overall
+from compress_distill.stats import TraceStats, mean
 
 BATCH_ROWS = 65_536  # no reasoning text is read: a batch is a few MB of questions and responses
 _TEXT = ("question", "answer", "response")
@@ -51,7 +51,7 @@ def run(
     pick(params.teachers, teacher, "teacher")
     columns = [n for n in TRACES.names if n != "reasoning"]
     ledger = Ledger("answer_only")
-    stats = GroupMeans()
+    stats = TraceStats({"response_chars": int})
     seen_ids: set[str] = set()
     staging = Staging()
     with parquet_sink(staging.file(out), TRACES, out) as sink:
@@ -87,17 +87,16 @@ def run(
                 table = table.set_column(table.schema.get_field_index(name), name, col)
             sink.write_table(table)
             ledger.kept(m)
-            lengths = table.append_column("response_chars", pc.utf8_length(table.column("response")))
-            for g in (
-                lengths.group_by("dataset")
-                .aggregate([("response_chars", "sum"), ("response_chars", "count")])
-                .to_pylist()
-            ):
-                stats.add_sums(
-                    g["dataset"], g["response_chars_count"], {"response_chars": g["response_chars_sum"]}
+            stats.add_table(
+                pa.table(
+                    {
+                        "dataset": table.column("dataset"),
+                        "response_chars": pc.utf8_length(table.column("response")),
+                    }
                 )
+            )
         ledger.write_rejects(staging, out)
-    per_dataset, overall = split_overall(stats.table())
+    per_dataset, overall = stats.blocks([mean("response_chars")])
     result = {**ledger.as_dict(), "overall": overall, "datasets": per_dataset}
     staging.metrics(metrics, result)
     staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed

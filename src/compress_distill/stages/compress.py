@@ -23,22 +23,24 @@ renamed into place together (``staging.Staging``): no duplicates, and a failure 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
 import typer
 
 from compress_distill.answers import gold_error
-from compress_distill.config import Params, load_params, pick
-from compress_distill.evaluation.metrics import with_ratio_of_means
-from compress_distill.llm.stage_engine import engine, engine_stats, request
+from compress_distill.config import BackendConfig, Params, load_params, pick
+from compress_distill.llm.stage_engine import complete, engine, engine_stats, request
 from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
+from compress_distill.llm.types import Completion
 from compress_distill.names import compressed_source
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.rejects import Ledger, is_utf8, text_column
 from compress_distill.schema import TRACES, iter_batches, parquet_sink, trace_row
 from compress_distill.staging import Staging
-from compress_distill.stats import GroupMeans, split_overall
+from compress_distill.stats import COMPRESSION, TraceStats, pct
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,22 @@ CONCLUSION_CHARS = 1_000
 # Rows per backend call: big enough for vLLM's continuous batching to stay saturated, small enough that
 # one chunk of prompts and completions (~4k x 10 kB) stays far below a GB.
 CHUNK_ROWS = 4_096
+TEXT_COLUMNS = ("question", "reasoning", "answer", "response")
+META_COLUMNS = ["id", "question_id", "dataset", "domain", "answer_type", "teacher_model", "prompt_hash"]
+# per-dataset statistics of the kept rows (paper Table 5): lengths, ratio of means, % answer preserved
+STATS_SCHEMA = {
+    "reasoning_chars": int,
+    "reasoning_tokens": int,
+    "raw_chars": int,
+    "compression_ratio": float,
+    "answer_preserved": bool,
+}
+STATS = [*COMPRESSION, pct("answer_preserved")]
+
+Reject = tuple[str, str]  # (reason, detail) of a counted reject
 
 
+# --------------------------------------------------------------------------------------------- decisions
 def prompt_path(params: Params, compressor: str, domain: str) -> str:
     """Precedence: per-compressor prompt, then per-domain prompt, then the generic one."""
     return params.compress.prompt_for(compressor, domain)
@@ -65,7 +81,11 @@ def answer_preserved(compressed: str, answer: str, answer_type: str) -> bool:
     return is_correct(found.value if found else None, answer, answer_type)
 
 
-def _input_reject(reasoning: str) -> tuple[str, str] | None:
+def input_reject(row: dict[str, Any]) -> Reject | None:
+    """Why a raw trace row (its ``TEXT_COLUMNS`` decoded, None where not UTF-8) is not sent, else None."""
+    if any(row[k] is None for k in TEXT_COLUMNS):
+        return "non_utf8", "a text column of this row is not valid UTF-8"
+    reasoning = row["reasoning"]
     if not reasoning.strip():
         return "empty_reasoning", ""
     if len(reasoning) > MAX_INPUT_CHARS:
@@ -73,10 +93,12 @@ def _input_reject(reasoning: str) -> tuple[str, str] | None:
             "too_long",
             f"{len(reasoning)} reasoning chars > MAX_INPUT_CHARS={MAX_INPUT_CHARS}: {reasoning[:500]}",
         )
+    if (problem := gold_error(row["answer"], row["answer_type"])) is not None:
+        return "bad_gold_answer", problem
     return None
 
 
-def _output_reject(out: str, raw: str, finish_reason: str) -> str | None:
+def output_reject(out: str, raw: str, finish_reason: str) -> str | None:
     if finish_reason == "length":
         return "truncated_output"
     if not is_utf8(out):
@@ -86,6 +108,101 @@ def _output_reject(out: str, raw: str, finish_reason: str) -> str | None:
     if len(out) > len(raw):
         return "longer_than_raw"
     return None
+
+
+@dataclass(frozen=True)
+class Compression:
+    text: str  # the compressed reasoning, stripped
+    preserved: bool  # answer_preserved of its conclusion
+
+
+def read_compression(c: Completion, row: dict[str, Any], require_preserved: bool) -> Compression | Reject:
+    """The compressor's reply ``c`` to raw trace ``row``: kept as a ``Compression`` or a counted reject."""
+    text = (c.text or "").strip()
+    reason = output_reject(text, row["reasoning"], c.finish_reason)
+    if reason:
+        return reason, text
+    preserved = answer_preserved(text, row["answer"], row["answer_type"])
+    if require_preserved and not preserved:
+        return "answer_not_preserved", text
+    return Compression(text, preserved)
+
+
+def compressed_trace(
+    row: dict[str, Any], comp: Compression, tokens: int, compressor: str, model: str, phash: str
+) -> dict[str, Any]:
+    """The output row: ``row`` with its reasoning compressed; ``phash`` the compress prompt's hash."""
+    return trace_row(
+        **{
+            k: row[k] for k in ("id", "question_id", "dataset", "domain", "question", "answer", "answer_type")
+        },
+        reasoning=comp.text,
+        response=row["response"],  # the teacher's final response, re-attached unchanged
+        source=compressed_source(compressor),
+        reasoning_chars=len(comp.text),
+        reasoning_tokens=tokens,  # in the compressor's tokenizer (truncate relies on it)
+        compression_ratio=len(comp.text) / len(row["reasoning"]),
+        teacher_model=row["teacher_model"],
+        compressor_model=model,
+        prompt_hash=f"{row['prompt_hash']}+{phash}",
+        answer_preserved=comp.preserved,
+    )
+
+
+# --------------------------------------------------------------------------------------------- I/O
+def _rows(chunk: pa.Table) -> list[dict[str, Any]]:
+    """A chunk's rows as dicts; a text that is not valid UTF-8 is None (``text_column``)."""
+    texts = {k: text_column(chunk, k) for k in TEXT_COLUMNS}
+    meta = chunk.select(META_COLUMNS).to_pylist()
+    return [{**m, **{k: v[i] for k, v in texts.items()}} for i, m in enumerate(meta)]
+
+
+@dataclass
+class _Compressor:
+    """One compress run: the prompt per row, and the bookkeeping of its chunks."""
+
+    params: Params
+    compressor: str
+    cfg: BackendConfig
+    ledger: Ledger
+    stats: TraceStats = field(default_factory=lambda: TraceStats(STATS_SCHEMA))
+    used_prompts: dict[str, str] = field(default_factory=dict)  # path -> hash, for provenance in the metrics
+
+    def prompt(self, row: dict[str, Any]) -> tuple[str, str]:
+        """(prompt hash, rendered prompt) of the compress request for ``row``."""
+        path = prompt_path(self.params, self.compressor, row["domain"])
+        phash = self.used_prompts.setdefault(path, prompt_hash(path))
+        fields = {k: row[k] for k in ("question", "reasoning", "answer", "domain", "dataset")}
+        return phash, render(load_prompt(path), **fields)
+
+    def chunk(self, be: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Compress one chunk of valid-id rows (one ``generate`` call); returns the kept output rows."""
+        todo = []
+        for row in rows:
+            if bad := input_reject(row):
+                self.ledger.reject(bad[0], id=row["id"], detail=bad[1])
+            else:
+                todo.append((row, *self.prompt(row)))
+        sampling = self.params.compress.sampling
+        completions = complete(be, [request(p, sampling, seed=sampling.seed) for _, _, p in todo])
+        keep: list[tuple[dict[str, Any], str, Compression]] = []
+        for (row, phash, _), c in zip(todo, completions, strict=True):
+            got = read_compression(c, row, self.params.compress.require_answer_preserved)
+            if isinstance(got, Compression):
+                keep.append((row, phash, got))
+            else:
+                self.ledger.reject(got[0], id=row["id"], detail=got[1])
+        tokens = count_tokens(self.cfg.tokenizer_id, [comp.text for _, _, comp in keep])
+        out = [
+            compressed_trace(row, comp, n, self.compressor, self.cfg.model, phash)
+            for (row, phash, comp), n in zip(keep, tokens, strict=True)
+        ]
+        self.ledger.kept(len(out))
+        self.stats.add(
+            {**{k: r[k] for k in ("dataset", *STATS_SCHEMA) if k in r}, "raw_chars": len(row["reasoning"])}
+            for r, (row, _, _) in zip(out, keep, strict=True)
+        )
+        return out
 
 
 def run(
@@ -102,130 +219,30 @@ def run(
 ) -> dict[str, Any]:
     ccfg = pick(params.compressors, compressor, "compressor")
     pick(params.teachers, teacher, "teacher")
-    sampling = params.compress.sampling
-    require = params.compress.require_answer_preserved
     ledger = Ledger("compress")
-    stats = GroupMeans()
-    used_prompts: dict[str, str] = {}  # path -> hash, for provenance in the metrics
+    job = _Compressor(params, compressor, ccfg, ledger)
     seen_ids: set[str] = set()
-
     preflight_tokenizer(ccfg, f"compressors.{compressor}")  # fails here, not after every request is paid
     staging = Staging()
-    with engine(ccfg, backend, cache_dir) as be, parquet_sink(staging.file(out), TRACES, out) as sink:
+    out_file = staging.file(out)  # staged (and locked against a concurrent run) before a model loads
+    with engine(ccfg, backend, cache_dir) as be, parquet_sink(out_file, TRACES, out) as sink:
         for chunk in iter_batches(raw, TRACES, batch_size=chunk_rows):
             ledger.seen(chunk.num_rows)
-            chunk = ledger.drop_duplicates(chunk, seen_ids, "raw trace")
-            reasonings = text_column(chunk, "reasoning")
-            responses = text_column(chunk, "response")
-            questions = text_column(chunk, "question")
-            answers = text_column(chunk, "answer")
-            meta = chunk.select(
-                ["id", "question_id", "dataset", "domain", "answer_type", "teacher_model", "prompt_hash"]
-            ).to_pylist()
-            todo: list[int] = []
-            inputs: dict[int, tuple[str, str]] = {}  # row -> (raw reasoning, canonical answer), valid UTF-8
-            requests = []
-            for i, row in enumerate(meta):
-                question, reasoning, answer = questions[i], reasonings[i], answers[i]
-                if question is None or reasoning is None or answer is None or responses[i] is None:
-                    ledger.reject(
-                        "non_utf8", id=row["id"], detail="a text column of this row is not valid UTF-8"
-                    )
-                    continue
-                bad = _input_reject(reasoning)
-                if bad is None and (problem := gold_error(answer, row["answer_type"])) is not None:
-                    bad = ("bad_gold_answer", problem)
-                if bad:
-                    ledger.reject(bad[0], id=row["id"], detail=bad[1])
-                    continue
-                path = prompt_path(params, compressor, row["domain"])
-                used_prompts.setdefault(path, prompt_hash(path))
-                prompt = render(
-                    load_prompt(path),
-                    question=question,
-                    reasoning=reasoning,
-                    answer=answer,
-                    domain=row["domain"],
-                    dataset=row["dataset"],
-                )
-                todo.append(i)
-                inputs[i] = (reasoning, answer)
-                requests.append(request(prompt, sampling, seed=sampling.seed))
-            completions = be.generate(requests) if requests else []
-            if len(completions) != len(requests):
-                raise RuntimeError(
-                    f"backend returned {len(completions)} completions for {len(requests)} requests; "
-                    "the engine contract is one completion per request, in order"
-                )
-            keep: list[tuple[int, str, bool]] = []
-            for i, c in zip(todo, completions, strict=True):
-                row, (raw_text, answer) = meta[i], inputs[i]
-                text = (c.text or "").strip()
-                reason = _output_reject(text, raw_text, c.finish_reason)
-                if reason:
-                    ledger.reject(reason, id=row["id"], detail=text)
-                    continue
-                preserved = answer_preserved(text, answer, row["answer_type"])
-                if require and not preserved:
-                    ledger.reject("answer_not_preserved", id=row["id"], detail=text)
-                    continue
-                keep.append((i, text, preserved))
-
-            tokens = count_tokens(ccfg.tokenizer_id, [t for _, t, _ in keep])
-            rows = []
-            for (i, text, preserved), n_tok in zip(keep, tokens, strict=True):
-                row, (raw_text, _) = meta[i], inputs[i]
-                path = prompt_path(params, compressor, row["domain"])
-                ratio = len(text) / len(raw_text)
-                ledger.kept()
-                stats.add(
-                    row["dataset"],
-                    chars=len(text),
-                    tokens=n_tok,
-                    ratio=ratio,
-                    raw_chars=len(raw_text),
-                    pct_answer_preserved=bool(preserved),
-                )
-                rows.append(
-                    trace_row(
-                        id=row["id"],
-                        question_id=row["question_id"],
-                        dataset=row["dataset"],
-                        domain=row["domain"],
-                        question=questions[i],
-                        answer=answers[i],
-                        answer_type=row["answer_type"],
-                        reasoning=text,
-                        response=responses[i],  # the teacher's final response, re-attached unchanged
-                        source=compressed_source(compressor),
-                        reasoning_chars=len(text),
-                        reasoning_tokens=n_tok,  # in the compressor's tokenizer (truncate relies on it)
-                        compression_ratio=ratio,
-                        teacher_model=row["teacher_model"],
-                        compressor_model=ccfg.model,
-                        prompt_hash=f"{row['prompt_hash']}+{used_prompts[path]}",
-                        answer_preserved=preserved,
-                    )
-                )
-            sink.write_rows(rows)
+            sink.write_rows(job.chunk(be, _rows(ledger.drop_duplicates(chunk, seen_ids, "raw trace"))))
             log.info(
                 "compress@%s-%s: %d/%d rows kept so far", teacher, compressor, ledger.rows_out, ledger.rows_in
             )
         ledger.write_rejects(staging, out)
         llm = engine_stats(be)
-
-    per_dataset, overall = split_overall(stats.table(scale={"pct_answer_preserved": 100.0}))
-    # paper Tables 2/5 aggregate as ratio_of_means; mean_ratio (mean of per-trace ratios) stays beside it
-    overall = with_ratio_of_means(overall)
-    per_dataset = {d: with_ratio_of_means(b) for d, b in per_dataset.items()}
+    per_dataset, overall = job.stats.blocks(STATS)
     result = {
         **ledger.as_dict(),
         "overall": overall,
         "datasets": per_dataset,  # paper Table 5: mean_chars, mean_tokens, ratio_of_means per dataset
-        "require_answer_preserved": require,
+        "require_answer_preserved": params.compress.require_answer_preserved,
         "engine": llm,
         "compressor_model": ccfg.model,
-        "prompt_hashes": used_prompts,
+        "prompt_hashes": job.used_prompts,
     }
     staging.metrics(metrics, result)
     staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,8 +45,9 @@ import typer
 
 from compress_distill.answers import gold_error
 from compress_distill.config import BackendConfig, Params, SamplingConfig, load_params, pick
-from compress_distill.llm.stage_engine import engine, engine_stats, request
+from compress_distill.llm.stage_engine import complete, engine, engine_stats, request
 from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
+from compress_distill.llm.types import Completion
 from compress_distill.names import ANSWER_TYPES
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.rejects import Ledger, is_utf8, safe_text, text_column
@@ -54,13 +55,14 @@ from compress_distill.schema import (
     ATTEMPTS,
     QUESTIONS,
     TRACES,
+    ParquetSink,
     first_per_id,
     parquet_sink,
     read_table,
     trace_row,
 )
 from compress_distill.staging import Staging
-from compress_distill.stats import GroupMeans, split_overall
+from compress_distill.stats import TraceStats, mean
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,13 @@ FINAL_REASON = {
     "no_reasoning": "no_reasoning",
     "non_utf8": "non_utf8",
 }
+# per-dataset means of the accepted traces (paper Table 4); reasoning_tokens in the teacher's tokenizer
+STATS_SCHEMA = {"reasoning_chars": int, "reasoning_tokens": int, "completion_tokens": int}
+STATS = [mean(c) for c in STATS_SCHEMA]
+DUPLICATE = ("duplicate_id", "repeated question id; the first row is kept")
 
 
+# --------------------------------------------------------------------------------------------- decisions
 def split_last_line(text: str) -> tuple[str, str]:
     """(reasoning, final response) of a completion without a think block (``generate.untagged: last_line``):
     the last non-empty line answers, everything above it reasons.  A one-line reply has no reasoning."""
@@ -105,35 +112,6 @@ def attempt_outcome(
     return "no_answer" if extracted is None else "wrong"
 
 
-def _questions(path: Path, ledger: Ledger, only: set[str] | None = None) -> list[dict[str, Any]]:
-    """Valid question rows (with an id in ``only``, if given); bad ones are rejected here with a reason
-    (before any model call)."""
-    table = read_table(path, QUESTIONS)
-    if only is not None:
-        table = table.filter(pc.is_in(table.column("id"), pa.array(sorted(only), pa.string())))
-    texts = text_column(table, "question")
-    answers = text_column(table, "answer")
-    rows = table.drop_columns(["question", "answer"]).to_pylist()
-    first = first_per_id([r["id"] for r in rows], set())
-    valid: list[dict[str, Any]] = []
-    for row, text, gold, is_first in zip(rows, texts, answers, first, strict=True):
-        qid = row["id"] or ""
-        ledger.seen()
-        if not is_first:
-            ledger.reject("duplicate_id", id=qid, detail="repeated question id; the first row is kept")
-        elif text is None or gold is None:
-            ledger.reject("non_utf8", id=qid, detail="question or answer is not valid UTF-8")
-        elif not text.strip():
-            ledger.reject("empty_question", id=qid)
-        elif row["answer_type"] not in ANSWER_TYPES:
-            ledger.reject("bad_answer_type", id=qid, detail=f"answer_type={row['answer_type']!r}")
-        elif (problem := gold_error(gold, row["answer_type"])) is not None:
-            ledger.reject("bad_gold_answer", id=qid, detail=problem)
-        else:
-            valid.append({**row, "question": text, "answer": gold})
-    return valid
-
-
 @dataclass(frozen=True)
 class Mode:
     """What one rejection-sampling stage asks and keeps: ``generate`` (reasoning traces, source ``raw``) or
@@ -151,6 +129,205 @@ class Mode:
     untagged: str  # generate.untagged: how a completion without a think block splits (reasoning mode only)
 
 
+def generate_mode(params: Params, teacher: str) -> Mode:
+    """Mode ``generate`` of teacher ``teacher``: reasoning traces, source ``raw``."""
+    gen = params.generate
+    tcfg = pick(params.teachers, teacher, "teacher")
+    return Mode("generate", "raw", "attempts.parquet", gen.prompt, gen.sampling, tcfg, True, gen.untagged)
+
+
+def question_reject(row: dict[str, Any], text: str | None, gold: str | None) -> tuple[str, str] | None:
+    """(reason, detail) when a question row cannot be asked at all, else None (before any model call)."""
+    if text is None or gold is None:
+        return "non_utf8", "question or answer is not valid UTF-8"
+    if not text.strip():
+        return "empty_question", ""
+    if row["answer_type"] not in ANSWER_TYPES:
+        return "bad_answer_type", f"answer_type={row['answer_type']!r}"
+    if (problem := gold_error(gold, row["answer_type"])) is not None:
+        return "bad_gold_answer", problem
+    return None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One completion of a question, read and graded: its outcome and the columns of its attempts row."""
+
+    reasoning: str
+    response: str
+    outcome: str  # attempt_outcome's
+    extracted: str | None
+    rule: str | None  # the extraction rule that found ``extracted``
+    correct: bool  # right answer and not cut by the token cap
+
+
+def read_attempt(q: dict[str, Any], c: Completion, mode: Mode) -> Attempt:
+    """Split completion ``c`` into reasoning and final response, grade the response against ``q``'s
+    canonical answer and decide the attempt's outcome.  Pure: no I/O, no model."""
+    from compress_distill.answers import grade
+
+    reasoning, response = c.reasoning or "", c.text or ""
+    if not mode.needs_reasoning:
+        reasoning = ""
+    elif not reasoning and mode.untagged == "last_line":
+        reasoning, response = split_last_line(response)
+    g = grade(response, q["answer"], q["answer_type"], q["choices"] or None) if is_utf8(response) else None
+    extracted, right = (g.extracted, g.correct) if g else (None, False)
+    return Attempt(
+        reasoning=reasoning,
+        response=response,
+        outcome=attempt_outcome(reasoning, response, c.finish_reason, right, extracted, mode.needs_reasoning),
+        extracted=extracted,
+        rule=g.rule if g else None,
+        correct=right and c.finish_reason != "length",
+    )
+
+
+def attempt_row(q: dict[str, Any], c: Completion, a: Attempt, teacher: str, round_no: int) -> dict[str, Any]:
+    return {
+        "question_id": q["id"],
+        "teacher": teacher,
+        "round": round_no,
+        "attempt": round_no,  # one attempt per pending question per round
+        "reasoning": safe_text(a.reasoning),
+        "response": safe_text(a.response),
+        "extracted": a.extracted,
+        "extraction_rule": a.rule,
+        "correct": a.correct,
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "finish_reason": c.finish_reason,
+        "request_hash": c.request_hash,
+    }
+
+
+def accepted_row(q: dict[str, Any], a: Attempt, tokens: int, mode: Mode, phash: str) -> dict[str, Any]:
+    """The output row (``<source>.parquet``) of an accepted attempt."""
+    return trace_row(
+        id=q["id"],  # one accepted trace per question: the trace id is the question id
+        question_id=q["id"],
+        dataset=q["dataset"],
+        domain=q["domain"],
+        question=q["question"],
+        answer=q["answer"],
+        answer_type=q["answer_type"],
+        reasoning=a.reasoning,
+        response=a.response,
+        source=mode.source,
+        reasoning_chars=len(a.reasoning),
+        reasoning_tokens=tokens,
+        # vs raw: 1 for raw itself, 0 for rows without reasoning (as answer-only)
+        compression_ratio=1.0 if mode.needs_reasoning else 0.0,
+        teacher_model=mode.engine.model,
+        compressor_model="",
+        prompt_hash=phash,
+        answer_preserved=None,
+    )
+
+
+# --------------------------------------------------------------------------------------------- I/O
+def _questions(path: Path, ledger: Ledger, only: set[str] | None = None) -> list[dict[str, Any]]:
+    """Valid question rows (with an id in ``only``, if given); bad ones are rejected here with a reason
+    (before any model call)."""
+    table = read_table(path, QUESTIONS)
+    if only is not None:
+        table = table.filter(pc.is_in(table.column("id"), pa.array(sorted(only), pa.string())))
+    texts = text_column(table, "question")
+    answers = text_column(table, "answer")
+    rows = table.drop_columns(["question", "answer"]).to_pylist()
+    first = first_per_id([r["id"] for r in rows], set())
+    valid: list[dict[str, Any]] = []
+    for row, text, gold, is_first in zip(rows, texts, answers, first, strict=True):
+        ledger.seen()
+        bad = question_reject(row, text, gold) if is_first else DUPLICATE
+        if bad:
+            ledger.reject(bad[0], id=row["id"] or "", detail=bad[1])
+        else:
+            valid.append({**row, "question": text, "answer": gold})
+    return valid
+
+
+@dataclass
+class _Rounds:
+    """One generate run's rounds: what each round asks, and where its attempts and accepted traces go."""
+
+    teacher: str
+    mode: Mode
+    template: str
+    phash: str
+    ledger: Ledger
+    stats: TraceStats = field(default_factory=lambda: TraceStats(STATS_SCHEMA))
+    outcomes: Counter[str] = field(default_factory=Counter)  # attempt level
+    last: dict[str, Attempt] = field(default_factory=dict)  # question id -> its latest failed attempt
+    accepted_by_round: Counter[str] = field(default_factory=Counter)
+    rounds_run: int = 0
+
+    def ask(self, q: dict[str, Any], seed: int) -> Any:
+        fields = {k: q[k] for k in ("question", "dataset", "domain", "answer_type")}
+        return request(render(self.template, **fields), self.mode.sampling, seed=seed)
+
+    def round(
+        self, be: Any, pending: list[dict[str, Any]], sinks: tuple[ParquetSink, ParquetSink]
+    ) -> list[dict[str, Any]]:
+        """Ask every pending question once (one ``generate`` call: paper §3.1), write the attempts and the
+        accepted traces; returns the questions still pending."""
+        self.rounds_run += 1
+        seed = round_seed(self.mode.sampling.seed, self.rounds_run)
+        log.info("%s@%s round %d: %d pending", self.mode.stage, self.teacher, self.rounds_run, len(pending))
+        completions = complete(be, [self.ask(q, seed) for q in pending])
+        done = [(q, c, read_attempt(q, c, self.mode)) for q, c in zip(pending, completions, strict=True)]
+        self.outcomes.update(a.outcome for _, _, a in done)
+        sinks[0].write_rows([attempt_row(q, c, a, self.teacher, self.rounds_run) for q, c, a in done])
+        sinks[1].write_rows(self.accept([d for d in done if d[2].outcome == "accepted"]))
+        failed = [(q, a) for q, _, a in done if a.outcome != "accepted"]
+        self.last.update((q["id"], a) for q, a in failed)
+        return [q for q, _ in failed]
+
+    def accept(self, accepted: list[tuple[dict[str, Any], Completion, Attempt]]) -> list[dict[str, Any]]:
+        """The ``raw.parquet`` rows of this round's accepted attempts, counted and added to the statistics."""
+        tokens = count_tokens(self.mode.engine.tokenizer_id, [a.reasoning for _, _, a in accepted])
+        rows = [
+            accepted_row(q, a, n, self.mode, self.phash)
+            for (q, _, a), n in zip(accepted, tokens, strict=True)
+        ]
+        if rows:
+            self.ledger.kept(len(rows))
+            self.accepted_by_round[str(self.rounds_run)] += len(rows)
+        self.stats.add(
+            {
+                **{k: r[k] for k in ("dataset", "reasoning_chars", "reasoning_tokens")},
+                "completion_tokens": c.completion_tokens,
+            }
+            for r, (_, c, _) in zip(rows, accepted, strict=True)
+        )
+        return rows
+
+    def metrics(self, asked: Counter[str]) -> dict[str, Any]:
+        per_dataset, overall = self.stats.blocks(STATS)
+        datasets = {}
+        for ds, n_asked in sorted(asked.items()):
+            block = per_dataset.get(ds, {"n": 0})
+            datasets[ds] = {
+                "questions": n_asked,
+                "accepted": int(block["n"]),
+                "acceptance_rate": block["n"] / n_asked if n_asked else 0.0,
+                **{k: v for k, v in block.items() if k != "n"},
+            }
+        n_attempts = sum(self.outcomes.values())
+        ledger = self.ledger
+        return {
+            **ledger.as_dict(),
+            "acceptance_rate": ledger.rows_out / ledger.rows_in if ledger.rows_in else 0.0,
+            "rounds_run": self.rounds_run,
+            "attempts": n_attempts,
+            "attempt_outcomes": {k: self.outcomes.get(k, 0) for k in ("accepted", *FINAL_REASON)},
+            "attempt_truncation_rate": self.outcomes["truncated"] / n_attempts if n_attempts else 0.0,
+            "accepted_by_round": dict(self.accepted_by_round),
+            "overall": {k: v for k, v in overall.items() if k != "n"},
+            "datasets": datasets,
+        }
+
+
 def run(
     params: Params,
     teacher: str,
@@ -162,9 +339,7 @@ def run(
     cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write ``out_dir/attempts.parquet``, ``out_dir/raw.parquet`` (+ ``raw.rejects.parquet``) and metrics."""
-    tcfg = pick(params.teachers, teacher, "teacher")
-    gen = params.generate
-    mode = Mode("generate", "raw", "attempts.parquet", gen.prompt, gen.sampling, tcfg, True, gen.untagged)
+    mode = generate_mode(params, teacher)
     return sample(params, teacher, mode, questions, out_dir, metrics, backend=backend, cache_dir=cache_dir)
 
 
@@ -183,176 +358,33 @@ def sample(
     """Rejection-sample ``mode``'s rows of ``teacher`` for the questions (those with an id in ``only``, if
     given: the others are no input of this stage) in ``generate.rounds`` rounds; write every attempt,
     the accepted rows, their rejects and the metrics."""
-    from compress_distill.answers import grade
-
-    tcfg = mode.engine
-    preflight_tokenizer(tcfg, f"teachers.{teacher}")  # fails here, not after every request is paid
-    gen = params.generate
-    template, phash = load_prompt(mode.prompt), prompt_hash(mode.prompt)
+    preflight_tokenizer(mode.engine, f"teachers.{teacher}")  # fails here, not after every request is paid
     out_dir = Path(out_dir)
     out = out_dir / f"{mode.source}.parquet"
     ledger = Ledger(mode.stage)
-    pool = _questions(Path(questions), ledger, only)
-    asked_per_dataset = Counter(q["dataset"] for q in pool)
-
-    outcomes: Counter[str] = Counter()  # attempt level
-    last_outcome: dict[str, tuple[str, str]] = {}  # question id -> (outcome, response) of its latest attempt
-    accepted_by_round: Counter[str] = Counter()
-    stats = GroupMeans()  # accepted traces, per dataset (paper Table 4)
-    rounds_run = 0
-
+    rounds = _Rounds(teacher, mode, load_prompt(mode.prompt), prompt_hash(mode.prompt), ledger)
+    pending = _questions(Path(questions), ledger, only)
+    asked = Counter(q["dataset"] for q in pending)
     staging = Staging()
+    # staged (and locked against a concurrent run) before the engine loads a model
+    attempts_file, out_file = staging.file(out_dir / mode.attempts), staging.file(out)
     with (
-        engine(tcfg, backend, cache_dir) as be,
-        parquet_sink(staging.file(out_dir / mode.attempts), ATTEMPTS) as attempts_out,
-        parquet_sink(staging.file(out), TRACES, out) as raw_out,
+        engine(mode.engine, backend, cache_dir) as be,
+        parquet_sink(attempts_file, ATTEMPTS) as attempts_out,
+        parquet_sink(out_file, TRACES, out) as rows_out,
     ):
-        pending = pool
-        for round_no in range(1, gen.rounds + 1):
-            if not pending:
-                break
-            rounds_run = round_no
-            seed = round_seed(mode.sampling.seed, round_no)
-            requests = [
-                request(
-                    render(
-                        template,
-                        question=q["question"],
-                        dataset=q["dataset"],
-                        domain=q["domain"],
-                        answer_type=q["answer_type"],
-                    ),
-                    mode.sampling,
-                    seed=seed,
-                )
-                for q in pending
-            ]
-            log.info("%s@%s round %d: %d pending questions", mode.stage, teacher, round_no, len(requests))
-            completions = be.generate(requests)  # the whole round in one call (paper §3.1)
-            if len(completions) != len(requests):
-                raise RuntimeError(
-                    f"backend returned {len(completions)} completions for {len(requests)} requests; "
-                    "the engine contract is one completion per request, in order"
-                )
-            attempt_rows: list[dict[str, Any]] = []
-            accepted: list[
-                tuple[dict[str, Any], Any, str, str]
-            ] = []  # question, completion, reasoning, response
-            still_pending: list[dict[str, Any]] = []
-            for q, c in zip(pending, completions, strict=True):
-                reasoning, response = c.reasoning or "", c.text or ""
-                if not mode.needs_reasoning:
-                    reasoning = ""
-                elif not reasoning and mode.untagged == "last_line":
-                    reasoning, response = split_last_line(response)
-                g = (
-                    grade(response, q["answer"], q["answer_type"], q["choices"] or None)
-                    if is_utf8(response)
-                    else None
-                )
-                correct = bool(g and g.correct) and c.finish_reason != "length"
-                extracted = g.extracted if g else None
-                outcome = attempt_outcome(
-                    reasoning,
-                    response,
-                    c.finish_reason,
-                    bool(g and g.correct),
-                    extracted,
-                    mode.needs_reasoning,
-                )
-                outcomes[outcome] += 1
-                attempt_rows.append(
-                    {
-                        "question_id": q["id"],
-                        "teacher": teacher,
-                        "round": round_no,
-                        "attempt": round_no,  # one attempt per pending question per round
-                        "reasoning": safe_text(reasoning),
-                        "response": safe_text(response),
-                        "extracted": extracted,
-                        "extraction_rule": g.rule if g else None,
-                        "correct": correct,
-                        "prompt_tokens": c.prompt_tokens,
-                        "completion_tokens": c.completion_tokens,
-                        "finish_reason": c.finish_reason,
-                        "request_hash": c.request_hash,
-                    }
-                )
-                if outcome == "accepted":
-                    accepted.append((q, c, reasoning, response))
-                else:
-                    last_outcome[q["id"]] = (outcome, response)
-                    still_pending.append(q)
-            attempts_out.write_rows(attempt_rows)
-            del attempt_rows
-
-            tokens = count_tokens(tcfg.tokenizer_id, [r for _, _, r, _ in accepted])
-            raw_rows = []
-            for (q, c, reasoning, response), n_tok in zip(accepted, tokens, strict=True):
-                last_outcome.pop(q["id"], None)
-                ledger.kept()
-                accepted_by_round[str(round_no)] += 1
-                stats.add(
-                    q["dataset"],
-                    reasoning_chars=len(reasoning),
-                    reasoning_tokens=n_tok,
-                    completion_tokens=c.completion_tokens,
-                )
-                raw_rows.append(
-                    trace_row(
-                        id=q["id"],  # one accepted trace per question: the trace id is the question id
-                        question_id=q["id"],
-                        dataset=q["dataset"],
-                        domain=q["domain"],
-                        question=q["question"],
-                        answer=q["answer"],
-                        answer_type=q["answer_type"],
-                        reasoning=reasoning,
-                        response=response,
-                        source=mode.source,
-                        reasoning_chars=len(reasoning),
-                        reasoning_tokens=n_tok,
-                        # vs raw: 1 for raw itself, 0 for rows without reasoning (as answer-only)
-                        compression_ratio=1.0 if mode.needs_reasoning else 0.0,
-                        teacher_model=tcfg.model,
-                        compressor_model="",
-                        prompt_hash=phash,
-                        answer_preserved=None,
-                    )
-                )
-            raw_out.write_rows(raw_rows)
-            pending = still_pending
-
+        while pending and rounds.rounds_run < params.generate.rounds:
+            pending = rounds.round(be, pending, (attempts_out, rows_out))
         for q in pending:
-            outcome, response = last_outcome[q["id"]]
-            ledger.reject(FINAL_REASON[outcome], id=q["id"], detail=response)
+            last = rounds.last[q["id"]]
+            ledger.reject(FINAL_REASON[last.outcome], id=q["id"], detail=last.response)
         ledger.write_rejects(staging, out)
         llm = engine_stats(be)
-
-    per_dataset, overall = split_overall(stats.table())
-    datasets = {}
-    for ds, asked in sorted(asked_per_dataset.items()):
-        block = per_dataset.get(ds, {"n": 0})
-        datasets[ds] = {
-            "questions": asked,
-            "accepted": int(block["n"]),
-            "acceptance_rate": block["n"] / asked if asked else 0.0,
-            **{k: v for k, v in block.items() if k != "n"},
-        }
-    n_attempts = sum(outcomes.values())
     result = {
-        **ledger.as_dict(),
-        "acceptance_rate": ledger.rows_out / ledger.rows_in if ledger.rows_in else 0.0,
-        "rounds_run": rounds_run,
-        "attempts": n_attempts,
-        "attempt_outcomes": {k: outcomes.get(k, 0) for k in ("accepted", *FINAL_REASON)},
-        "attempt_truncation_rate": outcomes["truncated"] / n_attempts if n_attempts else 0.0,
-        "accepted_by_round": dict(accepted_by_round),
-        "overall": {k: v for k, v in overall.items() if k != "n"},
-        "datasets": datasets,
+        **rounds.metrics(asked),
         "engine": llm,
-        "teacher_model": tcfg.model,
-        "prompt_hash": phash,
+        "teacher_model": mode.engine.model,
+        "prompt_hash": rounds.phash,
     }
     staging.metrics(metrics, result)
     staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed

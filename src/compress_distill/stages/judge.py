@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
 import typer
 
-from compress_distill.config import Params, load_params, pick
-from compress_distill.llm.stage_engine import engine, engine_stats, request
+from compress_distill.config import JudgeConfig, Params, load_params, pick
+from compress_distill.llm.stage_engine import complete, engine, engine_stats, request
 from compress_distill.names import FAILURE_MODES
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.reasoning import middle_truncate
@@ -46,7 +48,7 @@ from compress_distill.schema import (
     read_table,
 )
 from compress_distill.staging import Staging
-from compress_distill.stats import GroupMeans, split_overall
+from compress_distill.stats import TraceStats, mean, mode_counts, pct
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,17 @@ PARSE_STATUSES = ("ok", "truncated", "invalid_json", "schema_error", "inconsiste
 # or "unfaithful" with 4-5 (claims supported) cannot both be the judge's opinion, so neither is counted.
 # "partially_faithful" fits every score.
 CONTRADICTING_FAITHFULNESS: dict[str, range] = {"faithful": range(1, 3), "unfaithful": range(4, 6)}
+# per-dataset statistics of the parsed verdicts (paper Table 10), failure modes counted per trace
+STATS_SCHEMA = {
+    "faithfulness": int,
+    "coverage": int,
+    "clarity": int,
+    "faithful": bool,
+    "aligned": bool,
+    "failure_modes": list[str],
+}
+STATS = [*(mean(k) for k in ("faithfulness", "coverage", "clarity")), pct("faithful"), pct("aligned")]
+STATS += mode_counts("failure_modes")
 
 
 def inconsistency(v: JudgeVerdict) -> str | None:
@@ -156,7 +169,20 @@ def parse_verdict(text: str, finish_reason: str) -> tuple[str, JudgeVerdict | No
     return "schema_error", None, f"{error.error_count()} schema error(s): {where}: {first['msg']} | {text}"
 
 
-def _row(rid: str, compressor: str, model: str, status: str, v: JudgeVerdict | None) -> dict[str, Any]:
+def judge_prompt(template: str, jc: JudgeConfig, question: str, answer: str, raw: str, comp: str) -> str:
+    """The judge's prompt: both traces middle-truncated to their ``judge.max_*_chars`` (start and end kept)."""
+    return render(
+        template,
+        question=question,
+        answer=answer,
+        raw_reasoning=middle_truncate(raw, jc.max_raw_chars),
+        compressed_reasoning=middle_truncate(comp, jc.max_compressed_chars),
+    )
+
+
+def judgement_row(
+    rid: str, compressor: str, model: str, status: str, v: JudgeVerdict | None
+) -> dict[str, Any]:
     return {
         "id": rid,
         "compressor": compressor,
@@ -170,6 +196,113 @@ def _row(rid: str, compressor: str, model: str, status: str, v: JudgeVerdict | N
         "judge_model": model,
         "parse_status": status,
     }
+
+
+def verdict_stats(dataset: str, v: JudgeVerdict) -> dict[str, Any]:
+    """The numbers of a parsed verdict that paper Table 10 averages per dataset."""
+    return {
+        "dataset": dataset,
+        "faithfulness": v.faithfulness,
+        "coverage": v.coverage,
+        "clarity": v.clarity,
+        "faithful": v.verdict == "faithful",  # the verdict, not the score
+        "aligned": v.answer_alignment,
+        "failure_modes": list(v.failure_modes),
+    }
+
+
+# --------------------------------------------------------------------------------------------- I/O
+@dataclass
+class _Compressed:
+    """The compressed traces to judge (ids, datasets, reasoning), indexed by the first row of each id."""
+
+    ids: list[str]
+    datasets: list[str]
+    texts: list[str | None]
+    index: dict[str, int]  # id -> row of its first occurrence
+    matched: set[int] = field(default_factory=set)  # rows that met their raw trace
+
+    @classmethod
+    def read(cls, path: str | Path, ledger: Ledger) -> _Compressed:
+        comp = read_table(path, TRACES, columns=["id", "dataset", "reasoning"])
+        ids = comp.column("id").to_pylist()
+        ledger.seen(len(ids))
+        index: dict[str, int] = {}
+        for j, (rid, first) in enumerate(zip(ids, first_per_id(ids, set()), strict=True)):
+            if first:
+                index[rid] = j
+            else:
+                ledger.reject("duplicate_id", id=rid, detail="repeated compressed id; the first row is kept")
+        return cls(ids, comp.column("dataset").to_pylist(), text_column(comp, "reasoning"), index)
+
+    def unmatched(self) -> list[str]:
+        """Ids of first rows that never met a raw trace."""
+        return [rid for j, rid in enumerate(self.ids) if j not in self.matched and self.index.get(rid) == j]
+
+
+@dataclass
+class _Judge:
+    """One judge run: the request of each (raw, compressed) pair, and the bookkeeping of its batches."""
+
+    compressor: str
+    jc: JudgeConfig
+    template: str
+    comp: _Compressed
+    ledger: Ledger
+    stats: TraceStats = field(default_factory=lambda: TraceStats(STATS_SCHEMA))
+    statuses: Counter[str] = field(default_factory=Counter)
+    raw_seen: set[str] = field(default_factory=set)
+    raw_repeats: int = 0  # repeated raw ids: the first raw row of an id is the one judged against
+
+    def requests(self, batch: pa.Table) -> tuple[list[int], list[Any]]:
+        """(compressed rows, their judge requests) of the raw rows in ``batch`` that have a compressed row."""
+        ids = batch.column("id").to_pylist()
+        first = first_per_id(ids, self.raw_seen)
+        self.raw_repeats += first.count(False)
+        pairs = [(k, self.comp.index[r]) for k, r in enumerate(ids) if first[k] and r in self.comp.index]
+        texts = {c: text_column(batch, c) for c in ("question", "answer", "reasoning")} if pairs else {}
+        schema = engine_schema(self.jc.max_rationale_chars)
+        todo, requests = [], []
+        for k, j in pairs:
+            self.comp.matched.add(j)
+            fields = [texts["question"][k], texts["answer"][k], texts["reasoning"][k], self.comp.texts[j]]
+            if any(f is None for f in fields):
+                detail = "question, answer or a trace is not valid UTF-8"
+                self.ledger.reject("non_utf8", id=self.comp.ids[j], detail=detail)
+                continue
+            prompt = judge_prompt(self.template, self.jc, *fields)  # type: ignore[arg-type]
+            todo.append(j)
+            requests.append(request(prompt, self.jc.sampling, seed=self.jc.sampling.seed, json_schema=schema))
+        return todo, requests
+
+    def batch(self, be: Any, batch: pa.Table) -> list[dict[str, Any]]:
+        """Judge one batch of raw rows (one ``generate`` call); returns a judgement row per request."""
+        todo, requests = self.requests(batch)
+        rows = []
+        for j, c in zip(todo, complete(be, requests), strict=True):
+            rid = self.comp.ids[j]
+            status, v, detail = parse_verdict(c.text, c.finish_reason)
+            self.statuses[status] += 1
+            rows.append(judgement_row(rid, self.compressor, self.jc.engine.model, status, v))
+            if v is None:
+                self.ledger.reject(status, id=rid, detail=detail)
+            else:
+                self.ledger.kept()
+                self.stats.add([verdict_stats(self.comp.datasets[j], v)])
+        return rows
+
+    def metrics(self) -> dict[str, Any]:
+        per_dataset, overall = self.stats.blocks(STATS)
+        for block in (*per_dataset.values(), overall):
+            block["failure_modes"] = {m: block.pop(m, 0) for m in FAILURE_MODES}
+        return {
+            **self.ledger.as_dict(),
+            "rows_written": sum(self.statuses.values()),
+            "parse_status": {s: self.statuses.get(s, 0) for s in PARSE_STATUSES},
+            "overall": overall,
+            "datasets": per_dataset,  # paper Table 10
+            "raw_repeated_ids": self.raw_repeats,  # ignored raw rows (first row of an id wins)
+        }
 
 
 def run(
@@ -188,116 +321,24 @@ def run(
     pick(params.teachers, teacher, "teacher")
     pick(params.compressors, compressor, "compressor")
     jc = params.judge
-    template, phash = load_prompt(jc.prompt), prompt_hash(jc.prompt)
-    schema = engine_schema(jc.max_rationale_chars)
     ledger = Ledger("judge")
-
-    comp = read_table(compressed, TRACES, columns=["id", "dataset", "reasoning"])
-    comp_ids = comp.column("id").to_pylist()
-    comp_data = comp.column("dataset").to_pylist()
-    comp_text = text_column(comp, "reasoning")
-    del comp
-    index: dict[str, int] = {}
-    ledger.seen(len(comp_ids))
-    for j, (rid, first) in enumerate(zip(comp_ids, first_per_id(comp_ids, set()), strict=True)):
-        if first:
-            index[rid] = j
-        else:
-            ledger.reject("duplicate_id", id=rid, detail="repeated compressed id; the first row is kept")
-    matched: set[int] = set()
-    raw_seen: set[str] = set()
-    raw_repeats = 0  # repeated raw ids: the first raw row of an id is the one judged against
-
-    stats = GroupMeans()
-    modes: dict[str, Counter[str]] = defaultdict(Counter)
-    statuses: Counter[str] = Counter()
+    job = _Judge(compressor, jc, load_prompt(jc.prompt), _Compressed.read(compressed, ledger), ledger)
     staging = Staging()
-    with (
-        engine(jc.engine, backend, cache_dir) as be,
-        parquet_sink(staging.file(out), JUDGEMENTS, out) as sink,
-    ):
-        for batch in iter_batches(
-            raw, TRACES, batch_size=chunk_rows, columns=["id", "question", "answer", "reasoning"]
-        ):
-            ids = batch.column("id").to_pylist()
-            raw_first = first_per_id(ids, raw_seen)
-            raw_repeats += raw_first.count(False)
-            pairs = [(k, index[r]) for k, r in enumerate(ids) if raw_first[k] and r in index]
-            if not pairs:
-                continue
-            questions = text_column(batch, "question")
-            answers = text_column(batch, "answer")
-            raws = text_column(batch, "reasoning")
-            todo: list[int] = []
-            requests = []
-            for k, j in pairs:
-                matched.add(j)
-                question, answer, raw_text, comp = questions[k], answers[k], raws[k], comp_text[j]
-                if question is None or answer is None or raw_text is None or comp is None:
-                    ledger.reject(
-                        "non_utf8", id=comp_ids[j], detail="question, answer or a trace is not valid UTF-8"
-                    )
-                    continue
-                prompt = render(
-                    template,
-                    question=question,
-                    answer=answer,
-                    raw_reasoning=middle_truncate(raw_text, jc.max_raw_chars),
-                    compressed_reasoning=middle_truncate(comp, jc.max_compressed_chars),
-                )
-                todo.append(j)
-                requests.append(request(prompt, jc.sampling, seed=jc.sampling.seed, json_schema=schema))
-            completions = be.generate(requests) if requests else []
-            if len(completions) != len(requests):
-                raise RuntimeError(
-                    f"backend returned {len(completions)} completions for {len(requests)} requests; "
-                    "the engine contract is one completion per request, in order"
-                )
-            rows = []
-            for j, c in zip(todo, completions, strict=True):
-                status, v, detail = parse_verdict(c.text, c.finish_reason)
-                statuses[status] += 1
-                rows.append(_row(comp_ids[j], compressor, jc.engine.model, status, v))
-                if v is None:
-                    ledger.reject(status, id=comp_ids[j], detail=detail)
-                    continue
-                ledger.kept()
-                stats.add(
-                    comp_data[j],
-                    faithfulness=v.faithfulness,
-                    coverage=v.coverage,
-                    clarity=v.clarity,
-                    pct_faithful=v.verdict == "faithful",
-                    pct_aligned=v.answer_alignment,
-                )
-                for m in set(v.failure_modes):
-                    modes[comp_data[j]][m] += 1
-                    modes["overall"][m] += 1
-            sink.write_rows(rows)
-            log.info("judge@%s-%s: %d judged so far", teacher, compressor, sum(statuses.values()))
-        for j, rid in enumerate(comp_ids):
-            if j not in matched and index.get(rid) == j:
-                ledger.reject("missing_raw", id=rid, detail="no raw trace with this id")
+    out_file = staging.file(out)  # staged (and locked against a concurrent run) before a model loads
+    with engine(jc.engine, backend, cache_dir) as be, parquet_sink(out_file, JUDGEMENTS, out) as sink:
+        columns = ["id", "question", "answer", "reasoning"]
+        for batch in iter_batches(raw, TRACES, batch_size=chunk_rows, columns=columns):
+            sink.write_rows(job.batch(be, batch))
+            log.info("judge@%s-%s: %d judged so far", teacher, compressor, sum(job.statuses.values()))
+        for rid in job.comp.unmatched():
+            ledger.reject("missing_raw", id=rid, detail="no raw trace with this id")
         ledger.write_rejects(staging, out)
         llm = engine_stats(be)
-
-    # blocks of numbers, each gaining a dict of failure-mode counts below
-    table: dict[str, dict[str, Any]] = dict(stats.table(scale={"pct_faithful": 100.0, "pct_aligned": 100.0}))
-    for group, block in table.items():
-        block["failure_modes"] = {m: modes[group].get(m, 0) for m in FAILURE_MODES}
-    per_dataset, overall = split_overall(table)
-    if not overall.get("failure_modes"):
-        overall["failure_modes"] = dict.fromkeys(FAILURE_MODES, 0)
     result = {
-        **ledger.as_dict(),
-        "rows_written": sum(statuses.values()),
-        "parse_status": {s: statuses.get(s, 0) for s in PARSE_STATUSES},
-        "overall": overall,
-        "datasets": per_dataset,  # paper Table 10
+        **job.metrics(),
         "engine": llm,
         "judge_model": jc.engine.model,
-        "prompt_hash": phash,
-        "raw_repeated_ids": raw_repeats,  # ignored raw rows (first row of an id wins)
+        "prompt_hash": prompt_hash(jc.prompt),
     }
     staging.metrics(metrics, result)
     staging.commit()  # outputs, then metrics: nothing lands unless all of it was computed

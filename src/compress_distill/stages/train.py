@@ -91,8 +91,9 @@ def run(
 
     # the model folder and the metrics are staged and committed together by the main process at the end, so
     # a failed run leaves the previous model and metrics (and no stray folder inside models/).  PartialState
-    # is not asked yet: the trainer's Accelerator must be the first to set up the process group.
-    staging = Staging()
+    # is not asked yet: the trainer's Accelerator must be the first to set up the process group, so the rank
+    # comes from the launcher's RANK (torchrun, accelerate): only the main process locks the outputs.
+    staging = Staging(lock=os.environ.get("RANK", "0") == "0")
 
     t0 = time.perf_counter()
     params = load_params(params_path)

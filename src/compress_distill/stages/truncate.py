@@ -35,9 +35,12 @@ from compress_distill.llm.tokens import count_tokens, preflight_tokenizer
 from compress_distill.rejects import Ledger, text_column
 from compress_distill.schema import TRACES, first_per_id, iter_batches, parquet_sink, read_table
 from compress_distill.staging import Staging
-from compress_distill.stats import GroupMeans, split_overall
+from compress_distill.stats import TRACE_LENGTHS, TraceStats, mean, pct
 
 log = logging.getLogger(__name__)
+# per-dataset statistics of the cut traces: lengths, mean per-trace ratio, % under budget without a cut
+STATS_SCHEMA = {"reasoning_chars": int, "reasoning_tokens": int, "compression_ratio": float, "uncut": bool}
+STATS = [*TRACE_LENGTHS, mean("compression_ratio", "mean_ratio"), pct("uncut")]
 
 # ~8k traces x ~7 kB (Table 4) = ~60 MB of text per batch: one batch-encode call keeps all cores busy.
 BATCH_ROWS = 8_192
@@ -137,7 +140,7 @@ def run(
     cutter = Cutter(preflight_tokenizer(ccfg, f"compressors.{cfg.compressor}"))
     budgets, compressed_repeats = _budgets(compressed, ccfg.tokenizer_id)
     ledger = Ledger("truncate")
-    stats = GroupMeans()
+    stats = TraceStats(STATS_SCHEMA)
     budget_tokens = 0
     seen_ids: set[str] = set()
 
@@ -170,8 +173,16 @@ def run(
             cut = [t[:e] for t, e in zip(kept_texts, ends, strict=True)]
             chars = [len(c) for c in cut]
             ratios = [len(c) / len(t) for c, t in zip(cut, kept_texts, strict=True)]
-            for i, c, n, r, b in zip(keep, chars, n_tokens, ratios, kept_budgets, strict=True):
-                stats.add(datasets[i], chars=c, tokens=n, ratio=r, pct_uncut=n < b)
+            stats.add(
+                {
+                    "dataset": datasets[i],
+                    "reasoning_chars": c,
+                    "reasoning_tokens": n,
+                    "compression_ratio": r,
+                    "uncut": n < b,
+                }
+                for i, c, n, r, b in zip(keep, chars, n_tokens, ratios, kept_budgets, strict=True)
+            )
             budget_tokens += sum(kept_budgets)
             n = len(keep)
             table = batch.take(pa.array(keep, pa.int64()))
@@ -191,7 +202,7 @@ def run(
             ledger.kept(n)
         ledger.write_rejects(staging, out)
 
-    per_dataset, overall = split_overall(stats.table(scale={"pct_uncut": 100.0}))
+    per_dataset, overall = stats.blocks(STATS)
     result = {
         **ledger.as_dict(),
         "overall": overall,

@@ -41,8 +41,7 @@ import typer
 from compress_distill.answers import gold_error
 from compress_distill.config import Params, VerifyConfig, load_params, pick
 from compress_distill.errors import StageError
-from compress_distill.evaluation.metrics import with_ratio_of_means
-from compress_distill.llm.stage_engine import engine, engine_stats, request
+from compress_distill.llm.stage_engine import complete, engine, engine_stats, request
 from compress_distill.names import VERIFIED, compressed_source
 from compress_distill.prompts import load_prompt, prompt_hash, render
 from compress_distill.reasoning import middle_truncate
@@ -58,9 +57,18 @@ from compress_distill.schema import (
     to_table,
 )
 from compress_distill.staging import Staging
-from compress_distill.stats import GroupMeans, split_overall
+from compress_distill.stats import RATIO_OF_MEANS, TraceStats, mean, pct
 
 log = logging.getLogger(__name__)
+# per-dataset statistics of the written rows: lengths, ratio of means, % that fell back to the raw trace
+STATS_SCHEMA = {"reasoning_chars": int, "raw_chars": int, "compression_ratio": float, "fallback": bool}
+STATS = [
+    mean("reasoning_chars", "mean_chars"),
+    mean("raw_chars"),
+    RATIO_OF_MEANS,
+    mean("compression_ratio", "mean_ratio"),
+    pct("fallback"),
+]
 
 CHUNK_ROWS = 4_096  # raw rows per verifier call (at most one request per compressor and row)
 RAW, DROPPED = "raw", "dropped"  # decision winners that are not a compressor
@@ -195,7 +203,7 @@ def run(
         for c in names
     }
     ledger = Ledger("verify")
-    stats = GroupMeans()
+    stats = TraceStats(STATS_SCHEMA)
     winners: Counter[str] = Counter()
     seen_ids: set[str] = set()
     staging = Staging()
@@ -235,12 +243,7 @@ def run(
                         asks.append((len(rows), c))
                         requests.append(verifier_request(vc, template, question, text))
                 rows.append((k, cands))
-            completions = be.generate(requests) if requests else []
-            if len(completions) != len(requests):
-                raise RuntimeError(
-                    f"backend returned {len(completions)} completions for {len(requests)} requests; "
-                    "the engine contract is one completion per request, in order"
-                )
+            completions = complete(be, requests)
             graded: dict[tuple[int, str], tuple[bool, str | None, bool]] = {}
             for (r, c), done in zip(asks, completions, strict=True):
                 k = rows[r][0]
@@ -267,11 +270,15 @@ def run(
                 out_rows.append(row)
                 ledger.kept()
                 stats.add(
-                    dataset,
-                    chars=row["reasoning_chars"],
-                    raw_chars=meta[k]["reasoning_chars"],
-                    ratio=row["compression_ratio"],
-                    pct_fallback=winner == RAW,
+                    [
+                        {
+                            "dataset": dataset,
+                            "reasoning_chars": row["reasoning_chars"],
+                            "raw_chars": meta[k]["reasoning_chars"],
+                            "compression_ratio": row["compression_ratio"],
+                            "fallback": winner == RAW,
+                        }
+                    ]
                 )
             sink.write_rows(out_rows)
             log.info("verify@%s: %d/%d traces decided so far", teacher, len(decisions), ledger.rows_in)
@@ -282,15 +289,15 @@ def run(
     )
 
     decided = len(decisions)
-    per_dataset, overall = split_overall(stats.table(scale={"pct_fallback": 100.0}))
+    per_dataset, overall = stats.blocks(STATS)
     result = {
         **ledger.as_dict(),
         "fallback": vc.fallback,
         # share of the decided traces (valid raw rows) each winner took; "raw"/"dropped" are the fallback
         "shares": {w: winners[w] / decided if decided else 0.0 for w in [*names, RAW, DROPPED]},
         "fallback_rate": (winners[RAW] + winners[DROPPED]) / decided if decided else 0.0,
-        "overall": with_ratio_of_means(overall),  # over the written rows (raw fallbacks count as ratio 1)
-        "datasets": {d: with_ratio_of_means(b) for d, b in per_dataset.items()},
+        "overall": overall,  # over the written rows (raw fallbacks count as ratio 1)
+        "datasets": per_dataset,
         "repeated_ids": {c: comp[c].repeated for c in names},
         "engine": llm,
         "verifier_model": vc.engine.model,
