@@ -230,8 +230,11 @@ def test_dvc_yaml_declares_a_rejects_file_beside_every_output() -> None:
         products = [o for o in outs if not o.endswith(".rejects.parquet") and not o.startswith("plots/")]
         if name == "prepare":  # two tables of one folder: one rejects file for the folder
             products = ["data/questions"]
-        if name == "generate":  # attempts.parquet logs every attempt (nothing is rejected from it)
-            products = [o for o in products if not o.endswith("/attempts.parquet")]
+        if name in (
+            "generate",
+            "ift",
+        ):  # (ift.)attempts.parquet logs every attempt (nothing is rejected from it)
+            products = [o for o in products if not o.endswith("attempts.parquet")]
         if name == "verify":  # the decisions table logs every decision, as attempts.parquet every attempt
             products = [o for o in products if not o.endswith(".decisions.parquet")]
         if name == "train":  # training.data counts its rejects per reason in the metrics (rows carry no id)

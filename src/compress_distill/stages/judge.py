@@ -3,7 +3,9 @@
 The judge sees the question, the canonical answer, the raw reasoning middle-truncated to
 ``judge.max_raw_chars`` (40k) and the compressed reasoning to ``judge.max_compressed_chars`` (12k) -- both
 ends kept, so it always sees the start and the conclusion -- and answers under a JSON schema
-(``schema.judge_json_schema()``; structured decoding in the engine), validated with ``schema.JudgeVerdict``.
+(``engine_schema``: ``schema.judge_json_schema()`` with the consistency rule as one ``anyOf`` branch per
+verdict, so a constrained engine cannot write a verdict that contradicts its score), validated with
+``schema.JudgeVerdict``.
 
 ``parse_status`` of each row (``PARSE_STATUSES``): ``ok``; ``truncated`` (the reply hit ``max_tokens``
 before the JSON closed -- the only realistic failure under structured decoding, Appendix G.1);
