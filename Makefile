@@ -31,7 +31,7 @@ $(VENV)/.test-installed: $(STAMP)
 	$(BIN)/pip install --quiet --find-links $(WHEELHOUSE) -e ".[test]"
 	# headless Chromium renders reports/index.html in the report tests (Debian package)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-	# a one-node SLURM cluster on loopback runs the grid tests (tests/slurm_cluster.py; Debian packages)
+	# a one-node SLURM cluster on loopback runs the grid tests (tests/helpers/slurm_cluster.py; Debian packages)
 	command -v sbatch >/dev/null || (apt-get update && apt-get install -y slurm-wlm munge)
 	touch $@
 

@@ -50,7 +50,7 @@ def smol_dir() -> str:
 
 @pytest.fixture(scope="session")
 def slurm() -> object:
-    """A one-node SLURM cluster on loopback for the whole run (``tests/slurm_cluster.py``); yields the client
+    """A one-node SLURM cluster on loopback for the whole run (``tests/helpers/slurm_cluster.py``); yields the client
     environment (``SLURM_CONF``), also set in ``os.environ`` while it runs."""
     import tempfile
 
