@@ -10,7 +10,7 @@ import pytest
 from compress_distill.config import load_params
 from compress_distill.evaluation import aggregate, traces
 from compress_distill.evaluation.tables import RunResult
-from tests.helpers.paper import TABLE11
+from tests.helpers.paper import table11_runs
 from tests.helpers.synthetic import write_hub
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,17 +188,7 @@ def test_group_gaps_reproduce_section_6_4() -> None:
 
 
 def test_table11_gpu_hour_totals() -> None:
-    runs = [
-        RunResult(
-            f"r{i}",
-            "t",
-            "s",
-            "m",
-            src if src in ("raw", "answer-only", "truncated") else f"compressed-{src}",
-            train={"gpu_hours": gpu_h, "gpus": gpus, "wall_clock_s": gpu_h / gpus * 3600},
-        )
-        for i, (src, gpus, gpu_h) in enumerate(TABLE11)
-    ]
+    runs = table11_runs()
     totals = aggregate.compute_totals(aggregate.runs_frame(runs))
     # "training consumes 280.9 H100-hours ... The seven truncation ablations add 16.0 H100-h over the 264.9"
     assert {k: round(v, 1) for k, v in totals.items()} == {

@@ -15,7 +15,7 @@ from compress_distill.evaluation.metrics import acc_per_1k_tokens
 from compress_distill.evaluation.tables import GridOrder, RunResult
 from compress_distill.plan import run_id
 from compress_distill.stages.report import compare_with_raw
-from tests.helpers.paper import METHODS, SOURCES, STUDENTS, TABLE3, TABLE9, TABLE11, TEACHERS
+from tests.helpers.paper import METHODS, SOURCES, STUDENTS, TABLE3, TABLE9, TEACHERS, table11_runs
 
 ORDER = GridOrder(TEACHERS, STUDENTS, METHODS, SOURCES)
 # printed values are rounded: accuracy to 3 decimals, token means to integers, acc / 1k tokens to 4 decimals
@@ -99,17 +99,7 @@ def test_table3_prints_the_papers_overall_accuracy() -> None:
 
 
 def test_table11_prints_the_papers_gpu_hour_totals() -> None:
-    runs = [
-        RunResult(
-            f"r{i}",
-            "t",
-            "s",
-            "m",
-            src if src in ("raw", "answer-only", "truncated") else f"compressed-{src}",
-            train={"gpu_hours": gpu_h, "gpus": gpus, "wall_clock_s": gpu_h / gpus * 3600},
-        )
-        for i, (src, gpus, gpu_h) in enumerate(TABLE11)
-    ]
+    runs = table11_runs()
     table = tables.compute_table(runs, ORDER)
     assert len(table.rows) == 55 + 3
     # "training consumes 280.9 H100-hours ... The seven truncation ablations add 16.0 H100-h over the 264.9"

@@ -9,6 +9,8 @@ the params ids of ``configs/paper.yaml``'s grid shape: teachers ``qwen`` (Qwen3.
 
 from __future__ import annotations
 
+from compress_distill.evaluation.tables import RunResult
+
 TEACHERS = ["qwen", "gptoss"]
 STUDENTS = ["q08", "l8", "q9", "g20"]
 METHODS = ["lora", "full"]
@@ -94,3 +96,18 @@ TABLE9 = [
 
 # Table 11: (source, GPUs, GPU-h) per training run in the paper's row order (compressed sources by compressor)
 TABLE11 = [("raw", 4, 4.5), ("answer-only", 4, 0.3), ("truncated", 4, 0.6), ("l70", 4, 0.8), ("m14", 4, 0.6), ("raw", 4, 4.2), ("answer-only", 4, 0.3), ("truncated", 4, 0.6), ("l70", 4, 0.7), ("m14", 4, 0.6), ("raw", 8, 21.8), ("answer-only", 8, 0.8), ("truncated", 8, 2.3), ("l70", 4, 3.1), ("m14", 4, 2.3), ("raw", 8, 24.4), ("answer-only", 8, 1.0), ("truncated", 8, 2.7), ("l70", 4, 3.4), ("m14", 4, 2.5), ("raw", 8, 21.6), ("answer-only", 8, 1.0), ("truncated", 8, 2.6), ("l70", 4, 3.3), ("m14", 4, 2.5), ("raw", 8, 26.7), ("answer-only", 8, 1.4), ("truncated", 8, 3.3), ("l70", 4, 4.1), ("m14", 4, 3.0), ("raw", 8, 25.0), ("truncated", 8, 3.9), ("l70", 8, 4.9), ("m14", 8, 4.0), ("raw", 4, 2.3), ("l70", 4, 0.6), ("m14", 4, 0.6), ("raw", 4, 2.2), ("l70", 4, 0.6), ("m14", 4, 0.6), ("raw", 8, 11.0), ("l70", 4, 2.5), ("m14", 4, 2.1), ("raw", 8, 12.4), ("l70", 4, 2.7), ("m14", 4, 2.3), ("raw", 8, 10.8), ("l70", 4, 2.7), ("m14", 4, 2.3), ("raw", 8, 13.3), ("l70", 4, 3.3), ("m14", 4, 2.9), ("raw", 8, 13.1), ("l70", 8, 4.1), ("m14", 8, 3.7)]  # fmt: skip
+
+
+def table11_runs() -> list[RunResult]:
+    """Table 11's 55 training runs as report rows: source, GPUs and GPU-hours (wall clock = GPU-h / GPUs)."""
+    return [
+        RunResult(
+            f"r{i}",
+            "t",
+            "s",
+            "m",
+            src if src in ("raw", "answer-only", "truncated") else f"compressed-{src}",
+            train={"gpu_hours": gpu_h, "gpus": gpus, "wall_clock_s": gpu_h / gpus * 3600},
+        )
+        for i, (src, gpus, gpu_h) in enumerate(TABLE11)
+    ]
