@@ -63,7 +63,7 @@ lint: setup-test
 	$(BIN)/mypy
 
 test: setup-test lint
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not gpu" tests
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not gpu" --durations=20 tests
 
 # GPU machines: the gpu-marked tests (skipped without CUDA), in the GPU set of setup-gpu
 test-gpu: setup-gpu

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -26,10 +27,12 @@ PKG = "src/compress_distill"
 # Stage families (dvc.yaml stage names) that import each module, read off the code by hand: a module edit
 # must make stale exactly the instances of these families.
 IMPORTERS: dict[str, set[str]] = {
-    # answer grading: the teacher's attempts, the compressor's answer check, the verifier, the students
-    "answers.py": {"generate", "compress", "verify", "evaluate", "evaluate_cap"},
+    # answer grading: the teacher's attempts (ift runs generate's sampler, so it imports what generate
+    # imports), the compressor's answer check, the verifier, the students
+    "answers.py": {"generate", "ift", "compress", "verify", "evaluate", "evaluate_cap"},
     "reasoning.py": {
         "generate",
+        "ift",
         "compress",
         "truncate",
         "judge",
@@ -41,11 +44,21 @@ IMPORTERS: dict[str, set[str]] = {
         "report",
     },
     # the engine code: the stages that generate, plus truncate (it counts tokens through llm.tokens)
-    "llm/hf.py": {"generate", "compress", "truncate", "judge", "verify", "evaluate", "evaluate_cap"},
-    "llm/cache.py": {"generate", "compress", "truncate", "judge", "verify", "evaluate", "evaluate_cap"},
+    "llm/hf.py": {"generate", "ift", "compress", "truncate", "judge", "verify", "evaluate", "evaluate_cap"},
+    "llm/cache.py": {
+        "generate",
+        "ift",
+        "compress",
+        "truncate",
+        "judge",
+        "verify",
+        "evaluate",
+        "evaluate_cap",
+    },
     "schema.py": {
         "prepare",
         "generate",
+        "ift",
         "compress",
         "truncate",
         "answer_only",
@@ -58,7 +71,17 @@ IMPORTERS: dict[str, set[str]] = {
         "report",
     },
     # the reject ledger: every trace stage and the report (never the engine code: report stays cheap)
-    "rejects.py": {"generate", "compress", "truncate", "answer_only", "judge", "verify", "build", "report"},
+    "rejects.py": {
+        "generate",
+        "ift",
+        "compress",
+        "truncate",
+        "answer_only",
+        "judge",
+        "verify",
+        "build",
+        "report",
+    },
     "card.py": {"build"},
     "training/trainer.py": {"train"},
 }
@@ -86,6 +109,12 @@ def committed_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             continue
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
+    # the demo plans neither the cap variants nor source ift: switch both on so their stages are checked too
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    params["evaluate"]["extra_caps"] = [320]
+    params["ift"] = {}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    _sh([str(BIN / "compress-distill"), "plan", "--params", "params.yaml"], repo)
     _sh(["git", "init", "-q"], repo)
     _sh(["git", "add", "-A"], repo)
     _sh(["git", "commit", "-qm", "copy"], repo)
