@@ -17,9 +17,12 @@ from tests.helpers.dvc_repo import copy_repo, sh
 FLOPS_BUDGET = 3e11  # ~370 input tokens of SmolLM2-135M (6 x 134.5M params per token): 2-3 packed bins
 SEEDS = (0, 1)
 SOURCES = ("raw", "compressed-concise", "compressed-domain")  # student smol; student big trains on ift
-RUNS = [f"smol-smol-lora-{src}-s{seed}" for src in SOURCES for seed in SEEDS] + [
-    f"smol-big-lora-ift-s{seed}" for seed in SEEDS
-]
+# the spread is measured on raw alone (every other group runs seed 0 only: each run costs ~25 s of 2 cores)
+RUNS = (
+    [f"smol-smol-lora-raw-s{seed}" for seed in SEEDS]
+    + [f"smol-smol-lora-{src}-s0" for src in SOURCES[1:]]
+    + ["smol-big-lora-ift-s0"]
+)
 
 
 def shrunken(params: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +68,8 @@ def shrunken(params: dict[str, Any]) -> dict[str, Any]:
         "seeds": list(SEEDS),
         # reasoning traces on the small student, instruction tuning on the "larger" one, at equal FLOPs
         "exclude": [{"student": "smol", "source": "ift"}]
-        + [{"student": "big", "source": src} for src in SOURCES],
+        + [{"student": "big", "source": src} for src in SOURCES]
+        + [{"source": src, "seed": seed} for src in [*SOURCES[1:], "ift"] for seed in SEEDS[1:]],
     }
     return params
 
@@ -112,7 +116,8 @@ def test_ift_rows_are_graded_answers_without_reasoning(repo: Path) -> None:
     ift = pq.read_table(repo / "data/hub/smol/ift").to_pylist()
     assert len(ift) == m["rows_out"] and {r["reasoning"] for r in ift} == {""}
     assert {r["source"] for r in ift} == {"ift"}
-    assert all(metrics(repo, "eval", f"smol-big-lora-ift-s{s}")["overall"]["n"] == 3 for s in SEEDS)
+    assert metrics(repo, "eval", "smol-big-lora-ift-s0")["overall"]["n"] == 3
+    assert not (repo / "metrics/eval/smol-big-lora-ift-s1.json").exists()  # excluded by seed
 
 
 @pytest.mark.slow

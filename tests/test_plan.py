@@ -108,6 +108,10 @@ def test_seeds_multiply_runs_and_suffix_names_only_when_several() -> None:
     assert sorted(two) == sorted(f"{name}-s{seed}" for name in base for seed in (0, 1))
     assert two["smol-smol-lora-raw-s1"]["seed"] == 1
     assert find_run(params, "smol-smol-lora-raw-s1").seed == 1
+    # an exclusion may name a seed: the spread of some run groups only
+    data["grid"]["exclude"] = [{"source": "answer-only", "seed": 1}]
+    some = expand(parse_params(data))["runs"]
+    assert set(two) - set(some) == {"smol-smol-lora-answer-only-s1"}
     for bad in ([], [1, 1], [-1]):
         data["grid"]["seeds"] = bad
         with pytest.raises(ConfigError, match="grid.seeds"):

@@ -555,6 +555,8 @@ class GridExclusion(Section):
     student: str | None = None
     method: Method | None = None
     source: str | None = None
+    # a seed of grid.seeds: spread measured on some run groups only, e.g. {source: ift, seed: 1}
+    seed: int | None = None
 
 
 class GridConfig(Section):
