@@ -1,4 +1,4 @@
-"""The paper's printed numbers (/work/shared/paper, Tables 3, 9 and 11), as a regression fixture.
+"""The paper's printed numbers (its Tables 3, 9 and 11), kept as a regression fixture.
 
 Kept verbatim, rounding included; the tests push them through the project's metric and table code
 (tests/evaluation/test_paper_fixture.py, test_aggregate.py).  Teacher, student, method and source ids are
