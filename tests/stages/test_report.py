@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 import yaml
 from typer.testing import CliRunner
 
-from compress_distill.config import load_params
+from compress_distill.config import Params, load_params
 from compress_distill.evaluation import tables
 from compress_distill.plan import expand
 from compress_distill.stages import report
@@ -20,10 +21,9 @@ from tests.helpers.synthetic import write_grid
 REPO = Path(__file__).resolve().parents[2]
 
 
-def build(root: Path, params_file: str = "params.yaml", **kw):  # type: ignore[no-untyped-def]
-    params = load_params(REPO / params_file)
-    write_grid(root, params, **kw)
-    summary = report.run(
+def run_report(params: Params, root: Path) -> dict[str, Any]:
+    """The report stage over the folders of ``root`` laid out as the demo's dvc.yaml lays them out."""
+    return report.run(
         params,
         root / "metrics",
         root / "data/predictions",
@@ -33,7 +33,12 @@ def build(root: Path, params_file: str = "params.yaml", **kw):  # type: ignore[n
         root / "metrics/summary.json",
         root / "plots/train",
     )
-    return params, summary
+
+
+def build(root: Path, params_file: str = "params.yaml", **kw):  # type: ignore[no-untyped-def]
+    params = load_params(REPO / params_file)
+    write_grid(root, params, **kw)
+    return params, run_report(params, root)
 
 
 def rows_of(md: Path) -> list[list[str]]:
@@ -233,16 +238,7 @@ def test_cost_ledger_counts_engine_stages_and_only_planned_runs(tmp_path: Path) 
     _stage_metrics(tmp_path, "train/smol-old-full-raw.json", {"gpu_hours": 1000.0, "wall_clock_s": 5.0})
     _stage_metrics(tmp_path, "eval/smol-old-full-raw.json", {"gpu_hours": 10.0})
     _stage_metrics(tmp_path, "compress/smol-gone.json", {"engine": {"llm_gpu_hours": 500.0}})
-    s = report.run(
-        params,
-        tmp_path / "metrics",
-        tmp_path / "data/predictions",
-        tmp_path / "data/hub",
-        tmp_path / "reports",
-        tmp_path / "plots/report",
-        tmp_path / "metrics/summary.json",
-        tmp_path / "plots/train",
-    )
+    s = run_report(params, tmp_path)
     cost = s["cost"]
     planned = expand(params)["runs"]
     train = sum(json.loads((tmp_path / f"metrics/train/{r}.json").read_text())["gpu_hours"] for r in planned)
@@ -287,16 +283,7 @@ def test_report_has_the_papers_missing_artefacts(tmp_path: Path) -> None:
             "overall": {"mean_completion_tokens": 2015.4},
         },
     )
-    s = report.run(
-        params,
-        tmp_path / "metrics",
-        tmp_path / "data/predictions",
-        tmp_path / "data/hub",
-        tmp_path / "reports",
-        tmp_path / "plots/report",
-        tmp_path / "metrics/summary.json",
-        tmp_path / "plots/train",
-    )
+    s = run_report(params, tmp_path)
     reports = tmp_path / "reports"
     keys = [
         "table1_datasets",
@@ -356,16 +343,7 @@ def test_cap_sensitivity_table_puts_each_extra_cap_under_its_run(tmp_path: Path)
     at_cap["max_new_tokens"] = cap
     (tmp_path / "metrics/eval/caps").mkdir(parents=True)
     (tmp_path / f"metrics/eval/caps/{cap_variant(run, cap)}.json").write_text(json.dumps(at_cap))
-    summary = report.run(
-        params,
-        tmp_path / "metrics",
-        tmp_path / "data/predictions",
-        tmp_path / "data/hub",
-        tmp_path / "reports",
-        tmp_path / "plots/report",
-        tmp_path / "metrics/summary.json",
-        tmp_path / "plots/train",
-    )
+    summary = run_report(params, tmp_path)
     rows = rows_of(tmp_path / "reports/table_cap_sensitivity.md")
     raw_rows = [r for r in rows if r[2] == "Raw"]
     assert len(rows) == len(expand(params)["runs"]) + 1 and len(raw_rows) == 2
